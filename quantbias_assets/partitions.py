@@ -1,0 +1,31 @@
+"""Partitions of everything a model produces: model (dynamic, registry nicknames) x method."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+METHODS = (
+    "none",
+    "rtn-w8a16",
+    "rtn-w4a16",
+    "sq-rtn-w4a16",
+    "gptq-w4a16",
+    "awq-w4a16",
+    "rtn-w8a8",
+    "sq-rtn-w8a8",
+)
+
+model_partitions = dg.DynamicPartitionsDefinition(name="model")
+method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
+model_method_partitions = dg.MultiPartitionsDefinition(
+    {"model": model_partitions, "method": method_partitions}
+)
+
+
+def partition_key(model: str, method: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"model": model, "method": method})
+
+
+def model_and_method(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
+    return keys["model"], keys["method"]

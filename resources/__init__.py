@@ -1,0 +1,1 @@
+"""Dagster ConfigurableResources: lake, worker launchers, inference settings, model store, dbt."""
