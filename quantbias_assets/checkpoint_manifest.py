@@ -1,0 +1,94 @@
+"""The record of one `checkpoint` partition: what was built (or resolved), from what, and how.
+
+The quantize worker writes `<store_root>/<model>/<method>/checkpoint.json`; the respond worker
+reads it to find the weights and to put the weights digest into its `config_hash`. Stdlib only,
+so every worker image can import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+CheckpointSource = Literal["quantized", "base", "published"]
+SOURCES: tuple[str, ...] = ("quantized", "base", "published")
+MANIFEST_NAME = "checkpoint.json"
+
+
+@dataclass(frozen=True)
+class CheckpointManifest:
+    model: str
+    method: str
+    source: CheckpointSource
+    # a local folder, or a hub id when the weights were not downloaded (published / base by id)
+    path: str
+    revision: str | None = None
+    # sha256 over the weight files (see weights_digest in quantize.py); None when not local
+    digest: str | None = None
+    base_digest: str | None = None
+    recipe: str | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = False
+    quantization_config: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int | None = None
+    compression_ratio: float | None = None
+    seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source: {self.source!r} is not one of {', '.join(SOURCES)}")
+
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """What identifies the weights for a response's config_hash."""
+        if self.digest is not None:
+            return {"digest": self.digest}
+        return {"path": self.path, "revision": self.revision}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointManifest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def manifest_path(store_root: str | Path, model: str, method: str) -> Path:
+    return Path(store_root) / model / method / MANIFEST_NAME
+
+
+def write_manifest(store_root: str | Path, manifest: CheckpointManifest) -> Path:
+    """Write atomically (temp file + rename) so a reader never sees half a manifest."""
+    target = manifest_path(store_root, manifest.model, manifest.method)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def read_manifest(store_root: str | Path, model: str, method: str) -> CheckpointManifest:
+    path = manifest_path(store_root, model, method)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no checkpoint manifest for model {model!r}, method {method!r}; "
+            f"materialize the `checkpoint` asset for this partition first"
+        )
+    try:
+        data = json.loads(path.read_text())
+        return CheckpointManifest.from_dict(data)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from error
