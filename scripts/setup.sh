@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv with everything the orchestrator, the transformers engine and llmcompressor need.
+# Offline-safe: every version is pinned in constraints.txt; torch is the CPU build installed first
+# so that no other package can pull a multi-GB CUDA torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/pip install -q -c constraints.txt torch==2.13.0
+.venv/bin/pip install -q -c constraints.txt -e ".[quant,dev]"
+.venv/bin/pip check
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, dagster; print("torch", torch.__version__, "dagster", dagster.__version__)'))"
