@@ -1,0 +1,117 @@
+"""Automation, decided in one place: which assets refresh by themselves, and when.
+
+- Dataset files are observed on a schedule; a new data version (content hash) makes the
+  question table stale, and `eager` re-materializes it.
+- Responses and verdicts re-run only the partitions that already exist, when an input (the
+  question table, the checkpoint, the responses) changed. Thanks to content-addressed rows the
+  workers then re-score only the changed questions. New partitions are never started by
+  automation: a new model is a backfill, requested by `model_registry_sensor`.
+- Analysis, dbt models and figures are eager: they refresh after any input changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import dagster as dg
+
+from quantbias_assets.partitions import model_partitions, partition_key
+
+# What a new model gets without anyone asking: the native model and the paper's 5 variants.
+BACKFILL_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16")
+
+# The model worker assets: a backfill runs one partition per run, so each worker loads its
+# model exactly once.
+ONE_MODEL_LOAD_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+
+WORKER_ASSET_PREFIXES = ("checkpoint", "responses", "verdicts")
+
+
+def refresh_existing_partitions() -> dg.AutomationCondition:
+    """Re-run a partition that exists when one of its inputs was updated."""
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.missing()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("refresh_existing_partitions")
+
+
+def condition_for(key: dg.AssetKey) -> dg.AutomationCondition | None:
+    top = key.path[0]
+    if top == "checkpoint":
+        return None  # quantizing is explicit: a backfill or a click, never a side effect
+    if top in ("responses", "verdicts"):
+        return refresh_existing_partitions()
+    return dg.AutomationCondition.eager()
+
+
+def with_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Sequence:
+    """Attach the automation condition of every asset, here and nowhere else."""
+
+    def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
+        condition = condition_for(spec.key)
+        return spec if condition is None else spec.replace_attributes(automation_condition=condition)
+
+    return dg.map_asset_specs(attach, list(assets))
+
+
+def observe_dataset_files_schedule(
+    dataset_file_keys: Sequence[dg.AssetKey], cron: str = "*/15 * * * *"
+) -> dg.ScheduleDefinition:
+    job = dg.define_asset_job(
+        "observe_dataset_files", selection=dg.AssetSelection.assets(*dataset_file_keys)
+    )
+    return dg.ScheduleDefinition(
+        name="observe_dataset_files_schedule",
+        job=job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Hash the benchmark's JSON files; a changed file refreshes its dataset.",
+    )
+
+
+def new_model_run_requests(
+    models: Sequence[str], asset_keys: Sequence[dg.AssetKey], methods: Sequence[str] = BACKFILL_METHODS
+) -> list[dg.RunRequest]:
+    """One run per (model, method): checkpoint, then every response and verdict table."""
+    return [
+        dg.RunRequest(
+            run_key=f"new-model:{model}:{method}",
+            partition_key=partition_key(model, method),
+            asset_selection=list(asset_keys),
+            tags={"quantbias/model": model, "quantbias/method": method},
+        )
+        for model in models
+        for method in methods
+    ]
+
+
+def build_model_registry_sensor(
+    registered_models, asset_keys: Sequence[dg.AssetKey]
+) -> dg.SensorDefinition:
+    """A sensor on the model registry: a new nickname becomes a `model` partition and a backfill.
+
+    `registered_models()` returns the registry's nicknames. Removing a model from the registry
+    deletes nothing: its partitions and tables stay.
+    """
+
+    @dg.sensor(
+        name="model_registry_sensor",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Adds a `model` partition for each new registry entry and backfills it.",
+    )
+    def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        known = set(context.instance.get_dynamic_partitions(model_partitions.name))
+        new = sorted(set(registered_models()) - known)
+        if not new:
+            return dg.SensorResult(skip_reason="no new model in the registry")
+        context.log.info(f"new models in the registry: {', '.join(new)}")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[model_partitions.build_add_request(new)],
+            run_requests=new_model_run_requests(new, asset_keys),
+        )
+
+    return model_registry_sensor
