@@ -8,6 +8,7 @@ so every worker image can import it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from typing import Any, Literal
 CheckpointSource = Literal["quantized", "base", "published"]
 SOURCES: tuple[str, ...] = ("quantized", "base", "published")
 MANIFEST_NAME = "checkpoint.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,23 @@ def read_manifest(store_root: str | Path, model: str, method: str) -> Checkpoint
         return CheckpointManifest.from_dict(data)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: {error}") from error
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def weights_digest(folder: str | Path) -> str:
+    """sha256 over (relative name, content) of every weight file, in name order."""
+    root = Path(folder)
+    files = weight_files(root)
+    if not files:
+        raise FileNotFoundError(f"{root}: no weight files (*.safetensors, *.bin) in this folder")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
