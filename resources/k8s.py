@@ -1,0 +1,301 @@
+"""Kubernetes worker launcher: runs the quantize / respond / judge workers as pods under Dagster Pipes.
+
+Same interface as `LocalWorkerLauncher`: `run(context, worker, extras)` returns the completed
+Pipes invocation. The pod for each worker kind comes from resource config (`WorkerPodConfig`);
+`worker_pod(...)` turns that config into the `image`, `command`, `base_pod_meta` and
+`base_pod_spec` that `dagster_k8s.PipesK8sClient.run` takes, as plain data so tests can build
+the exact pod with dagster-k8s's own `build_pod_body` and validate it offline.
+
+Secrets only ever reach a pod as `secretKeyRef`s: plain env whose name looks like a credential
+is refused, so a token can never end up in a pod spec (and the Dagster event log) in clear text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from resources.workers import WORKER_KINDS, worker_command
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# Plain env names that must come from a Kubernetes secret instead.
+_CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|SAS", re.IGNORECASE)
+
+
+class SecretEnv(dg.Config):
+    """One environment variable read from a key of a Kubernetes Secret."""
+
+    name: str
+    secret_name: str
+    secret_key: str
+    # optional: the pod still starts when the key is absent (e.g. workload identity instead of keys).
+    optional: bool = False
+
+
+class Toleration(dg.Config):
+    key: str
+    operator: str = "Exists"  # Equal | Exists
+    value: str | None = None
+    effect: str | None = None  # NoSchedule | PreferNoSchedule | NoExecute
+
+
+class WorkerPodConfig(dg.Config):
+    """Everything that differs between worker kinds' pods."""
+
+    image: str
+    image_pull_policy: str = "IfNotPresent"  # Always | IfNotPresent | Never
+    gpu: int = 0
+    cpu_request: str = "2"
+    cpu_limit: str = "4"
+    memory_request: str = "8Gi"
+    memory_limit: str = "16Gi"
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    runtime_class: str | None = None
+    service_account: str | None = None
+    # A PersistentVolumeClaim shared by workers so hub downloads happen once; HF_HOME points at it.
+    model_cache_claim: str | None = None
+    model_cache_path: str = "/models-cache"
+    # vLLM and torch need a larger /dev/shm than the container runtime's 64 MiB default.
+    shm_size: str | None = None
+    secret_env: list[SecretEnv] = []
+    env: dict[str, str] = {}
+    run_as_user: int = 1000
+    run_as_group: int = 1000
+    active_deadline_seconds: int | None = None
+    labels: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class WorkerPod:
+    """The arguments `PipesK8sClient.run` (and `build_pod_body`) take for one worker pod."""
+
+    image: str
+    command: list[str]
+    base_pod_meta: dict[str, Any]
+    base_pod_spec: dict[str, Any]
+
+
+def worker_pod(
+    config: WorkerPodConfig,
+    worker: str,
+    python: str = "python",
+    annotations: Mapping[str, str] | None = None,
+) -> WorkerPod:
+    """Pure: the pod for one worker kind from its config. Raises ValueError on unsafe config."""
+    command = worker_command(python, worker)
+    for name in config.env:
+        if _CREDENTIAL_NAME.search(name):
+            raise ValueError(
+                f"{worker} worker pod: env: {name}: looks like a credential; "
+                "pass it through secret_env (a Kubernetes secretKeyRef), not as a plain value"
+            )
+    return WorkerPod(
+        image=config.image,
+        command=command,
+        base_pod_meta={
+            "labels": {
+                "app.kubernetes.io/name": "quantbias-worker",
+                "app.kubernetes.io/component": worker,
+                **config.labels,
+            },
+            "annotations": dict(annotations or {}),
+        },
+        base_pod_spec=_pod_spec(config, worker),
+    )
+
+
+def _pod_spec(config: WorkerPodConfig, worker: str) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in config.env.items()]
+    if config.model_cache_claim:
+        volumes.append(
+            {"name": "model-cache", "persistentVolumeClaim": {"claimName": config.model_cache_claim}}
+        )
+        mounts.append({"name": "model-cache", "mountPath": config.model_cache_path})
+        env.append({"name": "HF_HOME", "value": config.model_cache_path})
+    if config.shm_size:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    env.extend(
+        {
+            "name": secret.name,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": secret.secret_name,
+                    "key": secret.secret_key,
+                    "optional": secret.optional,
+                }
+            },
+        }
+        for secret in config.secret_env
+    )
+
+    limits = {"cpu": config.cpu_limit, "memory": config.memory_limit}
+    if config.gpu > 0:
+        limits[GPU_RESOURCE] = str(config.gpu)
+    container: dict[str, Any] = {
+        "name": f"{worker}-worker",
+        "imagePullPolicy": config.image_pull_policy,
+        "env": env,
+        "resources": {
+            "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
+            "limits": limits,
+        },
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": config.run_as_user,
+            "runAsGroup": config.run_as_group,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "restartPolicy": "Never",
+        # Workers never call the Kubernetes API; do not hand them a token.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": config.run_as_user,
+            "runAsGroup": config.run_as_group,
+            # Makes the model-cache volume writable by the non-root user.
+            "fsGroup": config.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": volumes,
+    }
+    if config.node_selector:
+        spec["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        spec["tolerations"] = [
+            {k: v for k, v in toleration.model_dump().items() if v is not None}
+            for toleration in config.tolerations
+        ]
+    if config.runtime_class:
+        spec["runtimeClassName"] = config.runtime_class
+    if config.service_account:
+        spec["serviceAccountName"] = config.service_account
+    if config.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = config.active_deadline_seconds
+    return spec
+
+
+class K8sWorkerLauncher(dg.ConfigurableResource):
+    """Runs workers as pods through `dagster_k8s.PipesK8sClient` (production on Kubernetes).
+
+    Context goes in through env vars; the worker's Pipes messages come back through the pod log.
+    """
+
+    quantize: WorkerPodConfig
+    respond: WorkerPodConfig
+    judge: WorkerPodConfig
+    namespace: str = "quantbias"
+    python_executable: str = "python"
+    # None: in-cluster config when KUBERNETES_SERVICE_HOST is set, else the default kubeconfig.
+    load_incluster_config: bool | None = None
+    kubeconfig_file: str | None = None
+    poll_interval_seconds: float = 10.0
+    pod_wait_timeout_seconds: float = 24 * 3600.0
+    delete_pod_on_completion: bool = True
+
+    def pod_config(self, worker: str) -> WorkerPodConfig:
+        if worker not in WORKER_KINDS:
+            raise ValueError(f"unknown worker {worker!r}; expected one of {', '.join(WORKER_KINDS)}")
+        return getattr(self, worker)
+
+    def run(
+        self,
+        context: dg.AssetExecutionContext,
+        worker: str,
+        extras: Mapping[str, Any],
+    ) -> dg.PipesClientCompletedInvocation:
+        from dagster_k8s import PipesK8sClient
+
+        annotations = {"quantbias/run-id": context.run_id}
+        if context.has_partition_key:
+            # Multi-partition keys contain "|", which label values forbid; annotations allow it.
+            annotations["quantbias/partition-key"] = str(context.partition_key)
+        pod = worker_pod(self.pod_config(worker), worker, self.python_executable, annotations)
+        client = PipesK8sClient(
+            load_incluster_config=self.load_incluster_config,
+            kubeconfig_file=self.kubeconfig_file,
+            poll_interval=self.poll_interval_seconds,
+        )
+        return client.run(
+            context=context,
+            extras=dict(extras),
+            image=pod.image,
+            command=pod.command,
+            namespace=self.namespace,
+            base_pod_meta=pod.base_pod_meta,
+            base_pod_spec=pod.base_pod_spec,
+            pod_wait_timeout=self.pod_wait_timeout_seconds,
+            delete_pod_on_completion=self.delete_pod_on_completion,
+        )
+
+
+def default_worker_pods(
+    registry: str,
+    tag: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    model_cache_claim: str | None = "quantbias-model-cache",
+    hub_token_secret: str = "quantbias-hub-token",
+    object_store_secret: str = "quantbias-object-store",
+) -> dict[str, WorkerPodConfig]:
+    """The production pod per worker kind: one GPU each on the tainted GPU pool (k8s/gpu-nodepool.yaml).
+
+    quantize runs the llmcompressor image; respond and judge (Llama Guard) run the vLLM image.
+    """
+    secrets = [
+        SecretEnv(name="HF_TOKEN", secret_name=hub_token_secret, secret_key="HF_TOKEN"),
+        *(
+            SecretEnv(name=key, secret_name=object_store_secret, secret_key=key, optional=True)
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCOUNT_KEY")
+        ),
+    ]
+    gpu_pool = {
+        "node_selector": {"quantbias/pool": "gpu"},
+        "tolerations": [Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
+        "service_account": "quantbias-worker",
+        "model_cache_claim": model_cache_claim,
+        "secret_env": secrets,
+        "env": dict(env or {}),
+        "gpu": 1,
+        "shm_size": "16Gi",
+    }
+    return {
+        "quantize": WorkerPodConfig(
+            image=f"{registry}/quantbias-quantizer-worker:{tag}",
+            cpu_request="8",
+            cpu_limit="16",
+            memory_request="64Gi",
+            memory_limit="96Gi",
+            **gpu_pool,
+        ),
+        "respond": WorkerPodConfig(
+            image=f"{registry}/quantbias-vllm-worker:{tag}",
+            cpu_request="4",
+            cpu_limit="8",
+            memory_request="32Gi",
+            memory_limit="48Gi",
+            **gpu_pool,
+        ),
+        "judge": WorkerPodConfig(
+            image=f"{registry}/quantbias-vllm-worker:{tag}",
+            cpu_request="4",
+            cpu_limit="8",
+            memory_request="32Gi",
+            memory_limit="48Gi",
+            **gpu_pool,
+        ),
+    }
