@@ -72,14 +72,18 @@ def manifest_path(store_root: str | Path, model: str, method: str) -> Path:
     return Path(store_root) / model / method / MANIFEST_NAME
 
 
-def write_manifest(store_root: str | Path, manifest: CheckpointManifest) -> Path:
-    """Write atomically (temp file + rename) so a reader never sees half a manifest."""
-    target = manifest_path(store_root, manifest.model, manifest.method)
+def write_manifest_file(folder: str | Path, manifest: CheckpointManifest) -> Path:
+    """Write `<folder>/checkpoint.json` atomically (temp file + rename): never half a manifest."""
+    target = Path(folder) / MANIFEST_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{MANIFEST_NAME}.tmp")
     tmp.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
     tmp.replace(target)
     return target
+
+
+def write_manifest(store_root: str | Path, manifest: CheckpointManifest) -> Path:
+    return write_manifest_file(manifest_path(store_root, manifest.model, manifest.method).parent, manifest)
 
 
 def read_manifest(store_root: str | Path, model: str, method: str) -> CheckpointManifest:
@@ -89,9 +93,15 @@ def read_manifest(store_root: str | Path, model: str, method: str) -> Checkpoint
             f"{path}: no checkpoint manifest for model {model!r}, method {method!r}; "
             f"materialize the `checkpoint` asset for this partition first"
         )
+    return read_manifest_file(path)
+
+
+def read_manifest_file(path: str | Path) -> CheckpointManifest:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint manifest here")
     try:
-        data = json.loads(path.read_text())
-        return CheckpointManifest.from_dict(data)
+        return CheckpointManifest.from_dict(json.loads(path.read_text()))
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: {error}") from error
 
