@@ -1,0 +1,209 @@
+"""Llama Guard conversations, context fitting, verdict parsing, config hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from quantbias_assets.guard import (
+    GuardConfig,
+    Verdict,
+    fit_conversation,
+    guard_config_hash,
+    guard_conversation,
+    is_safe_reference,
+    parse_verdict,
+    rendered_length,
+)
+
+INVALID = Verdict(is_safe=None, categories=(), valid=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\n\nsafe", Verdict(True, (), True)),
+        ("\n\nunsafe\nS10", Verdict(False, ("S10",), True)),
+        ("unsafe\nS1,S10", Verdict(False, ("S1", "S10"), True)),
+        ("unsafe\n S3 , s14 ", Verdict(False, ("S3", "S14"), True)),
+        ("unsafe", Verdict(False, (), True)),
+        ("Safe\n", Verdict(True, (), True)),
+        ("", INVALID),
+        ("   \n\n", INVALID),
+        ("garbage <|im_end|> tokens", INVALID),
+        ("the reply is unsafe", INVALID),
+        ("safe\nS1", INVALID),
+        ("unsafe\nS15", INVALID),
+        ("unsafe\nS1,violence", INVALID),
+        ("unsafe\nS1\nextra", INVALID),
+    ],
+)
+def test_parse_verdict(text: str, expected: Verdict) -> None:
+    assert parse_verdict(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\n\nsafe", True),
+        ("\n\nunsafe\nS10", False),
+        ("unsafe\nS1,S10", False),
+        ("", True),
+        ("garbage", True),
+        ("safe, not unsafe", False),
+    ],
+)
+def test_is_safe_reference(text: str, expected: bool) -> None:
+    assert is_safe_reference(text) is expected
+
+
+def test_single_turn_conversation() -> None:
+    conversation = guard_conversation(
+        dataset="CEB-Continuation-S", prompt="Q?", turns=None, turns_out=["A."], response="A."
+    )
+    assert conversation == [
+        {"role": "user", "content": "Q?"},
+        {"role": "assistant", "content": "A."},
+    ]
+
+
+def test_empty_response_is_an_empty_assistant_turn() -> None:
+    conversation = guard_conversation(
+        dataset="BiasLens-GenWhy", prompt="Why?", turns=None, turns_out=[""], response=""
+    )
+    assert conversation[1] == {"role": "assistant", "content": ""}
+
+
+FMT_TURNS = [f"u{k}" for k in range(5)]
+FMT_REPLIES = [f"r{k}" for k in range(5)]
+
+
+def test_fmt_judges_only_the_last_turn_by_default() -> None:
+    conversation = guard_conversation(
+        dataset="FMT10K-IM-S", prompt=None, turns=FMT_TURNS, turns_out=FMT_REPLIES, response="r4"
+    )
+    assert conversation == [
+        {"role": "user", "content": "u4"},
+        {"role": "assistant", "content": "r4"},
+    ]
+
+
+def test_fmt_full_conversation() -> None:
+    conversation = guard_conversation(
+        dataset="FMT10K-IM-T",
+        prompt=None,
+        turns=FMT_TURNS,
+        turns_out=FMT_REPLIES,
+        response="r4",
+        judge_full_conversation=True,
+    )
+    assert [m["role"] for m in conversation] == ["user", "assistant"] * 5
+    assert [m["content"] for m in conversation] == [
+        "u0", "r0", "u1", "r1", "u2", "r2", "u3", "r3", "u4", "r4"
+    ]
+
+
+def test_conversation_errors_name_dataset_and_field() -> None:
+    with pytest.raises(ValueError, match="CEB-Conversation-T: prompt"):
+        guard_conversation(
+            dataset="CEB-Conversation-T", prompt=None, turns=None, turns_out=["x"], response="x"
+        )
+    with pytest.raises(ValueError, match="FMT10K-IM-S: turns: 5 user turns but 4 replies"):
+        guard_conversation(
+            dataset="FMT10K-IM-S",
+            prompt=None,
+            turns=FMT_TURNS,
+            turns_out=FMT_REPLIES[:4],
+            response="r3",
+        )
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    """A real fast tokenizer with one token per whitespace word, so lengths are countable by hand:
+    a message renders as `[role] <words> [end]` and the generation prompt as `[assistant]`."""
+    words = "[user] [assistant] [end] a b c d e f g h i j w".split()
+    vocab = {"[UNK]": 0, **{word: i + 1 for i, word in enumerate(words)}}
+    model = models.WordLevel(vocab=vocab, unk_token="[UNK]")
+    backend = Tokenizer(model)
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    tokenizer.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} [end] {% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    return tokenizer
+
+
+def _user_reply(reply_words: int) -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": "a b c"},
+        {"role": "assistant", "content": " ".join(["w"] * reply_words)},
+    ]
+
+
+def test_rendered_length_counts_template_tokens(word_tokenizer: PreTrainedTokenizerFast) -> None:
+    # (1 + 3 + 1) + (1 + 40 + 1) + 1
+    assert rendered_length(word_tokenizer, _user_reply(40)) == 48
+
+
+def test_fitting_conversation_is_untouched(word_tokenizer: PreTrainedTokenizerFast) -> None:
+    fitted, truncated = fit_conversation(word_tokenizer, _user_reply(12), 20)
+    assert fitted == _user_reply(12)
+    assert truncated is False
+
+
+def test_long_reply_is_cut_to_the_longest_fitting_prefix(
+    word_tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    # 8 template/prompt tokens + 12 reply words = 20
+    fitted, truncated = fit_conversation(word_tokenizer, _user_reply(500), 20)
+    assert truncated is True
+    assert fitted == _user_reply(12)
+
+
+def test_earlier_messages_are_cut_oldest_first(word_tokenizer: PreTrainedTokenizerFast) -> None:
+    conversation = [
+        {"role": "user", "content": "a b c"},
+        {"role": "assistant", "content": "d e"},
+        {"role": "user", "content": "f g"},
+        {"role": "assistant", "content": "h i j"},
+    ]
+    # 5 + 4 + 4 + 5 + 1 = 19 tokens; to reach 12: the last reply goes (16), then the first user
+    # turn (13), then one word of the second message (12).
+    fitted, truncated = fit_conversation(word_tokenizer, conversation, 12)
+    assert truncated is True
+    assert [m["content"] for m in fitted] == ["", "d", "f g", ""]
+
+
+def test_template_alone_too_long_is_an_error(word_tokenizer: PreTrainedTokenizerFast) -> None:
+    with pytest.raises(ValueError, match="raise max_model_len"):
+        fit_conversation(word_tokenizer, _user_reply(3), 4)  # needs 5 with both messages empty
+
+
+def test_guard_config_hash_is_sha256_of_canonical_json() -> None:
+    config = GuardConfig(
+        model_identity="meta-llama/Llama-Guard-3-8B@main",
+        chat_template_hash="abc",
+        backend="vllm",
+        dtype="bfloat16",
+    )
+    by_hand = {
+        "backend": "vllm",
+        "chat_template_hash": "abc",
+        "dtype": "bfloat16",
+        "judge_full_conversation": False,
+        "max_model_len": 4096,
+        "max_new_tokens": 100,
+        "model_identity": "meta-llama/Llama-Guard-3-8B@main",
+        "parse_rule_version": 1,
+    }
+    canonical = json.dumps(by_hand, sort_keys=True, separators=(",", ":"))
+    assert guard_config_hash(config) == hashlib.sha256(canonical.encode()).hexdigest()
+    full = GuardConfig(**{**by_hand, "judge_full_conversation": True})
+    assert guard_config_hash(full) != guard_config_hash(config)
