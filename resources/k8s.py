@@ -23,7 +23,7 @@ from resources.workers import WORKER_KINDS, worker_command
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Plain env names that must come from a Kubernetes secret instead.
-_CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|SAS", re.IGNORECASE)
+CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|SAS", re.IGNORECASE)
 
 
 class SecretEnv(dg.Config):
@@ -89,7 +89,7 @@ def worker_pod(
     """Pure: the pod for one worker kind from its config. Raises ValueError on unsafe config."""
     command = worker_command(python, worker)
     for name in config.env:
-        if _CREDENTIAL_NAME.search(name):
+        if CREDENTIAL_NAME.search(name):
             raise ValueError(
                 f"{worker} worker pod: env: {name}: looks like a credential; "
                 "pass it through secret_env (a Kubernetes secretKeyRef), not as a plain value"
