@@ -1,0 +1,94 @@
+"""Inference settings for the respond worker: engine, numerics, generation, chunking, sampling."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+# What the reference code actually ran (spec §4): seeded T=1 sampling for single-turn
+# generation and T=0.7 for the FMT10K conversations, both with per-request seed 1.
+REFERENCE_TEMPERATURE = 1.0
+REFERENCE_FMT_TEMPERATURE = 0.7
+REFERENCE_SEED = 1
+
+
+class InferenceResource(dg.ConfigurableResource):
+    """How the respond worker loads its engine and answers questions.
+
+    Settings that change numbers (backend, dtype, double BOS, generation settings) enter the
+    responses' `config_hash`; the rest (device, threads, batch size, chunk size) only change speed.
+    """
+
+    backend: Literal["hf", "vllm"] = Field(default="hf", description="transformers or vLLM")
+    device: str = Field(default="cpu", description="hf: torch device, e.g. cpu, cuda, cuda:1")
+    dtype: str = Field(default="float32", description="float32, bfloat16, float16 or auto")
+    torch_threads: int | None = Field(default=None, description="hf: torch.set_num_threads; None = torch default")
+    max_batch_tokens: int | None = Field(default=None, description="hf: tokens per forward batch; None = engine default")
+
+    vllm_max_model_len: int = 4096
+    vllm_gpu_memory_utilization: float = 0.85
+    vllm_tensor_parallel_size: int = 1
+    vllm_enforce_eager: bool = False
+
+    max_new_tokens: int = Field(default=512, description="single-turn open datasets")
+    fmt_max_new_tokens_per_turn: int = Field(default=150, description="each of the 5 FMT10K turns")
+    reference_sampling: bool = Field(
+        default=False,
+        description="reproduce the reference code: T=1 seed 1 (FMT10K: T=0.7) instead of greedy",
+    )
+    add_special_tokens_reference: bool = Field(
+        default=False,
+        description="tokenize templated prompts with special tokens (vLLM 0.8.3's double BOS)",
+    )
+
+    chunk_rows: int = Field(default=256, description="questions per Delta commit")
+    sample_per_axis: int | None = Field(default=None, description="only the first N questions of each axis (demos)")
+
+    def engine_config(self) -> dict[str, Any]:
+        """Keyword arguments of `engines.load_engine` for the chosen backend."""
+        if self.backend == "vllm":
+            return {
+                "dtype": self.dtype,
+                "max_model_len": self.vllm_max_model_len,
+                "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+                "tensor_parallel_size": self.vllm_tensor_parallel_size,
+                "enforce_eager": self.vllm_enforce_eager,
+            }
+        config: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
+        if self.torch_threads is not None:
+            config["torch_threads"] = self.torch_threads
+        if self.max_batch_tokens is not None:
+            config["max_batch_tokens"] = self.max_batch_tokens
+        return config
+
+    def generation_config(self) -> dict[str, dict[str, Any]]:
+        """GenerationSettings fields for single-turn datasets and for each FMT10K turn."""
+        single_temperature = REFERENCE_TEMPERATURE if self.reference_sampling else 0.0
+        fmt_temperature = REFERENCE_FMT_TEMPERATURE if self.reference_sampling else 0.0
+        return {
+            "single_turn": {
+                "max_new_tokens": self.max_new_tokens,
+                "temperature": single_temperature,
+                "top_p": 1.0,
+                "seed": REFERENCE_SEED,
+            },
+            "multi_turn": {
+                "max_new_tokens": self.fmt_max_new_tokens_per_turn,
+                "temperature": fmt_temperature,
+                "top_p": 1.0,
+                "seed": REFERENCE_SEED,
+            },
+        }
+
+    def to_extras(self) -> dict[str, Any]:
+        """The part of the respond worker's Pipes extras that this resource decides."""
+        return {
+            "backend": self.backend,
+            "engine_config": self.engine_config(),
+            "generation": self.generation_config(),
+            "add_special_tokens_reference": self.add_special_tokens_reference,
+            "chunk_rows": self.chunk_rows,
+            "sample_per_axis": self.sample_per_axis,
+        }
