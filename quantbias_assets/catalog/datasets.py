@@ -422,12 +422,12 @@ def files_content_hash(spec: DatasetSpec, data_dir: Path) -> str:
     for axis in spec.axes:
         relative = spec.relative_path(axis)
         path = data_dir / relative
-        file_hash = _file_sha256(path) if path.is_file() else "absent"
+        file_hash = file_sha256(path) if path.is_file() else "absent"
         digest.update(f"{relative}={file_hash}\n".encode())
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -1,0 +1,118 @@
+"""Download the benchmark's JSON files from the reference repository at a pinned commit.
+
+Files land in `<dest>/<closed_datasets|open_datasets>/<Dataset>/<axis>.json` (the layout the
+catalog reads) and `<dest>/manifest.json` records the sha256 and size of every file, or that the
+remote has no such file. A file already present with the checksum recorded in the manifest is
+not downloaded again. A 404 is "absent" (several files of the paper are not in the repository),
+never fatal; any other failure is reported per file and leaves the files already fetched intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from quantbias_assets.catalog.datasets import DATASETS, DatasetSpec, file_sha256
+
+REFERENCE_REPOSITORY = "stan-hua/PostTrainingBiasBenchmark"
+REFERENCE_COMMIT = "ce5adb0"
+DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/{REFERENCE_REPOSITORY}/{REFERENCE_COMMIT}/data"
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class FetchReport:
+    downloaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "<path>: <reason>"
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def dataset_file_paths(specs: Iterable[DatasetSpec] | None = None) -> list[str]:
+    """Every axis file of the catalog, relative to the data folder."""
+    chosen = DATASETS.values() if specs is None else specs
+    return [spec.relative_path(axis) for spec in chosen for axis in spec.axes]
+
+
+def read_manifest(dest: Path) -> dict[str, dict[str, object]]:
+    path = dest / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text())["files"])
+
+
+def fetch_datasets(
+    dest: Path,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    paths: Iterable[str] | None = None,
+    progress: bool = True,
+    timeout_s: float = 60.0,
+) -> FetchReport:
+    """Fetch the catalog's files (or `paths`) from `base_url` into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = list(paths) if paths is not None else dataset_file_paths()
+    manifest = read_manifest(dest)
+    report = FetchReport()
+    bar = tqdm(wanted, desc="datasets", unit="file", disable=not progress)
+    for relative in bar:
+        bar.set_postfix_str(relative, refresh=False)
+        target = dest / relative
+        recorded = manifest.get(relative, {})
+        if target.is_file() and recorded.get("sha256") == file_sha256(target):
+            report.skipped.append(relative)
+            continue
+        url = f"{base_url.rstrip('/')}/{relative}"
+        try:
+            payload = _download(url, timeout_s)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                report.absent.append(relative)
+                manifest[relative] = {"status": "absent", "url": url}
+            else:
+                report.failed.append(f"{relative}: HTTP {error.code} from {url}")
+            continue
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            report.failed.append(f"{relative}: {error} ({url})")
+            continue
+        _write_atomically(target, payload)
+        manifest[relative] = {
+            "status": "present",
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "bytes": len(payload),
+            "url": url,
+        }
+        report.downloaded.append(relative)
+        # the manifest is rewritten after every file so an interrupted fetch keeps its progress
+        _write_manifest(dest, base_url, manifest)
+    _write_manifest(dest, base_url, manifest)
+    return report
+
+
+def _download(url: str, timeout_s: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s) base URL
+        return response.read()
+
+
+def _write_atomically(target: Path, payload: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.write_bytes(payload)
+    os.replace(partial, target)
+
+
+def _write_manifest(dest: Path, base_url: str, files: dict[str, dict[str, object]]) -> None:
+    body = {"repository": REFERENCE_REPOSITORY, "commit": REFERENCE_COMMIT, "base_url": base_url, "files": files}
+    _write_atomically(dest / MANIFEST_NAME, json.dumps(body, indent=1, sort_keys=True).encode())

@@ -1,0 +1,108 @@
+"""`fetch_datasets` against a loopback HTTP server serving a copy of part of the benchmark files."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from quantbias_assets.catalog.datasets import DATASETS, load_dataset
+from quantbias_assets.catalog.fetch import MANIFEST_NAME, dataset_file_paths, fetch_datasets
+
+SERVED_DATASETS = ("CEB-Adult", "IAT")
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requested: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        self.requested.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
+        pass
+
+
+@pytest.fixture
+def served(data_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    """A temp copy of two datasets (IAT has 2 absent axes) behind http://127.0.0.1:<port>/data."""
+    root = tmp_path / "remote" / "data"
+    for name in SERVED_DATASETS:
+        relative = Path(DATASETS[name].folder) / name
+        shutil.copytree(data_dir / relative, root / relative)
+    requested: list[str] = []
+    handler = type("Handler", (CountingHandler,), {"requested": requested})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(tmp_path / "remote"))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/data", root, requested
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_downloads_checksums_and_reports_absent(served: tuple[str, Path, list[str]], tmp_path: Path) -> None:
+    base_url, remote, requested = served
+    dest = tmp_path / "home" / "datasets"
+    paths = dataset_file_paths([DATASETS[name] for name in SERVED_DATASETS])
+    report = fetch_datasets(dest, base_url=base_url, paths=paths, progress=False)
+
+    assert report.ok
+    assert report.downloaded == [
+        "closed_datasets/CEB-Adult/gender.json", "closed_datasets/CEB-Adult/race.json",
+        "closed_datasets/IAT/age.json", "closed_datasets/IAT/health.json", "closed_datasets/IAT/religion.json",
+    ]  # fmt: skip
+    assert report.absent == ["closed_datasets/IAT/gender.json", "closed_datasets/IAT/race.json"]
+    manifest = json.loads((dest / MANIFEST_NAME).read_text())
+    assert manifest["commit"] == "ce5adb0"
+    for relative in report.downloaded:
+        served_bytes = (remote / relative).read_bytes()
+        assert (dest / relative).read_bytes() == served_bytes
+        assert manifest["files"][relative]["sha256"] == hashlib.sha256(served_bytes).hexdigest()
+        assert manifest["files"][relative]["bytes"] == len(served_bytes)
+    assert manifest["files"]["closed_datasets/IAT/race.json"]["status"] == "absent"
+
+    # the fetched folder is a valid data dir: same rows as the source
+    iat = load_dataset(DATASETS["IAT"], dest)
+    assert (iat.frame.height, iat.axes_absent, iat.errors) == (1_444, ("gender", "race"), ())
+
+    # a second run downloads nothing that is present with the right checksum; absent files are asked again
+    requested.clear()
+    again = fetch_datasets(dest, base_url=base_url, paths=paths, progress=False)
+    assert again.downloaded == [] and again.skipped == report.downloaded
+    assert sorted(requested) == ["/data/closed_datasets/IAT/gender.json", "/data/closed_datasets/IAT/race.json"]
+
+    # a locally corrupted file is fetched again
+    (dest / "closed_datasets/CEB-Adult/race.json").write_text("[]")
+    repaired = fetch_datasets(dest, base_url=base_url, paths=paths, progress=False)
+    assert repaired.downloaded == ["closed_datasets/CEB-Adult/race.json"]
+    assert (dest / "closed_datasets/CEB-Adult/race.json").read_bytes() == (
+        remote / "closed_datasets/CEB-Adult/race.json"
+    ).read_bytes()
+
+
+def test_default_file_list_covers_every_axis_of_the_catalog() -> None:
+    paths = dataset_file_paths()
+    assert len(paths) == sum(len(spec.axes) for spec in DATASETS.values()) == 84  # 76 files here + 8 absent
+    assert "closed_datasets/SocialStigmaQA/yes_no.json" in paths
+    assert "open_datasets/FMT10K-IM-T/disable.json" in paths
+
+
+def test_unreachable_server_is_reported_per_file_not_raised(tmp_path: Path) -> None:
+    # port 9 on loopback: connection refused at once
+    report = fetch_datasets(
+        tmp_path / "d", base_url="http://127.0.0.1:9/data", paths=["closed_datasets/IAT/age.json"], progress=False
+    )
+    assert not report.ok
+    assert report.failed[0].startswith("closed_datasets/IAT/age.json: ")
+    assert not (tmp_path / "d" / "closed_datasets/IAT/age.json").exists()
