@@ -220,7 +220,7 @@ class K8sWorkerLauncher(dg.ConfigurableResource):
     ) -> dg.PipesClientCompletedInvocation:
         from dagster_k8s import PipesK8sClient
 
-        annotations = {"quantbias/run-id": context.run_id}
+        annotations = {"quantbias/run-id": context.run.run_id}
         if context.has_partition_key:
             # Multi-partition keys contain "|", which label values forbid; annotations allow it.
             annotations["quantbias/partition-key"] = str(context.partition_key)
