@@ -1,0 +1,135 @@
+"""Dataset assets: the raw files as observable sources, and the canonical question tables.
+
+`dataset_files/<dataset>`: observed; its data version is the content hash of the dataset's files
+(an absent file counts as "absent"), so editing, adding or removing a file makes the question
+table stale. `questions/<dataset>`: validates the files and writes `questions/<dataset>` to the
+lake; a dataset with invalid records fails alone, with every error line in the failure.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from quantbias_assets import settings
+from quantbias_assets.catalog.datasets import DATASETS, DatasetLoad, DatasetSpec, files_content_hash, load_dataset
+from resources.lake import LakeResource
+
+GROUP_NAME = "datasets"
+QUESTIONS_CODE_VERSION = "questions-v1"
+PREVIEW_ROWS = 5
+PREVIEW_TEXT_CHARS = 60
+PREVIEW_COLUMNS = {
+    "closed": ("idx", "axis", "group", "prompt", "choices", "choice_labels"),
+    "open": ("idx", "axis", "group", "prompt", "turns"),
+}
+
+
+def dataset_files_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["dataset_files", name])
+
+
+def questions_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["questions", name])
+
+
+def _markdown_table(frame: pl.DataFrame) -> str:
+    def cell(value: object) -> str:
+        text = "" if value is None else str(value)
+        if len(text) > PREVIEW_TEXT_CHARS:
+            text = text[: PREVIEW_TEXT_CHARS - 1] + "…"
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
+
+
+def _column_schema(frame: pl.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
+
+
+def questions_metadata(load: DatasetLoad, source_version: str, uri: str) -> dict[str, object]:
+    frame = load.frame
+    rows_per_axis = pl.DataFrame({"axis": list(load.spec.axes)}).join(
+        frame.group_by("axis").len(name="rows"), on="axis", how="left"
+    )
+    rows_per_axis = rows_per_axis.with_columns(
+        pl.when(pl.col("axis").is_in(list(load.axes_absent)))
+        .then(pl.lit("absent"))
+        .otherwise(pl.col("rows").fill_null(0).cast(pl.String))
+        .alias("rows")
+    )
+    preview = frame.select(PREVIEW_COLUMNS[load.spec.style]).head(PREVIEW_ROWS)
+    return {
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "dagster/column_schema": _column_schema(frame),
+        "dagster/uri": dg.MetadataValue.path(uri),
+        "rows": dg.MetadataValue.int(frame.height),
+        "rows_per_axis": dg.MetadataValue.md(_markdown_table(rows_per_axis)),
+        "axes_present": dg.MetadataValue.json(list(load.axes_present)),
+        "axes_absent": dg.MetadataValue.json(list(load.axes_absent)),
+        "style": dg.MetadataValue.text(load.spec.style),
+        "source_data_version": dg.MetadataValue.text(source_version),
+        "preview": dg.MetadataValue.md(_markdown_table(preview)),
+    }
+
+
+def build_dataset_file_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.observable_source_asset(
+        key=dataset_files_key(spec.name),
+        group_name=GROUP_NAME,
+        description=f"The raw JSON files of {spec.name} ({spec.folder}/{spec.name}/<axis>.json).",
+    )
+    def observe_files() -> dg.ObserveResult:
+        data_dir = settings.data_dir()
+        present = [axis for axis in spec.axes if (data_dir / spec.relative_path(axis)).is_file()]
+        return dg.ObserveResult(
+            data_version=dg.DataVersion(files_content_hash(spec, data_dir)),
+            metadata={
+                "data_dir": dg.MetadataValue.path(str(data_dir)),
+                "axes_present": dg.MetadataValue.json(present),
+                "axes_absent": dg.MetadataValue.json([axis for axis in spec.axes if axis not in present]),
+            },
+        )
+
+    return observe_files
+
+
+def build_questions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=questions_key(spec.name),
+        deps=[dataset_files_key(spec.name)],
+        group_name=GROUP_NAME,
+        code_version=QUESTIONS_CODE_VERSION,
+        kinds={"delta", "polars"},
+        description=f"{spec.name} ({spec.style}) as the canonical question table (docs/schemas.md).",
+    )
+    def questions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        data_dir: Path = settings.data_dir()
+        source_version = files_content_hash(spec, data_dir)
+        load = load_dataset(spec, data_dir)
+        if load.errors:
+            # nothing is written: the table from the last good run stays readable
+            raise dg.Failure(
+                description=f"{spec.name}: {len(load.errors)} invalid record(s) in {data_dir}:\n"
+                + "\n".join(load.errors),
+                metadata={"errors": dg.MetadataValue.md("\n".join(f"- {line}" for line in load.errors))},
+            )
+        uri = lake.uri("questions", spec.name)
+        lake.write_table(load.frame, uri)
+        if load.axes_absent:
+            context.log.info(f"{spec.name}: axes not available: {', '.join(load.axes_absent)}")
+        return dg.MaterializeResult(metadata=questions_metadata(load, source_version, uri))
+
+    return questions
+
+
+dataset_file_assets: list[dg.AssetsDefinition] = [build_dataset_file_asset(spec) for spec in DATASETS.values()]
+question_assets: list[dg.AssetsDefinition] = [build_questions_asset(spec) for spec in DATASETS.values()]
+# Observable sources are not picked up by a group selection: select their keys explicitly.
+observe_dataset_files_job = dg.define_asset_job(
+    "observe_dataset_files",
+    selection=dg.AssetSelection.assets(*(asset.key for asset in dataset_file_assets)),
+    description="Observe every dataset's files; a changed data version makes its question table stale.",
+)
