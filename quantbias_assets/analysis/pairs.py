@@ -1,0 +1,272 @@
+"""Base vs quantized pairs (spec §3–4): one row per (model, method != none, idx) joined with the
+same model's native answer (method `none`) on idx, with flips, bias flags and uncertainty bins.
+
+Bad response rows (probabilities missing or not matching the question's options, a chosen index
+out of range) are dropped with one error line each; rows answering an older version of a question
+(stale `question_hash`) are dropped and counted. Nothing else is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from quantbias_assets.analysis.flags import (
+    CLOSED_FLAG_RULES,
+    closed_flags,
+    dataset_group,
+    dataset_style,
+    open_flags,
+)
+
+NATIVE_METHOD = "none"
+UNCERTAINTY_BINS = ("low", "medium", "high")
+MAX_ERROR_LINES = 50
+
+PAIR_SCHEMA = pl.Schema(
+    {
+        "dataset": pl.String,
+        "dataset_group": pl.String,
+        "style": pl.String,
+        "model": pl.String,
+        "method": pl.String,
+        "axis": pl.String,
+        "idx": pl.String,
+        "group": pl.String,
+        "context_condition": pl.String,
+        "n_choices": pl.Int32,
+        "chosen_base": pl.Int32,
+        "chosen_quant": pl.Int32,
+        "chosen_label_base": pl.String,
+        "chosen_label_quant": pl.String,
+        "correct_idx": pl.Int32,
+        "prob_biased_base": pl.Float64,
+        "prob_biased_quant": pl.Float64,
+        "is_biased_base": pl.Boolean,
+        "is_biased_quant": pl.Boolean,
+        "entropy_norm_base": pl.Float64,
+        "entropy_norm_quant": pl.Float64,
+        "entropy_delta": pl.Float64,
+        "uncertainty_bin": pl.String,
+        "flipped": pl.Boolean,
+        "bias_flipped": pl.Boolean,
+        "unbiased_to_biased": pl.Boolean,
+        "biased_to_unbiased": pl.Boolean,
+    }
+)
+
+# Columns that differ between the native and the quantized answer of one question.
+_SIDE_COLUMNS = ("chosen", "chosen_label", "prob_biased", "is_biased", "entropy_norm")
+
+
+@dataclass
+class PairsResult:
+    frame: pl.DataFrame
+    errors: list[str] = field(default_factory=list)
+    n_errors: int = 0
+    n_stale: int = 0
+
+
+def uncertainty_bin(entropy: pl.Expr) -> pl.Expr:
+    """low <= 1/3 < medium <= 2/3 < high; NaN and null fall into high, as in the reference."""
+    return (
+        pl.when(entropy <= 1 / 3)
+        .then(pl.lit("low"))
+        .when(entropy <= 2 / 3)
+        .then(pl.lit("medium"))
+        .otherwise(pl.lit("high"))
+    )
+
+
+def build_pairs(
+    dataset: str,
+    responses: pl.DataFrame,
+    questions: pl.DataFrame,
+    verdicts: pl.DataFrame | None = None,
+    *,
+    verdict_column: str = "is_safe",
+    stereoset_reference: bool = False,
+) -> PairsResult:
+    """Pair every quantized answer of `dataset` with its model's native answer.
+
+    `responses` and `verdicts` hold all (model, method) partitions of the dataset's tables,
+    `questions` the current question table. `verdict_column` selects the guard flag of open
+    datasets (`is_safe`, or the reference's `is_safe_reference`).
+    """
+    source = f"responses/{dataset}"
+    current, n_stale = _current_rows(responses, questions)
+    if dataset_style(dataset) == "closed":
+        valid, errors, n_errors = _valid_closed_rows(current, source)
+        flagged = _closed_side_rows(dataset, valid, stereoset_reference)
+    else:
+        errors, n_errors = [], 0
+        flagged = _open_side_rows(current, verdicts, verdict_column)
+    frame = _pair_sides(flagged).with_columns(
+        dataset=pl.lit(dataset),
+        dataset_group=pl.lit(dataset_group(dataset)),
+        style=pl.lit(dataset_style(dataset)),
+    )
+    return PairsResult(
+        frame=_derive_flips(frame, closed=dataset_style(dataset) == "closed"),
+        errors=errors,
+        n_errors=n_errors,
+        n_stale=n_stale,
+    )
+
+
+def analysis_rows(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The rows the reference analyses: BBQ's disambiguated contexts are left out (spec §1.2)."""
+    return pairs.filter(
+        (pl.col("dataset") != "BBQ") | (pl.col("context_condition").fill_null("ambig") == "ambig")
+    )
+
+
+def flip_rates_by_uncertainty(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Table 1: per closed dataset group and base-uncertainty bin, % of rows, % response flips
+    and % bias flips (percent of the paired rows; BBQ ambiguous only)."""
+    closed = analysis_rows(pairs).filter(pl.col("style") == "closed")
+    return (
+        closed.group_by("dataset_group", "uncertainty_bin")
+        .agg(
+            rows=pl.len(),
+            response_flip=100 * pl.col("flipped").mean(),
+            bias_flip=100 * pl.col("bias_flipped").mean(),
+            n_choices=pl.col("n_choices").first(),
+        )
+        .with_columns(
+            pct_responses=100 * pl.col("rows") / pl.col("rows").sum().over("dataset_group")
+        )
+        .sort("dataset_group", pl.col("uncertainty_bin").replace_strict(
+            {name: rank for rank, name in enumerate(UNCERTAINTY_BINS)}, return_dtype=pl.Int8
+        ))
+        .select("dataset_group", "uncertainty_bin", "n_choices", "rows", "pct_responses",
+                "response_flip", "bias_flip")
+    )  # fmt: skip
+
+
+def _current_rows(responses: pl.DataFrame, questions: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Latest answer per (model, method, idx) to the current version of each question."""
+    question_columns = [
+        c
+        for c in ("idx", "question_hash", "group", "context_condition", "choices", "choice_labels",
+                  "target", "answer_label", "unknown_label")
+        if c in questions.columns
+    ]  # fmt: skip
+    joined = responses.join(
+        questions.select(question_columns), on=["idx", "question_hash"], how="inner"
+    )
+    n_stale = responses.height - joined.height
+    if "created_at" in joined.columns:
+        joined = joined.sort("created_at", nulls_last=False)
+    latest = joined.unique(subset=["model", "method", "idx"], keep="last", maintain_order=True)
+    return latest, n_stale
+
+
+def _valid_closed_rows(frame: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str], int]:
+    n_choices = pl.col("choices").list.len()
+    problems = [
+        (pl.col("probs_rounded").is_null(), "probs_rounded", "missing"),
+        (
+            pl.col("probs_rounded").list.len() != n_choices,
+            "probs_rounded",
+            "length does not match the question's choices",
+        ),
+        (pl.col("probs_rounded").list.eval(pl.element().is_null()).list.any(), "probs_rounded",
+         "contains null"),
+        (pl.col("chosen_idx").is_null(), "chosen_idx", "missing"),
+        (
+            (pl.col("chosen_idx") < 0) | (pl.col("chosen_idx") >= n_choices),
+            "chosen_idx",
+            "out of range of the question's choices",
+        ),
+    ]  # fmt: skip
+    problem_expr = pl.coalesce(
+        *[pl.when(cond.fill_null(False)).then(pl.lit(f"{col}: {text}")) for cond, col, text in problems]
+    )
+    checked = frame.with_columns(_problem=problem_expr)
+    bad = checked.filter(pl.col("_problem").is_not_null())
+    errors = [
+        f"{source}: record {row['idx']} ({row['model']}/{row['method']}): {row['_problem']}"
+        for row in bad.head(MAX_ERROR_LINES).iter_rows(named=True)
+    ]
+    return checked.filter(pl.col("_problem").is_null()).drop("_problem"), errors, bad.height
+
+
+def _closed_side_rows(dataset: str, frame: pl.DataFrame, stereoset_reference: bool) -> pl.DataFrame:
+    frame = frame.with_columns(n_choices=pl.col("choices").list.len().cast(pl.Int32))
+    parts = [
+        closed_flags(part, dataset, n_choices=int(k), stereoset_reference=stereoset_reference)
+        for (k,), part in frame.partition_by("n_choices", as_dict=True).items()
+    ]
+    correct = {"wrong_answer": "target", "bbq": "answer_label"}.get(CLOSED_FLAG_RULES[dataset])
+    flagged = pl.concat(parts) if parts else closed_flags(frame, dataset, n_choices=0)
+    return flagged.select(
+        "model", "method", "idx", "axis", "n_choices",
+        pl.col("group") if "group" in flagged.columns else pl.lit(None, pl.String).alias("group"),
+        _optional(flagged, "context_condition", pl.String),
+        (pl.col(correct) if correct else pl.lit(None)).cast(pl.Int32).alias("correct_idx"),
+        pl.col("chosen_idx").cast(pl.Int32).alias("chosen"),
+        "chosen_label", "prob_biased", "is_biased",
+        pl.col("entropy_norm").cast(pl.Float64),
+    )  # fmt: skip
+
+
+def _open_side_rows(
+    frame: pl.DataFrame, verdicts: pl.DataFrame | None, verdict_column: str
+) -> pl.DataFrame:
+    if verdicts is None:
+        verdicts = pl.DataFrame(
+            schema={"model": pl.String, "method": pl.String, "idx": pl.String,
+                    "response_hash": pl.String, verdict_column: pl.Boolean}
+        )  # fmt: skip
+    if "created_at" in verdicts.columns:
+        verdicts = verdicts.sort("created_at", nulls_last=False)
+    # Only a verdict on the current response counts; no verdict at all is an invalid one.
+    latest = verdicts.select("model", "method", "idx", "response_hash", verdict_column).unique(
+        subset=["model", "method", "idx", "response_hash"], keep="last", maintain_order=True
+    )
+    judged = frame.join(latest, on=["model", "method", "idx", "response_hash"], how="left")
+    return open_flags(judged, verdict_column=verdict_column).select(
+        "model", "method", "idx", "axis",
+        pl.lit(None, pl.Int32).alias("n_choices"),
+        _optional(judged, "group", pl.String),
+        pl.lit(None, pl.String).alias("context_condition"),
+        pl.lit(None, pl.Int32).alias("correct_idx"),
+        pl.lit(None, pl.Int32).alias("chosen"),
+        pl.lit(None, pl.String).alias("chosen_label"),
+        pl.lit(None, pl.Float64).alias("prob_biased"),
+        "is_biased",
+        pl.lit(None, pl.Float64).alias("entropy_norm"),
+    )  # fmt: skip
+
+
+def _optional(frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+    return pl.col(column).cast(dtype) if column in frame.columns else pl.lit(None, dtype).alias(column)
+
+
+def _pair_sides(rows: pl.DataFrame) -> pl.DataFrame:
+    base = rows.filter(pl.col("method") == NATIVE_METHOD).select(
+        "model", "idx", *[pl.col(c).alias(f"{c}_base") for c in _SIDE_COLUMNS]
+    )
+    quant = rows.filter(pl.col("method") != NATIVE_METHOD).rename(
+        {c: f"{c}_quant" for c in _SIDE_COLUMNS}
+    )
+    return quant.join(base, on=["model", "idx"], how="inner")
+
+
+def _derive_flips(frame: pl.DataFrame, *, closed: bool) -> pl.DataFrame:
+    base, quant = pl.col("is_biased_base"), pl.col("is_biased_quant")
+    flipped = pl.col("chosen_base") != pl.col("chosen_quant") if closed else base != quant
+    both_flagged = base.is_not_null() & quant.is_not_null()
+    return frame.with_columns(
+        entropy_delta=pl.col("entropy_norm_quant") - pl.col("entropy_norm_base"),
+        uncertainty_bin=(
+            uncertainty_bin(pl.col("entropy_norm_base")) if closed else pl.lit(None, pl.String)
+        ),
+        flipped=flipped,
+        bias_flipped=base != quant,
+        # null (not False) when a verdict is missing, so such rows are excluded, never miscounted
+        unbiased_to_biased=pl.when(both_flagged).then(~base & quant),
+        biased_to_unbiased=pl.when(both_flagged).then(base & ~quant),
+    ).select([pl.col(name).cast(dtype) for name, dtype in PAIR_SCHEMA.items()])
