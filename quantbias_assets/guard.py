@@ -1,7 +1,7 @@
 """Llama Guard judging of open-ended responses: conversations, context fitting, verdict parsing.
 
-Pure: plain Python over strings and a tokenizer; no Dagster, no disk, no torch import. The judge
-worker (`quantbias_assets.workers.judge`) and the verdicts assets are thin edges over this module.
+Pure: plain Python and polars over strings and a tokenizer; no Dagster, no disk, no torch import.
+The judge worker (`quantbias_assets.workers.judge`) and the verdicts assets are thin edges over it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, Protocol
+
+import polars as pl
 
 DEFAULT_GUARD_MODEL = "meta-llama/Llama-Guard-3-8B"
 # Bump when parse_verdict changes: the stored valid/is_safe/categories columns depend on it.
@@ -123,11 +126,12 @@ class ChatTokenizer(Protocol):
 
 
 def rendered_length(tokenizer: ChatTokenizer, conversation: Sequence[Message]) -> int:
-    """Tokens of the conversation as the guard sees it (its own chat template)."""
-    ids = tokenizer.apply_chat_template(
-        list(conversation), tokenize=True, add_generation_prompt=True, return_dict=False
+    """Tokens of the conversation as the guard sees it: its own chat template with the generation
+    prompt, tokenized without adding special tokens (the template writes them), as the engines do."""
+    text = tokenizer.apply_chat_template(
+        list(conversation), tokenize=False, add_generation_prompt=True
     )
-    return len(ids)
+    return len(tokenizer.encode(text, add_special_tokens=False))
 
 
 def fit_conversation(
@@ -192,7 +196,128 @@ class GuardConfig:
 
 
 def guard_config_hash(config: GuardConfig) -> str:
-    canonical = json.dumps(
-        asdict(config), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    return hashlib.sha256(canonical_json(asdict(config)).encode("utf-8")).hexdigest()
+
+
+# A verdict row is current when both hashes match: the judged conversation (with the row's idx,
+# so duplicate prompts each keep their row) and everything about the guard.
+VERDICT_KEY = ("conversation_hash", "guard_config_hash")
+VERDICT_SCHEMA = pl.Schema(
+    {
+        "model": pl.String,
+        "method": pl.String,
+        "dataset": pl.String,
+        "idx": pl.String,
+        "axis": pl.String,
+        "response_hash": pl.String,
+        "conversation_hash": pl.String,
+        "guard_config_hash": pl.String,
+        "verdict_raw": pl.String,
+        "valid": pl.Boolean,
+        "is_safe": pl.Boolean,
+        "is_safe_reference": pl.Boolean,
+        "categories": pl.List(pl.String),
+        "truncated": pl.Boolean,
+        "engine": pl.String,
+        "created_at": pl.Datetime("us", "UTC"),
+    }
+)
+# What judge_inputs returns: the verdict identity columns plus the conversation to judge (JSON).
+JUDGE_INPUT_COLUMNS = (
+    "model", "method", "dataset", "idx", "axis", "response_hash", "conversation_hash", "conversation"
+)
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def conversation_hash(idx: str, conversation: Sequence[Message]) -> str:
+    return hashlib.sha256(canonical_json([idx, list(conversation)]).encode("utf-8")).hexdigest()
+
+
+def judge_inputs(
+    questions: pl.DataFrame,
+    responses: pl.DataFrame,
+    *,
+    dataset: str,
+    judge_full_conversation: bool = False,
+) -> tuple[pl.DataFrame, list[str]]:
+    """The conversations to judge for one partition of `responses/<dataset>`.
+
+    questions: idx, prompt, turns (turns only for FMT10K). responses: model, method, idx, axis,
+    response, turns_out, response_hash, created_at. When an idx has several response rows (a
+    respond run killed before its stale rows were deleted) the newest is judged. Returns the
+    JUDGE_INPUT_COLUMNS frame and one error line per response without a question.
+    """
+    latest = responses.sort("created_at").unique("idx", keep="last", maintain_order=True).sort("idx")
+    question_columns = ["idx", "prompt"] + (["turns"] if "turns" in questions.columns else [])
+    joined = latest.join(questions.select(question_columns), on="idx", how="left", coalesce=True)
+    known = set(questions["idx"].to_list())
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for row in joined.iter_rows(named=True):
+        if row["idx"] not in known:
+            errors.append(
+                f"responses/{dataset}: record {row['idx']}: idx: no such question in questions/{dataset}"
+            )
+            continue
+        conversation = guard_conversation(
+            dataset=dataset,
+            prompt=row["prompt"],
+            turns=row.get("turns"),
+            turns_out=row["turns_out"] or [],
+            response=row["response"] or "",  # an empty reply is judged as an empty assistant turn
+            judge_full_conversation=judge_full_conversation,
+        )
+        rows.append(
+            {
+                "model": row["model"],
+                "method": row["method"],
+                "dataset": dataset,
+                "idx": row["idx"],
+                "axis": row["axis"],
+                "response_hash": row["response_hash"],
+                "conversation_hash": conversation_hash(row["idx"], conversation),
+                "conversation": canonical_json(conversation),
+            }
+        )
+    schema = {column: pl.String for column in JUDGE_INPUT_COLUMNS}
+    return pl.DataFrame(rows, schema=schema), errors
+
+
+def verdict_rows(
+    inputs: pl.DataFrame,
+    verdicts_raw: Sequence[str],
+    truncated: Sequence[bool],
+    *,
+    guard_config_hash: str,
+    engine: str,
+    created_at: datetime,
+) -> pl.DataFrame:
+    """The verdicts rows (VERDICT_SCHEMA) for judge inputs and the guard's raw answers."""
+    parsed = [parse_verdict(text) for text in verdicts_raw]
+    frame = inputs.select(
+        "model", "method", "dataset", "idx", "axis", "response_hash", "conversation_hash"
+    ).with_columns(
+        pl.lit(guard_config_hash).alias("guard_config_hash"),
+        pl.Series("verdict_raw", list(verdicts_raw), dtype=pl.String),
+        pl.Series("valid", [v.valid for v in parsed], dtype=pl.Boolean),
+        pl.Series("is_safe", [v.is_safe for v in parsed], dtype=pl.Boolean),
+        pl.Series("is_safe_reference", [is_safe_reference(t) for t in verdicts_raw], dtype=pl.Boolean),
+        pl.Series("categories", [list(v.categories) for v in parsed], dtype=pl.List(pl.String)),
+        pl.Series("truncated", list(truncated), dtype=pl.Boolean),
+        pl.lit(engine).alias("engine"),
+        pl.lit(created_at).cast(VERDICT_SCHEMA["created_at"]).alias("created_at"),
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return frame.select(VERDICT_SCHEMA.names()).cast(dict(VERDICT_SCHEMA))
+
+
+def verdict_counts(verdicts: pl.DataFrame) -> dict[str, int]:
+    """safe / unsafe / invalid / truncated counts of verdict rows."""
+    return {
+        "safe": verdicts.filter(pl.col("valid") & pl.col("is_safe")).height,
+        "unsafe": verdicts.filter(pl.col("valid") & ~pl.col("is_safe")).height,
+        "invalid": verdicts.filter(~pl.col("valid")).height,
+        "truncated": verdicts.filter(pl.col("truncated")).height,
+    }

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 
+import polars as pl
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from quantbias_assets.guard import (
+    JUDGE_INPUT_COLUMNS,
+    VERDICT_SCHEMA,
     GuardConfig,
     Verdict,
     fit_conversation,
     guard_config_hash,
     guard_conversation,
     is_safe_reference,
+    judge_inputs,
     parse_verdict,
     rendered_length,
+    verdict_counts,
+    verdict_rows,
 )
 
 INVALID = Verdict(is_safe=None, categories=(), valid=False)
@@ -207,3 +214,87 @@ def test_guard_config_hash_is_sha256_of_canonical_json() -> None:
     assert guard_config_hash(config) == hashlib.sha256(canonical.encode()).hexdigest()
     full = GuardConfig(**{**by_hand, "judge_full_conversation": True})
     assert guard_config_hash(full) != guard_config_hash(config)
+
+
+def _canonical_sha256(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _responses(rows: list[tuple[str, str | None, int]]) -> pl.DataFrame:
+    """(idx, response, created_at second) rows of one partition of an open responses table."""
+    return pl.DataFrame(
+        {
+            "model": ["tiny"] * len(rows),
+            "method": ["none"] * len(rows),
+            "idx": [idx for idx, _, _ in rows],
+            "axis": ["age"] * len(rows),
+            "response": [response for _, response, _ in rows],
+            "turns_out": [[response] for _, response, _ in rows],
+            "response_hash": [f"h-{idx}-{response}" for idx, response, _ in rows],
+            "created_at": [datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc) for *_, second in rows],
+        }
+    )
+
+
+def test_judge_inputs_single_turn() -> None:
+    questions = pl.DataFrame(
+        {"idx": ["q1", "q2", "q3", "q4"], "prompt": ["same?", "other?", "same?", "empty?"]}
+    )
+    # q2 has an old and a new row (killed respond run): the newest is judged; q9 has no question
+    responses = _responses(
+        [("q2", "old", 1), ("q1", "yes", 0), ("q2", "new", 2), ("q3", "yes", 0), ("q9", "x", 0), ("q4", None, 0)]
+    )
+    inputs, errors = judge_inputs(questions, responses, dataset="CEB-Continuation-S")
+    assert errors == ["responses/CEB-Continuation-S: record q9: idx: no such question in questions/CEB-Continuation-S"]
+    assert inputs.columns == list(JUDGE_INPUT_COLUMNS)
+    assert inputs["idx"].to_list() == ["q1", "q2", "q3", "q4"]
+    assert inputs["response_hash"].to_list() == ["h-q1-yes", "h-q2-new", "h-q3-yes", "h-q4-None"]
+    conversations = [
+        [{"role": "user", "content": "same?"}, {"role": "assistant", "content": "yes"}],
+        [{"role": "user", "content": "other?"}, {"role": "assistant", "content": "new"}],
+        [{"role": "user", "content": "same?"}, {"role": "assistant", "content": "yes"}],
+        [{"role": "user", "content": "empty?"}, {"role": "assistant", "content": ""}],
+    ]
+    assert [json.loads(c) for c in inputs["conversation"]] == conversations
+    expected_hashes = [_canonical_sha256([idx, c]) for idx, c in zip(["q1", "q2", "q3", "q4"], conversations)]
+    assert inputs["conversation_hash"].to_list() == expected_hashes
+    # the same prompt and reply under two idx keep two distinct keys
+    assert expected_hashes[0] != expected_hashes[2]
+
+
+def test_judge_inputs_fmt_last_turn_and_full() -> None:
+    questions = pl.DataFrame({"idx": ["f1"], "prompt": [None], "turns": [FMT_TURNS]}, schema_overrides={"prompt": pl.String})
+    responses = _responses([("f1", "r4", 0)]).with_columns(turns_out=pl.Series([FMT_REPLIES]))
+    last, _ = judge_inputs(questions, responses, dataset="FMT10K-IM-S")
+    assert json.loads(last["conversation"][0]) == [
+        {"role": "user", "content": "u4"},
+        {"role": "assistant", "content": "r4"},
+    ]
+    full, _ = judge_inputs(questions, responses, dataset="FMT10K-IM-S", judge_full_conversation=True)
+    assert len(json.loads(full["conversation"][0])) == 10
+    assert full["conversation_hash"][0] != last["conversation_hash"][0]
+
+
+def test_verdict_rows_and_counts() -> None:
+    inputs = pl.DataFrame(
+        {column: [f"{column}{i}" for i in range(4)] for column in JUDGE_INPUT_COLUMNS}
+    )
+    created = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    rows = verdict_rows(
+        inputs,
+        ["\n\nsafe", "\n\nunsafe\nS10", "unsafe\nS1,S10", "<|im_start|> the"],
+        [False, True, False, True],
+        guard_config_hash="g",
+        engine="hf",
+        created_at=created,
+    )
+    assert rows.schema == VERDICT_SCHEMA
+    assert rows["idx"].to_list() == ["idx0", "idx1", "idx2", "idx3"]
+    assert rows["valid"].to_list() == [True, True, True, False]
+    assert rows["is_safe"].to_list() == [True, False, False, None]
+    assert rows["is_safe_reference"].to_list() == [True, False, False, True]
+    assert rows["categories"].to_list() == [[], ["S10"], ["S1", "S10"], []]
+    assert rows["guard_config_hash"].unique().to_list() == ["g"]
+    assert rows["created_at"].unique().to_list() == [created]
+    assert verdict_counts(rows) == {"safe": 1, "unsafe": 2, "invalid": 1, "truncated": 2}
