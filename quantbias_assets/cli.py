@@ -12,10 +12,150 @@ import sys
 
 def register_datasets(sub: argparse._SubParsersAction) -> None:
     """`quantbias datasets list|check|fetch` (foundation issue)."""
+    from pathlib import Path
+
+    def load_all(data_dir: Path | None) -> list:
+        from quantbias_assets import settings
+        from quantbias_assets.catalog.datasets import DATASETS, load_dataset
+
+        folder = data_dir or settings.data_dir()
+        return [load_dataset(spec, folder) for spec in DATASETS.values()]
+
+    def list_datasets(args: argparse.Namespace) -> int:
+        print(f"{'dataset':<24} {'style':<6} {'rows':>7}  axes present / absent")
+        for load in load_all(args.data_dir):
+            rows = "invalid" if load.errors else str(load.frame.height)
+            absent = f" / absent: {', '.join(load.axes_absent)}" if load.axes_absent else ""
+            present = ", ".join(load.axes_present) or "-"
+            print(f"{load.spec.name:<24} {load.spec.style:<6} {rows:>7}  {present}{absent}")
+        return 0
+
+    def check_datasets(args: argparse.Namespace) -> int:
+        loads = load_all(args.data_dir)
+        for load in loads:
+            status = f"{len(load.errors)} error(s)" if load.errors else "ok"
+            absent = f" (not available: {', '.join(load.axes_absent)})" if load.axes_absent else ""
+            print(f"{load.spec.name:<24} {load.frame.height:>7} rows  {status}{absent}")
+        errors = [line for load in loads for line in load.errors]
+        for line in errors:
+            print(line)
+        return 1 if errors else 0
+
+    def fetch(args: argparse.Namespace) -> int:
+        from quantbias_assets import settings
+        from quantbias_assets.catalog.fetch import DEFAULT_BASE_URL, fetch_datasets
+
+        dest = args.dest or settings.quantbias_home() / "datasets"
+        report = fetch_datasets(dest, base_url=args.base_url or DEFAULT_BASE_URL)
+        print(
+            f"{dest}: {len(report.downloaded)} downloaded, {len(report.skipped)} already present, "
+            f"{len(report.absent)} absent upstream, {len(report.failed)} failed"
+        )
+        for path in report.absent:
+            print(f"absent: {path}")
+        for line in report.failed:
+            print(f"failed: {line}")
+        return 0 if report.ok else 1
+
+    datasets = sub.add_parser("datasets", help="the benchmark's question files")
+    commands = datasets.add_subparsers(dest="datasets_command", required=True)
+    listing = commands.add_parser("list", help="every dataset: style, rows, axes present and absent")
+    listing.add_argument("--data-dir", type=Path, default=None, help="default: $QUANTBIAS_DATA_DIR")
+    listing.set_defaults(handler=list_datasets)
+    check = commands.add_parser("check", help="validate every file; exit status 1 on any invalid record")
+    check.add_argument("--data-dir", type=Path, default=None, help="default: $QUANTBIAS_DATA_DIR")
+    check.set_defaults(handler=check_datasets)
+    fetching = commands.add_parser("fetch", help="download the files of the reference repository")
+    fetching.add_argument(
+        "--base-url", default=None, help="default: raw GitHub files of stan-hua/PostTrainingBiasBenchmark at ce5adb0"
+    )
+    fetching.add_argument("--dest", type=Path, default=None, help="default: $QUANTBIAS_HOME/datasets")
+    fetching.set_defaults(handler=fetch)
 
 
 def register_models(sub: argparse._SubParsersAction) -> None:
     """`quantbias models list|add` and `quantbias quantize` (quantization issue)."""
+
+    def list_models(args: argparse.Namespace) -> int:
+        from quantbias_assets.catalog.models import load_registry
+
+        print("nickname\tfamily\tsize_b\tsource\tpublished methods")
+        for entry in load_registry().values():
+            published = ",".join(entry.published) or "-"
+            print(f"{entry.nickname}\t{entry.family or '-'}\t{entry.size_b or '-'}\t{entry.source}\t{published}")
+        return 0
+
+    def add(args: argparse.Namespace) -> int:
+        from quantbias_assets import settings
+        from quantbias_assets.catalog.models import add_model
+
+        try:
+            entry = add_model(
+                args.source, args.nickname, family=args.family, size_b=args.size_b,
+                revision=args.revision, trust_remote_code=args.trust_remote_code,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"added {entry.nickname} ({entry.source}) to {settings.registry_file()}")
+        return 0
+
+    def quantize(args: argparse.Namespace) -> int:
+        import json
+        from pathlib import Path
+
+        from quantbias_assets.catalog.models import default_nickname, load_registry
+        from quantbias_assets.quantize import BuildRequest, CalibrationSettings, build_checkpoint
+
+        registry = load_registry()
+        entry = registry.get(args.model)
+        try:
+            request = BuildRequest(
+                model=entry.nickname if entry else default_nickname(args.model),
+                method=args.method,
+                base_source=entry.source if entry else args.model,
+                target=Path(args.out).absolute(),
+                revision=entry.revision if entry else None,
+                trust_remote_code=args.trust_remote_code or bool(entry and entry.trust_remote_code),
+                group_size=args.group_size,
+                calibration=CalibrationSettings(
+                    source=args.calibration, num_samples=args.calibration_samples,
+                    max_seq_length=args.calibration_length, seed=args.calibration_seed,
+                ),
+            )
+            manifest, status = build_checkpoint(request)
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        summary = {key: getattr(manifest, key) for key in ("path", "digest", "size_bytes", "compression_ratio", "seconds", "peak_memory_bytes")}
+        print(json.dumps({"status": status, **summary}, indent=2))
+        return 0
+
+    models = sub.add_parser("models", help="the model registry")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="paper models and $QUANTBIAS_HOME/models.yaml entries").set_defaults(
+        handler=list_models
+    )
+    add_parser = models_sub.add_parser("add", help="register a hub model or a local folder")
+    add_parser.add_argument("source", metavar="HUB_ID_OR_DIR")
+    add_parser.add_argument("--nickname", help="partition key, [a-z0-9._-] (default: the source's last part, lower-cased)")
+    add_parser.add_argument("--family")
+    add_parser.add_argument("--size-b", type=float, help="parameters, billions")
+    add_parser.add_argument("--revision")
+    add_parser.add_argument("--trust-remote-code", action="store_true")
+    add_parser.set_defaults(handler=add)
+
+    q = sub.add_parser("quantize", help="quantize one model with one method into a folder")
+    q.add_argument("--model", required=True, metavar="DIR_OR_ID", help="local folder, hub id or registry nickname")
+    q.add_argument("--method", required=True, help="none, rtn-w8a16, rtn-w4a16, sq-rtn-w4a16, gptq-w4a16, awq-w4a16, rtn-w8a8, sq-rtn-w8a8")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--group-size", type=int, default=128)
+    q.add_argument("--calibration", default="reference", help='"reference" or a local .txt / .jsonl file')
+    q.add_argument("--calibration-samples", type=int, default=512)
+    q.add_argument("--calibration-length", type=int, default=6144)
+    q.add_argument("--calibration-seed", type=int, default=0)
+    q.add_argument("--trust-remote-code", action="store_true")
+    q.set_defaults(handler=quantize)
 
 
 def register_inference(sub: argparse._SubParsersAction) -> None:
