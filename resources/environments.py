@@ -5,7 +5,9 @@ Every environment provides the same resource keys, so assets never know where th
 
 `cluster` reads (set them on the code location and the run pods; k8s/helm/values.yaml does):
   QUANTBIAS_LAKE             lake root URI, e.g. s3://bucket/quantbias/lake
-  QUANTBIAS_MODEL_STORE      checkpoint store URI, e.g. s3://bucket/quantbias/models
+  QUANTBIAS_MODEL_STORE      checkpoint store: the mount path of the shared model-store volume
+                             (default /model-store; an RWX filesystem or a bucket through a CSI
+                             driver), or a URI, in which case no volume is mounted
   QUANTBIAS_IMAGE_REGISTRY   registry holding the worker images, e.g. ghcr.io/acme
   QUANTBIAS_IMAGE_TAG        worker image tag (default: this package's version)
   QUANTBIAS_STORAGE_OPTIONS  optional JSON of non-secret deltalake storage options (region, endpoint)
@@ -54,13 +56,16 @@ def _local_resources() -> dict[str, Any]:
 
 def _cluster_resources() -> dict[str, Any]:
     lake_root = _required_env("QUANTBIAS_LAKE")
-    model_store_root = _required_env("QUANTBIAS_MODEL_STORE")
+    model_store_root = os.environ.get("QUANTBIAS_MODEL_STORE") or "/model-store"
+    store_is_uri = "://" in model_store_root
     storage_options = storage_options_from_env(os.environ.get("QUANTBIAS_STORAGE_OPTIONS", ""))
     pod_env = {"QUANTBIAS_LAKE": lake_root, "QUANTBIAS_MODEL_STORE": model_store_root}
     pods = default_worker_pods(
         registry=_required_env("QUANTBIAS_IMAGE_REGISTRY"),
         tag=os.environ.get("QUANTBIAS_IMAGE_TAG") or version("quantbias"),
         env=pod_env,
+        model_store_claim=None if store_is_uri else "quantbias-model-store",
+        model_store_path=model_store_root,
     )
     resources: dict[str, Any] = {
         "lake": LakeResource(root=lake_root, storage_options=storage_options),
@@ -76,7 +81,7 @@ def _cluster_resources() -> dict[str, Any]:
             root=model_store_root, storage_options=storage_options
         )
     if "guard" in later:
-        resources["guard"] = later["guard"](backend="vllm")
+        resources["guard"] = later["guard"](backend="vllm", dtype="bfloat16")
     return resources
 
 

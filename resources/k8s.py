@@ -60,6 +60,10 @@ class WorkerPodConfig(dg.Config):
     # A PersistentVolumeClaim shared by workers so hub downloads happen once; HF_HOME points at it.
     model_cache_claim: str | None = None
     model_cache_path: str = "/models-cache"
+    # The checkpoint store when it is a shared filesystem (RWX claim, or a bucket through a CSI
+    # driver), mounted at the same path as on the run pods so ModelStoreResource.root agrees.
+    model_store_claim: str | None = None
+    model_store_path: str = "/model-store"
     # vLLM and torch need a larger /dev/shm than the container runtime's 64 MiB default.
     shm_size: str | None = None
     secret_env: list[SecretEnv] = []
@@ -119,6 +123,11 @@ def _pod_spec(config: WorkerPodConfig, worker: str) -> dict[str, Any]:
         )
         mounts.append({"name": "model-cache", "mountPath": config.model_cache_path})
         env.append({"name": "HF_HOME", "value": config.model_cache_path})
+    if config.model_store_claim:
+        volumes.append(
+            {"name": "model-store", "persistentVolumeClaim": {"claimName": config.model_store_claim}}
+        )
+        mounts.append({"name": "model-store", "mountPath": config.model_store_path})
     if config.shm_size:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -249,6 +258,8 @@ def default_worker_pods(
     *,
     env: Mapping[str, str] | None = None,
     model_cache_claim: str | None = "quantbias-model-cache",
+    model_store_claim: str | None = "quantbias-model-store",
+    model_store_path: str = "/model-store",
     hub_token_secret: str = "quantbias-hub-token",
     object_store_secret: str = "quantbias-object-store",
 ) -> dict[str, WorkerPodConfig]:
@@ -268,6 +279,8 @@ def default_worker_pods(
         "tolerations": [Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
         "service_account": "quantbias-worker",
         "model_cache_claim": model_cache_claim,
+        "model_store_claim": model_store_claim,
+        "model_store_path": model_store_path,
         "secret_env": secrets,
         "env": dict(env or {}),
         "gpu": 1,

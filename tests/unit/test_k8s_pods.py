@@ -122,14 +122,16 @@ def test_pods_run_as_non_root_without_privileges(worker: str) -> None:
     assert spec["automountServiceAccountToken"] is False
 
 
-def test_model_cache_volume_and_shared_memory_on_gpu_workers() -> None:
+def test_model_cache_model_store_and_shared_memory_on_gpu_workers() -> None:
     spec = pod_manifest("respond")["spec"]
     assert spec["volumes"] == [
         {"name": "model-cache", "persistentVolumeClaim": {"claimName": "quantbias-model-cache"}},
+        {"name": "model-store", "persistentVolumeClaim": {"claimName": "quantbias-model-store"}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
     ]
     assert spec["containers"][0]["volumeMounts"] == [
         {"name": "model-cache", "mountPath": "/models-cache"},
+        {"name": "model-store", "mountPath": "/model-store"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     assert spec["serviceAccountName"] == "quantbias-worker"

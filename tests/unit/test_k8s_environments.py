@@ -1,0 +1,87 @@
+"""resources_for: the local and cluster resource sets, chosen by QUANTBIAS_ENV."""
+
+import pytest
+
+from resources.environments import resources_for, storage_options_from_env
+from resources.k8s import K8sWorkerLauncher
+from resources.lake import LakeResource
+from resources.workers import LocalWorkerLauncher
+
+CLUSTER_ENV = {
+    "QUANTBIAS_LAKE": "s3://quantbias-bucket/lake",
+    "QUANTBIAS_MODEL_STORE": "/model-store",
+    "QUANTBIAS_IMAGE_REGISTRY": "ghcr.io/acme",
+    "QUANTBIAS_IMAGE_TAG": "2.0.1",
+    "QUANTBIAS_STORAGE_OPTIONS": '{"AWS_REGION": "eu-west-1"}',
+}
+
+
+@pytest.fixture
+def cluster_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTBIAS_ENV", "cluster")
+    for name, value in CLUSTER_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_local_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv("QUANTBIAS_ENV", raising=False)
+    monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path))
+    resources = resources_for()
+    assert isinstance(resources["workers"], LocalWorkerLauncher)
+    assert isinstance(resources["lake"], LakeResource)
+    assert resources["lake"].root == str(tmp_path / "lake")
+    assert {"lake", "workers"} <= set(resources)
+
+
+def test_cluster_set_from_environment(cluster_env: None) -> None:
+    resources = resources_for()
+    lake = resources["lake"]
+    assert (lake.root, lake.storage_options) == ("s3://quantbias-bucket/lake", {"AWS_REGION": "eu-west-1"})
+    workers = resources["workers"]
+    assert isinstance(workers, K8sWorkerLauncher)
+    assert workers.namespace == "quantbias"
+    assert workers.quantize.image == "ghcr.io/acme/quantbias-quantizer-worker:2.0.1"
+    assert workers.respond.image == workers.judge.image == "ghcr.io/acme/quantbias-vllm-worker:2.0.1"
+    assert workers.respond.env == {"QUANTBIAS_LAKE": "s3://quantbias-bucket/lake", "QUANTBIAS_MODEL_STORE": "/model-store"}
+    assert (workers.respond.model_store_claim, workers.respond.model_store_path) == ("quantbias-model-store", "/model-store")
+
+
+def test_both_sets_provide_the_same_keys(cluster_env: None) -> None:
+    assert set(resources_for("local")) == set(resources_for("cluster"))
+
+
+def test_model_store_uri_mounts_no_volume(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTBIAS_MODEL_STORE", "gs://bucket/models")
+    assert resources_for()["workers"].quantize.model_store_claim is None
+
+
+def test_cluster_needs_the_lake_uri(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QUANTBIAS_LAKE")
+    with pytest.raises(ValueError, match="QUANTBIAS_LAKE: required when QUANTBIAS_ENV=cluster"):
+        resources_for()
+
+
+def test_unknown_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTBIAS_ENV", "staging")
+    with pytest.raises(ValueError, match="QUANTBIAS_ENV: 'staging': expected one of local, cluster"):
+        resources_for()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"aws_secret_access_key": "x"}', "aws_secret_access_key: credentials belong in a Kubernetes secret"),
+        ('{"AZURE_STORAGE_SAS_KEY": "x"}', "AZURE_STORAGE_SAS_KEY: credentials belong"),
+        ('{"AWS_REGION": 3}', "AWS_REGION: expected a string, got 3"),
+        ('["AWS_REGION"]', "expected a JSON object of strings"),
+        ("{region", "not JSON"),
+    ],
+)
+def test_storage_options_refuse_credentials_and_bad_json(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"QUANTBIAS_STORAGE_OPTIONS: .*{message}"):
+        storage_options_from_env(raw)
+
+
+def test_empty_storage_options() -> None:
+    assert storage_options_from_env("") == {}
+    assert storage_options_from_env('{"endpoint": "http://minio:9000"}') == {"endpoint": "http://minio:9000"}
