@@ -1,0 +1,273 @@
+"""Model registry, method table, recipe schemes, calibration sampling, checkpoint manifest.
+
+Expected values come from spec §6 (written out by hand here) or from an independent
+computation (hashlib over the files, random.Random over the indices).
+"""
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quantbias_assets import partitions
+from quantbias_assets.catalog.methods import METHOD_SPECS, get_method
+from quantbias_assets.catalog.models import (
+    PAPER_MODELS,
+    add_model,
+    get_model,
+    load_registry,
+    validate_nickname,
+)
+from quantbias_assets.checkpoint_manifest import (
+    CheckpointManifest,
+    manifest_path,
+    read_manifest,
+    weights_digest,
+    write_manifest,
+)
+from quantbias_assets.cli import main as cli_main
+from quantbias_assets.quantize import (
+    CalibrationSettings,
+    activation_args,
+    select_calibration_texts,
+    staged_folder,
+    weight_args,
+)
+
+
+# ------------------------------------------------------------------ paper registry
+
+def test_paper_models_are_the_ten_bases_of_spec_6_1():
+    assert [(m.nickname, m.source, m.size_b) for m in PAPER_MODELS] == [
+        ("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct", 0.5),
+        ("qwen2.5-1.5b-instruct", "Qwen/Qwen2.5-1.5B-Instruct", 1.5),
+        ("qwen2.5-3b-instruct", "Qwen/Qwen2.5-3B-Instruct", 3.0),
+        ("qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct", 7.0),
+        ("qwen2.5-14b-instruct", "Qwen/Qwen2.5-14B-Instruct", 14.0),
+        ("qwen2-7b-instruct", "Qwen/Qwen2-7B-Instruct", 7.0),
+        ("llama3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", 1.0),
+        ("llama3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", 3.0),
+        ("llama3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", 8.0),
+        ("ministral-8b-instruct", "mistralai/Ministral-8B-Instruct-2410", 8.0),
+    ]
+    assert all(not m.trust_remote_code for m in PAPER_MODELS)
+
+
+def test_published_checkpoints_follow_spec_6_1():
+    registry = load_registry(Path("/nonexistent/models.yaml"))
+    assert registry["qwen2.5-0.5b-instruct"].published == {
+        "rtn-w4a16": "stan-hua/Qwen2.5-0.5B-Instruct-LC-RTN-W4A16",
+        "rtn-w8a16": "stan-hua/Qwen2.5-0.5B-Instruct-LC-RTN-W8A16",
+        "sq-rtn-w4a16": "stan-hua/Qwen2.5-0.5B-Instruct-LC-SmoothQuant-RTN-W4A16",
+        "gptq-w4a16": "Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4",
+        "awq-w4a16": "Qwen/Qwen2.5-0.5B-Instruct-AWQ",
+    }
+    llama3b = registry["llama3.2-3b-instruct"]
+    assert llama3b.published["rtn-w8a16"] == "stan-hua/Meta-Llama-3.2-3B-Instruct-LC-RTN-W8A16"
+    assert llama3b.published["gptq-w4a16"] == "stan-hua/Meta-Llama-3.2-3B-Instruct-LC-GPTQ-W4A16"
+    assert llama3b.published["awq-w4a16"] == "stan-hua/Meta-Llama-3.2-3B-Instruct-AWQ-W4A16"
+    llama8b = registry["llama3.1-8b-instruct"]
+    assert llama8b.published["gptq-w4a16"] == "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w4a16"
+    assert llama8b.published["awq-w4a16"] == "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
+    assert registry["ministral-8b-instruct"].published["sq-rtn-w4a16"] == (
+        "stan-hua/Ministral-8B-Instruct-2410-LC-SmoothQuant-RTN-W4A16"
+    )
+    # W8A8 variants are supplementary: always quantized here, never published.
+    assert all("rtn-w8a8" not in m.published and "none" not in m.published for m in PAPER_MODELS)
+
+
+# ------------------------------------------------------------------ methods
+
+def test_methods_match_partitions_and_paper_labels():
+    assert tuple(METHOD_SPECS) == partitions.METHODS
+    assert {k: m.label for k, m in METHOD_SPECS.items()} == {
+        "none": "Native", "rtn-w8a16": "RTN W8A16", "rtn-w4a16": "RTN W4A16",
+        "sq-rtn-w4a16": "RTN W4A16 + SQ", "gptq-w4a16": "GPTQ W4A16", "awq-w4a16": "AWQ W4A16",
+        "rtn-w8a8": "RTN W8A8", "sq-rtn-w8a8": "RTN W8A8 + SQ",
+    }
+    assert {k: (m.weight_bits, m.activation_bits) for k, m in METHOD_SPECS.items()} == {
+        "none": (16, 16), "rtn-w8a16": (8, 16), "rtn-w4a16": (4, 16), "sq-rtn-w4a16": (4, 16),
+        "gptq-w4a16": (4, 16), "awq-w4a16": (4, 16), "rtn-w8a8": (8, 8), "sq-rtn-w8a8": (8, 8),
+    }
+    assert {k for k, m in METHOD_SPECS.items() if m.needs_calibration} == {
+        "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8"
+    }
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"method: unknown method 'rtn-w3a16'; expected one of none, "):
+        get_method("rtn-w3a16")
+
+
+def test_schemes_per_method():
+    assert weight_args(get_method("rtn-w4a16"), 64) == {
+        "num_bits": 4, "type": "int", "strategy": "group", "group_size": 64, "symmetric": True, "dynamic": False,
+    }
+    assert weight_args(get_method("awq-w4a16"))["symmetric"] is False
+    assert weight_args(get_method("awq-w4a16"))["group_size"] == 128
+    assert weight_args(get_method("rtn-w8a16")) == {
+        "num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True, "dynamic": False,
+    }
+    assert activation_args(get_method("rtn-w4a16")) is None
+    assert activation_args(get_method("sq-rtn-w8a8")) == {
+        "num_bits": 8, "type": "int", "strategy": "token", "symmetric": True, "dynamic": True,
+    }
+    with pytest.raises(ValueError, match="does not quantize"):
+        weight_args(get_method("none"))
+
+
+# ------------------------------------------------------------------ user registry file
+
+@pytest.mark.parametrize("bad", ["org/model", "my model", "Qwen2", "", "a\tb"])
+def test_invalid_nicknames_are_refused(bad):
+    with pytest.raises(ValueError, match="nickname: .* not a valid model partition key"):
+        validate_nickname(bad)
+
+
+def test_add_model_local_folder_and_hub_id(tmp_path):
+    registry_file = tmp_path / "home" / "models.yaml"
+    folder = tmp_path / "My-Model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+
+    local = add_model(str(folder), path=registry_file)
+    hub = add_model("org/Some-Model", "some-model", size_b=1.5, revision="abc123",
+                    trust_remote_code=True, published={"gptq-w4a16": "org/Some-Model-GPTQ"}, path=registry_file)
+
+    assert (local.nickname, local.source, local.family, local.trust_remote_code) == (
+        "my-model", str(folder.absolute()), "llama", False
+    )
+    assert yaml.safe_load(registry_file.read_text()) == {"models": [
+        {"nickname": "my-model", "source": str(folder.absolute()), "family": "llama", "size_b": None,
+         "revision": None, "trust_remote_code": False, "published": {}},
+        {"nickname": "some-model", "source": "org/Some-Model", "family": None, "size_b": 1.5,
+         "revision": "abc123", "trust_remote_code": True, "published": {"gptq-w4a16": "org/Some-Model-GPTQ"}},
+    ]}
+    registry = load_registry(registry_file)
+    assert len(registry) == 12
+    assert registry["some-model"] == hub
+    assert registry["my-model"].is_local and not registry["some-model"].is_local
+    assert get_model("some-model", registry_file).published_checkpoint("gptq-w4a16") == "org/Some-Model-GPTQ"
+
+
+def test_add_model_refusals_leave_the_file_unchanged(tmp_path):
+    registry_file = tmp_path / "models.yaml"
+    add_model("org/first", "first", path=registry_file)
+    before = registry_file.read_text()
+    with pytest.raises(ValueError, match="nickname: 'a b'"):
+        add_model("org/x", "a b", path=registry_file)
+    with pytest.raises(ValueError, match=r"nickname: 'org/x'"):
+        add_model("org/x", "org/x", path=registry_file)
+    with pytest.raises(ValueError, match=rf"{registry_file}: record 1: nickname: 'first' is already registered"):
+        add_model("org/again", "first", path=registry_file)
+    with pytest.raises(ValueError, match="record 1: nickname: 'qwen2-7b-instruct' is already registered"):
+        add_model("org/again", "qwen2-7b-instruct", path=registry_file)
+    with pytest.raises(ValueError, match="source: '/no/such/folder' is neither an existing local folder nor a hub id"):
+        add_model("/no/such/folder", "nowhere", path=registry_file)
+    with pytest.raises(ValueError, match=r"record 1: published.fp8: unknown quantization method"):
+        add_model("org/y", "y", published={"fp8": "org/y-fp8"}, path=registry_file)
+    assert registry_file.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.yaml"]
+
+
+def test_registry_file_errors_name_file_record_and_field(tmp_path):
+    registry_file = tmp_path / "models.yaml"
+    registry_file.write_text(yaml.safe_dump({"models": [
+        {"nickname": "ok", "source": "org/ok"},
+        {"nickname": "fine", "source": "org/fine", "trust_remote_code": "yes"},
+    ]}))
+    with pytest.raises(ValueError, match=rf"^{registry_file}: record 1: trust_remote_code: expected true or false$"):
+        load_registry(registry_file)
+    registry_file.write_text(yaml.safe_dump({"models": [{"nickname": "ok", "source": "org/ok", "colour": "red"}]}))
+    with pytest.raises(ValueError, match=r"record 0: colour: unknown field"):
+        load_registry(registry_file)
+    registry_file.write_text(yaml.safe_dump({"models": [{"source": "org/ok"}]}))
+    with pytest.raises(ValueError, match=r"record 0: nickname: missing or not a string"):
+        load_registry(registry_file)
+
+
+def test_cli_models_add_and_list(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path))
+    assert cli_main(["models", "add", "org/Cli-Model"]) == 0
+    assert cli_main(["models", "add", "org/other", "--nickname", "has space"]) == 2
+    assert "nickname: 'has space'" in capsys.readouterr().err
+    assert cli_main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + 11
+    assert lines[-1] == "cli-model\t-\t-\torg/Cli-Model\t-"
+
+
+# ------------------------------------------------------------------ calibration sampling
+
+def test_calibration_selection_is_seeded_and_counted():
+    texts = [f"sample {i}" for i in range(10)] + ["", "   "]
+    settings = CalibrationSettings(source="x.txt", num_samples=4, max_seq_length=16, seed=7)
+    order = list(range(10))
+    random.Random(7).shuffle(order)
+    assert select_calibration_texts(texts, settings, "x.txt") == [f"sample {i}" for i in order[:4]]
+    other = CalibrationSettings(source="x.txt", num_samples=4, max_seq_length=16, seed=8)
+    assert select_calibration_texts(texts, other, "x.txt") != select_calibration_texts(texts, settings, "x.txt")
+    too_many = CalibrationSettings(source="x.txt", num_samples=11)
+    with pytest.raises(ValueError, match=r"^x.txt: calibration set has 10 samples, fewer than the 11 requested"):
+        select_calibration_texts(texts, too_many, "x.txt")
+
+
+def test_calibration_identity_records_the_local_source_digest(tmp_path):
+    source = tmp_path / "calib.txt"
+    source.write_text("a\nb\n")
+    identity = CalibrationSettings(source=str(source), num_samples=2, max_seq_length=8, seed=3).identity()
+    assert identity == {"source": str(source), "num_samples": 2, "max_seq_length": 8, "seed": 3,
+                        "source_digest": hashlib.sha256(b"a\nb\n").hexdigest()}
+    assert CalibrationSettings().identity() == {
+        "source": "reference", "num_samples": 512, "max_seq_length": 6144, "seed": 0
+    }
+    with pytest.raises(ValueError, match="num_samples: 0 must be >= 1"):
+        CalibrationSettings(num_samples=0)
+
+
+# ------------------------------------------------------------------ manifest and folders
+
+def test_manifest_round_trip_and_missing(tmp_path):
+    manifest = CheckpointManifest(
+        model="tiny", method="rtn-w4a16", source="quantized", path="/m", digest="d" * 64,
+        calibration={"seed": 0}, quantization_config={"format": "pack-quantized"}, size_bytes=10,
+    )
+    written = write_manifest(tmp_path, manifest)
+    assert written == tmp_path / "tiny" / "rtn-w4a16" / "checkpoint.json" == manifest_path(tmp_path, "tiny", "rtn-w4a16")
+    assert read_manifest(tmp_path, "tiny", "rtn-w4a16") == manifest
+    assert manifest.identity == {"digest": "d" * 64}
+    with pytest.raises(FileNotFoundError, match=r"tiny/none/checkpoint.json: no checkpoint manifest for model 'tiny', method 'none'"):
+        read_manifest(tmp_path, "tiny", "none")
+    with pytest.raises(ValueError, match="source: 'copied' is not one of quantized, base, published"):
+        CheckpointManifest(model="a", method="none", source="copied", path="/x")  # type: ignore[arg-type]
+
+
+def test_weights_digest_matches_an_independent_hash(tmp_path):
+    (tmp_path / "model-00002.safetensors").write_bytes(b"second")
+    (tmp_path / "model-00001.safetensors").write_bytes(b"first")
+    (tmp_path / "config.json").write_text("{}")  # not a weight file
+    expected = hashlib.sha256(b"model-00001.safetensors\0first" + b"model-00002.safetensors\0second").hexdigest()
+    assert weights_digest(tmp_path) == expected
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="no weight files"):
+        weights_digest(empty)
+
+
+def test_staged_folder_replaces_whole_or_leaves_nothing(tmp_path):
+    target = tmp_path / "store" / "tiny" / "rtn-w4a16"
+    with pytest.raises(RuntimeError):
+        with staged_folder(target) as staging:
+            (staging / "half.safetensors").write_bytes(b"x")
+            raise RuntimeError("quantization failed")
+    assert list((tmp_path / "store" / "tiny").iterdir()) == []
+
+    with staged_folder(target) as staging:
+        (staging / "v1").write_text("1")
+    with staged_folder(target) as staging:
+        (staging / "v2").write_text("2")
+    assert [p.name for p in target.iterdir()] == ["v2"]
+    assert [p.name for p in target.parent.iterdir()] == ["rtn-w4a16"]
