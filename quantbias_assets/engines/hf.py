@@ -1,0 +1,301 @@
+"""The transformers engine: prefix-tree choice scoring and chat generation, on CPU or CUDA.
+
+Scoring computes every distinct token prefix of a batch of questions exactly once. All
+(prompt + choice) token sequences go into one prefix tree (the chat header, shared contexts and
+each question's prompt become shared paths). The tree's nodes, in depth-first order, are run
+through the model in chunks of `max_batch_tokens` tokens packed into one row, with a tree
+attention mask (a token attends to its ancestors only) and position ids = depth in the tree.
+The nodes before a chunk that its tokens can see are exactly the ancestors of the chunk's first
+node (depth-first order), so their key/values are carried from chunk to chunk as one path cache.
+The output projection (lm_head) runs only on the nodes that predict a scored choice token.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantbias_assets.engines.base import (
+    ChoiceScore,
+    ChoiceSequence,
+    Generation,
+    GenerationSettings,
+    choice_score_from_logprobs,
+)
+
+
+@dataclass
+class PrefixTree:
+    """Token prefix tree in depth-first order; node i holds tokens[i] at position depths[i]."""
+
+    tokens: np.ndarray  # int64 [n_nodes]
+    parents: np.ndarray  # int64 [n_nodes], -1 at the roots
+    depths: np.ndarray  # int64 [n_nodes]
+    paths: list[list[int]]  # per input sequence: its node ids, one per token
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
+
+
+def build_prefix_tree(sequences: Sequence[Sequence[int]]) -> PrefixTree:
+    """Insert sequences in lexicographic order, so node creation order is a depth-first preorder."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    depths: list[int] = []
+    paths: list[list[int]] = [[] for _ in sequences]
+    previous: Sequence[int] = ()
+    previous_path: list[int] = []
+    for index in sorted(range(len(sequences)), key=lambda i: tuple(sequences[i])):
+        sequence = sequences[index]
+        shared = 0
+        for a, b in zip(previous, sequence):
+            if a != b:
+                break
+            shared += 1
+        path = previous_path[:shared]
+        parent = path[-1] if path else -1
+        for position in range(shared, len(sequence)):
+            node = len(tokens)
+            tokens.append(sequence[position])
+            parents.append(parent)
+            depths.append(position)
+            path.append(node)
+            parent = node
+        paths[index] = path
+        previous, previous_path = sequence, path
+    return PrefixTree(
+        tokens=np.asarray(tokens, dtype=np.int64),
+        parents=np.asarray(parents, dtype=np.int64),
+        depths=np.asarray(depths, dtype=np.int64),
+        paths=paths,
+    )
+
+
+def ancestors(tree: PrefixTree, node: int) -> list[int]:
+    """Node ids from the root down to node's parent."""
+    chain = []
+    parent = int(tree.parents[node])
+    while parent >= 0:
+        chain.append(parent)
+        parent = int(tree.parents[parent])
+    return chain[::-1]
+
+
+def tree_attention_visibility(tree: PrefixTree, start: int, stop: int, n_past: int) -> np.ndarray:
+    """Bool [chunk, n_past + chunk]: which carried-path and chunk tokens each chunk token attends to.
+
+    A chunk token whose parent lies before the chunk sees the carried path up to its own depth
+    (the carried path is the ancestor chain of the chunk's first node); otherwise it sees what
+    its parent sees, plus itself.
+    """
+    size = stop - start
+    visible = np.zeros((size, n_past + size), dtype=bool)
+    for local in range(size):
+        parent = int(tree.parents[start + local])
+        if parent >= start:
+            visible[local] = visible[parent - start]
+        else:
+            visible[local, : int(tree.depths[start + local])] = True
+        visible[local, n_past + local] = True
+    return visible
+
+
+class HFEngine:
+    """Engine protocol over a transformers causal LM (see module docstring for scoring)."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        dtype: str = "float32",
+        torch_threads: int | None = None,
+        max_batch_tokens: int = 512,
+        trust_remote_code: bool = False,
+        generation_batch_size: int = 8,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.model_path = str(model_path)
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        self.max_batch_tokens = max_batch_tokens
+        self.generation_batch_size = generation_batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(
+                self.model_path, dtype=self.dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
+            )
+            .to(self.device)
+            .eval()
+        )
+        self.tokens_run = 0  # tokens through the decoder by the last score() call (for benchmarks)
+        self.tree_size = 0
+
+    # ---------------------------------------------------------------- scoring
+    def score(
+        self, questions: Sequence[Sequence[ChoiceSequence]], *, return_token_logprobs: bool = False
+    ) -> list[list[ChoiceScore]]:
+        flat = [(q, c, seq) for q, choices in enumerate(questions) for c, seq in enumerate(choices)]
+        for q, c, seq in flat:
+            if not 1 <= seq.score_start < len(seq.token_ids):
+                raise ValueError(
+                    f"question {q}: choice {c}: score_start {seq.score_start} leaves no context or no choice token"
+                )
+        tree = build_prefix_tree([seq.token_ids for _, _, seq in flat])
+        # Node n predicts the token at depth(n) + 1: scored token k of a sequence is predicted by path[k - 1].
+        pair_nodes, pair_targets, pair_slices = [], [], []
+        for (_, _, seq), path in zip(flat, tree.paths):
+            begin = len(pair_nodes)
+            pair_nodes.extend(path[seq.score_start - 1 : len(seq.token_ids) - 1])
+            pair_targets.extend(seq.token_ids[seq.score_start :])
+            pair_slices.append((begin, len(pair_nodes)))
+        logprobs = self._tree_logprobs(tree, np.asarray(pair_nodes, dtype=np.int64), np.asarray(pair_targets))
+        results: list[list[ChoiceScore]] = [[] for _ in questions]
+        for (q, _, seq), (begin, end) in zip(flat, pair_slices):
+            results[q].append(choice_score_from_logprobs(seq, logprobs[begin:end], return_token_logprobs))
+        return results
+
+    def _tree_logprobs(self, tree: PrefixTree, pair_nodes: np.ndarray, pair_targets: np.ndarray) -> np.ndarray:
+        """log P(target | prefix ending at node) for each (node, target) pair, in one pass over the tree."""
+        import torch
+        from transformers import DynamicCache
+
+        decoder = self.model.get_decoder()
+        lm_head = self.model.get_output_embeddings()
+        out = np.empty(len(pair_nodes), dtype=np.float64)
+        order = np.argsort(pair_nodes, kind="stable")
+        sorted_nodes = pair_nodes[order]
+        path_nodes: list[int] = []  # ancestors of the next chunk's first node, by depth
+        path_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.tokens_run, self.tree_size = 0, tree.size
+        with torch.inference_mode():
+            for start in range(0, tree.size, self.max_batch_tokens):
+                stop = min(start + self.max_batch_tokens, tree.size)
+                n_past = len(path_nodes)
+                cache = DynamicCache()
+                for layer, (keys, values) in enumerate(path_kv):
+                    cache.update(keys, values, layer)
+                visible = torch.from_numpy(tree_attention_visibility(tree, start, stop, n_past)).to(self.device)
+                mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
+                mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
+                hidden = decoder(
+                    input_ids=torch.from_numpy(tree.tokens[start:stop]).to(self.device)[None],
+                    position_ids=torch.from_numpy(tree.depths[start:stop]).to(self.device)[None],
+                    attention_mask=mask[None, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                ).last_hidden_state[0]
+                self.tokens_run += stop - start
+                # Log-probs only where a scored token is predicted.
+                lo, hi = np.searchsorted(sorted_nodes, [start, stop])
+                if hi > lo:
+                    chunk_pairs = order[lo:hi]
+                    local = torch.from_numpy(pair_nodes[chunk_pairs] - start).to(self.device)
+                    needed, inverse = torch.unique(local, return_inverse=True)
+                    logits = lm_head(hidden[needed]).float().log_softmax(-1)
+                    targets = torch.from_numpy(pair_targets[chunk_pairs]).to(self.device)
+                    out[chunk_pairs] = logits[inverse, targets].double().cpu().numpy()
+                if stop < tree.size:
+                    path_nodes, path_kv = self._carry_path(tree, cache, path_nodes, start, stop)
+        return out
+
+    def _carry_path(self, tree: PrefixTree, cache, path_nodes: list[int], start: int, stop: int):
+        """Key/values of the ancestors of node `stop`, gathered from the carried path and this chunk."""
+        import torch
+
+        new_path = ancestors(tree, stop)
+        where = {node: i for i, node in enumerate(path_nodes)}
+        index = torch.tensor(
+            [where[node] if node < start else len(path_nodes) + node - start for node in new_path],
+            dtype=torch.long,
+            device=self.device,
+        )
+        kv = [
+            (layer.keys.index_select(-2, index), layer.values.index_select(-2, index)) for layer in cache.layers
+        ]
+        return new_path, kv
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, conversations: Sequence[list[dict[str, str]]], settings: GenerationSettings) -> list[Generation]:
+        """Chat replies, batched with left padding; greedy at temperature 0, else seeded sampling.
+
+        Sampled replies depend on the batch composition (one torch generator per batch); vLLM's
+        per-request seeds cannot be reproduced here.
+        """
+        import torch
+
+        eos_ids = self._eos_ids()
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
+        results: list[Generation] = []
+        for begin in range(0, len(conversations), self.generation_batch_size):
+            batch = conversations[begin : begin + self.generation_batch_size]
+            texts = [
+                self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+                for messages in batch
+            ]
+            encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+            width = max(len(ids) for ids in encoded)
+            input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=self.device)
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device)
+            sampling = settings.temperature > 0
+            if sampling:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=sampling,
+                    temperature=settings.temperature if sampling else None,
+                    top_p=settings.top_p if sampling else None,
+                    top_k=None,
+                    eos_token_id=eos_ids,
+                    pad_token_id=pad_id,
+                )
+            for row in output[:, width:].tolist():
+                stop_at = next((i for i, token in enumerate(row) if token in eos_ids), None)
+                new_tokens = row if stop_at is None else row[:stop_at]
+                results.append(
+                    Generation(
+                        text=self.tokenizer.decode(new_tokens, skip_special_tokens=True),
+                        n_new_tokens=len(new_tokens) + (0 if stop_at is None else 1),
+                        finish_reason="length" if stop_at is None else "stop",
+                    )
+                )
+        return results
+
+    def _eos_ids(self) -> list[int]:
+        configured = self.model.generation_config.eos_token_id
+        if configured is None:
+            configured = self.tokenizer.eos_token_id
+        ids = configured if isinstance(configured, list) else [configured]
+        if not ids or ids[0] is None:
+            raise ValueError(f"{self.model_path}: no EOS token in generation_config or tokenizer")
+        return ids
+
+    # ---------------------------------------------------------------- housekeeping
+    def versions(self) -> dict[str, str]:
+        import torch
+        import transformers
+
+        return {
+            "engine": self.name,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device.type,
+        }
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
