@@ -34,3 +34,11 @@ def registry_file() -> Path:
 
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", str(quantbias_home() / "dagster"))).absolute()
+
+
+def analysis_duckdb_path() -> Path:
+    return Path(os.environ.get("QUANTBIAS_DBT_DUCKDB", str(quantbias_home() / "warehouse.duckdb"))).absolute()
+
+
+def figures_dir() -> Path:
+    return quantbias_home() / "reports" / "figures"

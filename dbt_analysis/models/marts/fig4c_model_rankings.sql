@@ -3,4 +3,4 @@
 select
     r.*,
     r.rank_quantized - r.rank_native as rank_change
-from {{ source('analysis', 'model_rankings') }} as r
+from {{ source('lake', 'model_rankings') }} as r

@@ -4,5 +4,5 @@ select
     m.label as method_label,
     m.w_bits,
     m.a_bits
-from {{ source('analysis', 'bias_tests') }} as t
+from {{ source('lake', 'bias_tests') }} as t
 join {{ ref('quantization_methods') }} as m using (method)

@@ -1,0 +1,108 @@
+"""dbt build over Delta tables in a temporary lake, through the dagster-dbt assets.
+
+Expected values are computed by hand from the rows written here.
+"""
+
+import duckdb
+import polars as pl
+import pytest
+import dagster as dg
+
+from quantbias_assets import lake
+from quantbias_assets.assets.marts import analysis_marts
+from resources.dbt import dbt_resource
+from resources.lake import LakeResource
+
+
+def paired_row(idx: int, *, bin_: str, flipped: bool, bias_flipped: bool, context: str = "ambig") -> dict:
+    return dict(
+        dataset="BBQ", dataset_group="BBQ", style="closed", model="m-1b", method="rtn-w4a16",
+        axis="age", idx=f"BBQ/age/{idx}", group="old", context_condition=context, n_choices=3,
+        chosen_base=0, chosen_quant=1 if flipped else 0, prob_biased_base=0.5, prob_biased_quant=0.5,
+        is_biased_base=False, is_biased_quant=bias_flipped, entropy_norm_base=0.5, entropy_norm_quant=0.5,
+        entropy_delta=0.0, uncertainty_bin=bin_, flipped=flipped, bias_flipped=bias_flipped,
+        unbiased_to_biased=bias_flipped, biased_to_unbiased=False,
+    )
+
+
+def unit_row(axis: str, method: str, *, n: int, significant: bool | None, flip_rate: float, p: float | None) -> dict:
+    return dict(
+        dataset="BBQ", dataset_group="BBQ", model="m-1b", method=method, axis=axis, n=n,
+        metric="bbq_ambig_bias_score", metric_base=0.1, metric_quant=0.2, diff=0.1, p_value=p,
+        q_value=p, is_significant=significant, direction="more_biased" if significant else "none",
+        effect_size=1.0, direction_reference="less_biased", effect_size_reference=-1.0,
+        ci_low=0.0, ci_high=0.2, mcnemar_p=0.5, flip_rate=flip_rate,
+    )
+
+
+@pytest.fixture
+def built_marts(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
+    root = str(tmp_path / "lake")
+    paired = [
+        paired_row(0, bin_="low", flipped=False, bias_flipped=False),
+        paired_row(1, bin_="low", flipped=True, bias_flipped=False),
+        paired_row(2, bin_="medium", flipped=False, bias_flipped=False),
+        paired_row(3, bin_="high", flipped=True, bias_flipped=True),
+        paired_row(4, bin_="high", flipped=True, bias_flipped=False),
+        paired_row(5, bin_="high", flipped=False, bias_flipped=False),
+        # disambiguated rows are kept in the lake but not analysed (spec §1.2)
+        paired_row(6, bin_="low", flipped=True, bias_flipped=True, context="disambig"),
+        paired_row(7, bin_="low", flipped=True, bias_flipped=True, context="disambig"),
+    ]
+    lake.write_table(pl.DataFrame(paired), lake.table_uri(root, "analysis", "paired_responses"))
+    tests = [
+        unit_row("age", "rtn-w4a16", n=50, significant=True, flip_rate=0.2, p=0.001),
+        unit_row("nationality", "rtn-w4a16", n=150, significant=False, flip_rate=0.4, p=0.5),
+        unit_row("age", "rtn-w8a16", n=5, significant=None, flip_rate=0.0, p=None),
+    ]
+    lake.write_table(pl.DataFrame(tests), lake.table_uri(root, "analysis", "bias_tests"))
+    rankings = [
+        dict(dataset="FMT10K", method="rtn-w4a16", model="a", pct_unsafe_native=1.0, ci_low_native=0.5,
+             ci_high_native=1.5, rank_native=1, pct_unsafe_quantized=4.0, ci_low_quantized=3.0,
+             ci_high_quantized=5.0, rank_quantized=2),
+        dict(dataset="FMT10K", method="rtn-w4a16", model="b", pct_unsafe_native=3.0, ci_low_native=2.5,
+             ci_high_native=3.5, rank_native=2, pct_unsafe_quantized=1.0, ci_low_quantized=0.5,
+             ci_high_quantized=1.5, rank_quantized=1),
+    ]
+    lake.write_table(pl.DataFrame(rankings), lake.table_uri(root, "analysis", "model_rankings"))
+    result = dg.materialize([analysis_marts], resources={"dbt": dbt_resource(), "lake": LakeResource(root=root)})
+    assert result.success
+    with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
+        yield con
+
+
+@pytest.mark.slow
+def test_table1_bins_flip_rates_and_ratio(built_marts):
+    rows = built_marts.execute(
+        "select uncertainty_bin, n_rows, pct_responses, response_flip, bias_flip "
+        "from table1_uncertainty_bins order by uncertainty_bin"
+    ).fetchall()
+    # 6 ambiguous rows: low 2 (1 flip), medium 1 (0), high 3 (2 flips, 1 bias flip)
+    assert [(r[0], r[1]) for r in rows] == [("high", 3), ("low", 2), ("medium", 1)]
+    high, low, medium = rows
+    assert high[2:] == pytest.approx((50.0, 200 / 3, 100 / 3))
+    assert low[2:] == pytest.approx((100 / 3, 50.0, 0.0))
+    assert medium[2:] == pytest.approx((100 / 6, 0.0, 0.0))
+    ratio = built_marts.execute("select high_to_low_ratio from uncertainty_flip_ratio").fetchone()[0]
+    assert ratio == pytest.approx((200 / 3) / 50.0)
+
+
+@pytest.mark.slow
+def test_significance_marts(built_marts):
+    fig3a = built_marts.execute(
+        "select n_units, n_significant, pct_significant, pct_more_biased, pct_less_biased "
+        "from fig3a_significance_by_dataset"
+    ).fetchone()
+    assert fig3a == pytest.approx((3, 1, 100 / 3, 100 / 3, 0.0))
+    fig3c = dict(built_marts.execute("select effect, pct_responses_flipped from fig3c_flips_by_significance").fetchall())
+    assert fig3c["significant"] == pytest.approx(20.0)
+    assert fig3c["not significant"] == pytest.approx(100 * (0.4 * 150 + 0.0 * 5) / 155)
+    fig4a = dict(
+        built_marts.execute(
+            "select method_label, pct_significant from fig4a_significance_by_method where dataset_group = 'Avg'"
+        ).fetchall()
+    )
+    assert fig4a == pytest.approx({"RTN W4A16": 50.0, "RTN W8A16": 0.0})
+    changes = dict(built_marts.execute("select model, rank_change from fig4c_model_rankings").fetchall())
+    assert changes == {"a": 1, "b": -1}
