@@ -158,6 +158,16 @@ def standardised_difference(first: np.ndarray, second: np.ndarray) -> float:
     return float((first.mean() - second.mean()) / spread)
 
 
+def paired_bootstrap(
+    encoding: StateEncoding, rows: np.ndarray, swap: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M_B, M_Q) per resample; `rows` is (draws, n) row indices; `swap` exchanges the two
+    models' answers of the marked rows first (the reference's permuted frame)."""
+    states = _JointStates(encoding)
+    codes = states.codes if swap is None else np.where(swap, states.swapped, states.codes)
+    return states.metrics(codes[rows])
+
+
 def evaluate_unit(encoding: StateEncoding, rng: np.random.Generator, settings: BiasTestSettings) -> UnitResult:
     states = _JointStates(encoding)
     n_rows = states.codes.size
@@ -167,17 +177,16 @@ def evaluate_unit(encoding: StateEncoding, rng: np.random.Generator, settings: B
 
     # Paired bootstrap of the unpermuted rows; the first `effect_size_resamples` draws also feed
     # both effect sizes (the reference one on the frame left by the last permutation).
-    reference_codes = np.where(last_swap, states.swapped, states.codes)
     base_draws, quant_draws, reference_base, reference_quant = [], [], [], []
     done = 0
     for draws in _chunks(settings.bootstrap_resamples, n_rows):
         rows = rng.integers(0, n_rows, size=(draws, n_rows), dtype=np.int32)
-        metric_base, metric_quant = states.metrics(states.codes[rows])
+        metric_base, metric_quant = paired_bootstrap(encoding, rows)
         base_draws.append(metric_base)
         quant_draws.append(metric_quant)
         wanted = min(draws, max(settings.effect_size_resamples - done, 0))
         if wanted:
-            metric_base, metric_quant = states.metrics(reference_codes[rows[:wanted]])
+            metric_base, metric_quant = paired_bootstrap(encoding, rows[:wanted], swap=last_swap)
             reference_base.append(metric_base)
             reference_quant.append(metric_quant)
         done += draws
@@ -311,4 +320,8 @@ def _finish(frame: pl.DataFrame, settings: BiasTestSettings) -> pl.DataFrame:
         pl.Series("direction", direction(diff, significant), dtype=pl.String),
         pl.Series("direction_reference", direction_reference(reference, significant), dtype=pl.String),
         pl.Series("mcnemar_p", mcnemar, dtype=pl.Float64),
-    ).select([pl.col(name).cast(dtype) for name, dtype in BIAS_TEST_SCHEMA.items()])
+    ).select(
+        # NaN (undefined: too few rows, 0/0) is stored as null so SQL aggregates skip it
+        pl.col(name).cast(dtype).fill_nan(None) if dtype == pl.Float64 else pl.col(name).cast(dtype)
+        for name, dtype in BIAS_TEST_SCHEMA.items()
+    )
