@@ -201,14 +201,10 @@ def _require_single_partition(df: pl.DataFrame, *, model: str, method: str) -> N
 
 
 def _is_retryable(error: Exception) -> bool:
+    """A concurrent writer won the commit (CommitFailedError), or created the table first."""
     if isinstance(error, CommitFailedError):
         return True
-    # Two writers creating the same table: the loser sees version 0 already taken.
-    message = str(error).lower()
-    return isinstance(error, DeltaError | OSError) and (
-        "version" in message and ("already exists" in message or "conflict" in message)
-        or "transaction" in message and "conflict" in message
-    )
+    return isinstance(error, DeltaError) and "already exists" in str(error).lower()
 
 
 def _with_commit_retries(action: Callable[[], T]) -> T:
