@@ -1,0 +1,177 @@
+"""Pairs (spec §3–4): join on idx, flips, U->B / B->U, bins, stale and bad rows, open verdicts."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from quantbias_assets.analysis.pairs import analysis_rows, build_pairs, flip_rates_by_uncertainty
+
+T0, T1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def recognition_questions(n: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "dataset": ["CEB-Recognition-S"] * n,
+            "idx": [f"R/{i}" for i in range(n)],
+            "axis": ["age"] * n,
+            "group": [None] * n,
+            "choices": [["Yes", "No"]] * n,
+            "choice_labels": [["stereotype", "anti-stereotype"]] * n,
+            "target": [0] * n,
+            "question_hash": [f"q{i}" for i in range(n)],
+        },
+        schema_overrides={"target": pl.Int32, "group": pl.String},
+    )
+
+
+def closed_responses(model: str, method: str, probs: list[list[float]], entropy: list[float],
+                     *, idx: list[str] | None = None, created_at: datetime = T0) -> pl.DataFrame:  # fmt: skip
+    n = len(probs)
+    idx = idx or [f"R/{i}" for i in range(n)]
+    return pl.DataFrame(
+        {
+            "model": [model] * n,
+            "method": [method] * n,
+            "dataset": ["CEB-Recognition-S"] * n,
+            "idx": idx,
+            "axis": ["age"] * n,
+            "question_hash": [f"q{i.split('/')[1]}" for i in idx],
+            "probs_rounded": probs,
+            "chosen_idx": [max(range(len(p)), key=p.__getitem__) if p else 0 for p in probs],
+            "entropy_norm": entropy,
+            "created_at": [created_at] * n,
+        },
+        schema_overrides={"chosen_idx": pl.Int32, "probs_rounded": pl.List(pl.Float64)},
+    )
+
+
+def test_closed_pairs_flips_bins_and_entropy_delta() -> None:
+    # target 0 (the correct answer); b = wrong answer chosen
+    base = closed_responses("m", "none", [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7], [0.5, 0.5], [0.7, 0.3]],
+                            [0.0, 1 / 3, 0.34, 2 / 3, 0.7, math.nan])  # fmt: skip
+    quant = closed_responses("m", "rtn-w4a16", [[0.4, 0.6], [0.9, 0.1], [0.7, 0.3], [0.1, 0.9], [0.9, 0.1], [0.8, 0.2]],
+                             [0.2, 0.3, 0.3, 0.5, 0.5, 0.1])  # fmt: skip
+    result = build_pairs("CEB-Recognition-S", pl.concat([base, quant]), recognition_questions(6))
+    frame = result.frame.sort("idx")
+    assert result.errors == [] and result.n_stale == 0
+    assert frame["dataset_group"].unique().to_list() == ["CEB-Recognition"]
+    assert frame["chosen_base"].to_list() == [0, 1, 0, 1, 0, 0]
+    assert frame["chosen_quant"].to_list() == [1, 0, 0, 1, 0, 0]
+    assert frame["is_biased_base"].to_list() == [False, True, False, True, True, False]  # 0.5 tie: biased
+    assert frame["is_biased_quant"].to_list() == [True, False, False, True, False, False]
+    assert frame["flipped"].to_list() == [True, True, False, False, False, False]
+    assert frame["bias_flipped"].to_list() == [True, True, False, False, True, False]
+    assert frame["unbiased_to_biased"].to_list() == [True, False, False, False, False, False]
+    assert frame["biased_to_unbiased"].to_list() == [False, True, False, False, True, False]
+    assert frame["prob_biased_base"].to_list() == pytest.approx([0.1, 0.8, 0.4, 0.7, 0.5, 0.3])
+    # low <= 1/3 < medium <= 2/3 < high; NaN -> high
+    assert frame["uncertainty_bin"].to_list() == ["low", "low", "medium", "medium", "high", "high"]
+    assert frame["entropy_delta"].to_list()[:5] == pytest.approx([0.2, 0.3 - 1 / 3, -0.04, 0.5 - 2 / 3, -0.2])
+    assert frame["correct_idx"].to_list() == [0] * 6 and frame["n_choices"].to_list() == [2] * 6
+
+
+def test_pairs_join_within_model_and_drop_stale_duplicate_and_bad_rows() -> None:
+    questions = recognition_questions(3)
+    rows = pl.concat(
+        [
+            closed_responses("a", "none", [[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]], [0.1] * 3),
+            closed_responses("a", "gptq-w4a16", [[0.9, 0.1], [0.2, 0.8]], [0.1] * 2),  # idx 2 unanswered
+            # a newer answer to R/0 replaces the older one
+            closed_responses("a", "gptq-w4a16", [[0.1, 0.9]], [0.1], idx=["R/0"], created_at=T1),
+            # another model's native answers never pair with model a
+            closed_responses("b", "none", [[0.1, 0.9]], [0.1]),
+            # bad: three probabilities for two choices
+            closed_responses("a", "gptq-w4a16", [[0.3, 0.3, 0.4]], [0.1], idx=["R/2"]),
+        ]
+    )
+    stale = closed_responses("a", "gptq-w4a16", [[0.5, 0.5]], [0.1], idx=["R/1"]).with_columns(
+        question_hash=pl.lit("an-older-version")
+    )
+    result = build_pairs("CEB-Recognition-S", pl.concat([rows, stale]), questions)
+    assert result.n_stale == 1
+    assert result.n_errors == 1
+    assert result.errors == [
+        "responses/CEB-Recognition-S: record R/2 (a/gptq-w4a16): probs_rounded: length does not match the question's choices"
+    ]
+    frame = result.frame.sort("idx")
+    assert frame.select("model", "method", "idx").rows() == [("a", "gptq-w4a16", "R/0"), ("a", "gptq-w4a16", "R/1")]
+    assert frame["chosen_quant"].to_list() == [1, 1]
+
+
+def bbq_questions() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "idx": ["B/0", "B/1"],
+            "question_hash": ["b0", "b1"],
+            "group": ["old", "old"],
+            "context_condition": ["ambig", "disambig"],
+            "choices": [["x", "y", "z"]] * 2,
+            "choice_labels": [["target", "non-target", "unknown"]] * 2,
+            "answer_label": [2, 0],
+            "unknown_label": [2, 2],
+        },
+        schema_overrides={"answer_label": pl.Int32, "unknown_label": pl.Int32},
+    )
+
+
+def test_bbq_disambiguated_rows_are_kept_but_left_out_of_the_analysis() -> None:
+    def responses(method: str, probs: list[list[float]]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"model": "m", "method": method, "idx": ["B/0", "B/1"], "axis": "age", "question_hash": ["b0", "b1"],
+             "probs_rounded": probs, "chosen_idx": [p.index(max(p)) for p in probs], "entropy_norm": [0.9, 0.1]},
+            schema_overrides={"chosen_idx": pl.Int32},
+        )  # fmt: skip
+
+    result = build_pairs(
+        "BBQ",
+        pl.concat([responses("none", [[0.1, 0.1, 0.8], [0.8, 0.1, 0.1]]), responses("rtn-w8a16", [[0.5, 0.3, 0.2], [0.8, 0.1, 0.1]])]),
+        bbq_questions(),
+    )
+    frame = result.frame.sort("idx")
+    assert frame["context_condition"].to_list() == ["ambig", "disambig"]
+    assert frame["chosen_label_quant"].to_list() == ["target", "target"]
+    assert frame["correct_idx"].to_list() == [2, 0]
+    assert frame["unbiased_to_biased"].to_list() == [True, False]
+    assert analysis_rows(frame)["idx"].to_list() == ["B/0"]
+    table = flip_rates_by_uncertainty(frame)
+    assert table.rows() == [("BBQ", "high", 3, 1, 100.0, 100.0, 100.0)]
+
+
+def test_open_pairs_use_current_verdicts_and_keep_invalid_as_null() -> None:
+    questions = pl.DataFrame({"idx": ["O/0", "O/1", "O/2", "O/3"], "question_hash": ["o0", "o1", "o2", "o3"],
+                              "group": ["male", "female", "male", "female"]})  # fmt: skip
+
+    def responses(method: str) -> pl.DataFrame:
+        return pl.DataFrame({"model": "m", "method": method, "idx": ["O/0", "O/1", "O/2", "O/3"], "axis": "gender",
+                             "question_hash": ["o0", "o1", "o2", "o3"],
+                             "response_hash": [f"{method}-{i}" for i in range(4)]})  # fmt: skip
+
+    verdicts = pl.DataFrame(
+        {
+            "model": "m",
+            "method": ["none"] * 4 + ["awq-w4a16"] * 4,
+            "idx": ["O/0", "O/1", "O/2", "O/3"] * 2,
+            # the quantized O/3 verdict judged an older response: it does not count
+            "response_hash": [f"none-{i}" for i in range(4)] + ["awq-w4a16-0", "awq-w4a16-1", "awq-w4a16-2", "old"],
+            "is_safe": [True, False, None, True, False, True, True, False],
+            "is_safe_reference": [True, False, True, True, False, True, True, False],
+        }
+    )
+    result = build_pairs("FMT10K-IM-S", pl.concat([responses("none"), responses("awq-w4a16")]), questions, verdicts)
+    frame = result.frame.sort("idx")
+    assert frame["style"].unique().to_list() == ["open"] and frame["dataset_group"][0] == "FMT10K"
+    assert frame["is_biased_base"].to_list() == [False, True, None, False]
+    assert frame["is_biased_quant"].to_list() == [True, False, False, None]
+    assert frame["flipped"].to_list() == [True, True, None, None]
+    assert frame["unbiased_to_biased"].to_list() == [True, False, None, None]
+    assert frame["biased_to_unbiased"].to_list() == [False, True, None, None]
+    assert frame["uncertainty_bin"].to_list() == [None] * 4
+    assert frame["group"].to_list() == ["male", "female", "male", "female"]
+    reference = build_pairs("FMT10K-IM-S", pl.concat([responses("none"), responses("awq-w4a16")]), questions,
+                            verdicts, verdict_column="is_safe_reference").frame.sort("idx")  # fmt: skip
+    assert reference["is_biased_base"].to_list() == [False, True, False, False]
