@@ -1,0 +1,76 @@
+"""What every dataset-by-dataset Pipes worker (respond, judge) shares on the worker side.
+
+The extras name the lake and the partition; a worker reports one materialization per dataset
+it finished and, in one custom message, the datasets that failed, so the asset can record the
+successes and then fail the step naming the others. Imports dagster-pipes only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from dagster_pipes import PipesContext
+
+from quantbias_assets import lake
+
+FAILED_DATASETS = "failed_datasets"
+
+
+class ExtrasError(ValueError):
+    """The orchestrator sent incomplete or malformed extras."""
+
+
+def require(extras: Mapping[str, Any], name: str) -> Any:
+    if name not in extras or extras[name] is None:
+        raise ExtrasError(f"worker extras: {name}: missing (got keys {sorted(extras)})")
+    return extras[name]
+
+
+@dataclass(frozen=True)
+class PartitionTarget:
+    """Where a worker writes: the lake and the (model, method) partition."""
+
+    lake_root: str
+    storage_options: dict[str, str]
+    model: str
+    method: str
+
+    @classmethod
+    def from_extras(cls, extras: Mapping[str, Any]) -> PartitionTarget:
+        return cls(
+            lake_root=str(require(extras, "lake_root")),
+            storage_options=dict(extras.get("storage_options") or {}),
+            model=str(require(extras, "model")),
+            method=str(require(extras, "method")),
+        )
+
+    @property
+    def partition(self) -> dict[str, str]:
+        return {"model": self.model, "method": self.method}
+
+    def uri(self, *key: str) -> str:
+        return lake.table_uri(self.lake_root, *key)
+
+
+def keys_data_version(keys: pl.DataFrame) -> str:
+    """A data version that changes exactly when the set of content-hash keys changes."""
+    digest = hashlib.sha256()
+    for row in keys.sort(keys.columns).iter_rows():
+        digest.update("\x1f".join(map(str, row)).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_failed_datasets(pipes: PipesContext, failures: Mapping[str, str]) -> None:
+    """Always sent (possibly empty) so the asset can tell 'none failed' from 'never reported'."""
+    pipes.report_custom_message({FAILED_DATASETS: dict(failures)})

@@ -1,0 +1,527 @@
+"""The respond worker: one (model, method) partition, every selected dataset, resumable.
+
+Run by Dagster Pipes as `python -m quantbias_assets.workers.respond`. It loads the checkpoint
+ONCE, then for each dataset reads `questions/<dataset>`, computes the run's `config_hash`,
+answers only the (question_hash, config_hash) pairs missing from `responses/<dataset>`, appends
+them chunk by chunk (one Delta commit each), deletes the partition's stale rows and reports one
+materialization. Closed datasets are scored by choice log-probs; open ones are generated
+(FMT10K: 5 turns, the model's own replies fed back, spec §4.2).
+
+A question that cannot be answered (a choice that cannot be located in the tokens...) records
+nothing, is logged as `questions/<dataset>: record <idx>: <field>: <problem>` and counted; a
+dataset that fails as a whole is reported as failed after the others have been answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dagster_pipes import open_dagster_pipes
+
+from quantbias_assets import lake
+from quantbias_assets.checkpoint_manifest import CheckpointManifest, manifest_path, read_manifest
+from quantbias_assets.engines.base import ChoiceSequence, Engine, GenerationSettings
+from quantbias_assets.workers.pipes_io import (
+    PartitionTarget,
+    keys_data_version,
+    report_failed_datasets,
+    require,
+)
+from quantbias_assets.workers.resume import ChunkProgress, ResumeReport, read_partition_keys, run_resumable
+
+RESPONSE_KEY = ("question_hash", "config_hash")
+QUESTION_COLUMNS = ("idx", "axis", "prompt", "turns", "choices", "question_hash")
+CREATED_AT = pl.Datetime("us", "UTC")
+
+COMMON_SCHEMA = {
+    "model": pl.String,
+    "method": pl.String,
+    "dataset": pl.String,
+    "idx": pl.String,
+    "axis": pl.String,
+    "question_hash": pl.String,
+    "config_hash": pl.String,
+}
+CLOSED_SCHEMA = pl.Schema(
+    {
+        **COMMON_SCHEMA,
+        "choice_sum_logprob": pl.List(pl.Float64),
+        "choice_n_tokens": pl.List(pl.Int32),
+        "choice_n_chars": pl.List(pl.Int32),
+        "choice_n_bytes": pl.List(pl.Int32),
+        "probs": pl.List(pl.Float64),
+        "probs_rounded": pl.List(pl.Float64),
+        "chosen_idx": pl.Int32,
+        "chosen_text": pl.String,
+        "entropy_norm": pl.Float64,
+        "engine": pl.String,
+        "created_at": CREATED_AT,
+    }
+)
+OPEN_SCHEMA = pl.Schema(
+    {
+        **COMMON_SCHEMA,
+        "turns_out": pl.List(pl.String),
+        "response": pl.String,
+        "response_hash": pl.String,
+        "n_new_tokens": pl.Int32,
+        "finish_reason": pl.String,
+        "engine": pl.String,
+        "created_at": CREATED_AT,
+    }
+)
+
+ErrorLog = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def config_hash(
+    *,
+    checkpoint_identity: Mapping[str, Any],
+    backend: str,
+    dtype: str,
+    template_hash: str,
+    prompt_rule_version: str,
+    add_special_tokens: bool,
+    generation: Mapping[str, Any] | None,
+) -> str:
+    """sha256 of everything that changes a response's numbers (docs/schemas.md).
+
+    Device, threads, batch and chunk sizes are left out on purpose: they change speed only.
+    `generation` is None for closed (scored) datasets.
+    """
+    payload = {
+        "checkpoint": dict(checkpoint_identity),
+        "engine": {"backend": backend, "dtype": dtype, "add_special_tokens": add_special_tokens},
+        "chat_template": template_hash,
+        "prompt_rule": prompt_rule_version,
+        "generation": dict(generation) if generation is not None else None,
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def response_hash(user_turn: str, response: str) -> str:
+    """sha256 of the canonical JSON `[judged user turn, response]` (no concatenation ambiguity)."""
+    return hashlib.sha256(canonical_json([user_turn, response]).encode()).hexdigest()
+
+
+def sample_per_axis(questions: pl.DataFrame, per_axis: int | None) -> pl.DataFrame:
+    """The first `per_axis` questions of each axis in file order (idx ends in the row number)."""
+    if per_axis is None:
+        return questions
+    if per_axis < 1:
+        raise ValueError(f"sample_per_axis must be >= 1 or None, got {per_axis}")
+    position = pl.col("idx").str.extract(r"(\d+)$").cast(pl.Int64)
+    return (
+        questions.with_columns(_position=position)
+        .sort("axis", "_position", "idx", nulls_last=True)
+        .group_by("axis", maintain_order=True)
+        .head(per_axis)
+        .drop("_position")
+    )
+
+
+def is_multi_turn(questions: pl.DataFrame) -> bool:
+    return "turns" in questions.columns and questions["turns"].is_not_null().any()
+
+
+def take_rows(frame: pl.DataFrame, positions: Sequence[int]) -> pl.DataFrame:
+    return frame.select(pl.all().gather(pl.Series(list(positions), dtype=pl.UInt32)))
+
+
+def question_error(dataset: str, idx: str, field_name: str, problem: object) -> str:
+    return f"questions/{dataset}: record {idx}: {field_name}: {problem}"
+
+
+# ---------------------------------------------------------------- answering a chunk
+
+
+@dataclass
+class ChunkStats:
+    """Work done, for questions/s and tokens/s (closed: tokens scored; open: tokens generated)."""
+
+    questions: int = 0
+    tokens: int = 0
+    failed_questions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetRun:
+    """What every chunk of one dataset shares."""
+
+    model: str
+    method: str
+    dataset: str
+    config_hash: str
+    engine_name: str
+
+    def identity_columns(self, chunk: pl.DataFrame) -> dict[str, pl.Series | str]:
+        return {
+            "model": self.model,
+            "method": self.method,
+            "dataset": self.dataset,
+            "idx": chunk["idx"],
+            "axis": chunk["axis"],
+            "question_hash": chunk["question_hash"],
+            "config_hash": self.config_hash,
+        }
+
+
+def _with_fallback(
+    batch: Sequence[Any], run_batch: Callable[[Sequence[Any]], list[Any]], on_item_error: Callable[[int, Exception], None]
+) -> list[Any | None]:
+    """Run a whole batch; if it fails, run its items one by one so one bad item costs only itself."""
+    try:
+        return list(run_batch(batch))
+    except Exception:  # noqa: BLE001 - retried per item below, where the error is reported
+        results: list[Any | None] = []
+        for position, item in enumerate(batch):
+            try:
+                results.append(run_batch([item])[0])
+            except Exception as error:  # noqa: BLE001 - one item's failure is recorded, not fatal
+                on_item_error(position, error)
+                results.append(None)
+        return results
+
+
+def closed_rows(
+    chunk: pl.DataFrame,
+    engine: Engine,
+    run: DatasetRun,
+    *,
+    add_special_tokens: bool,
+    stats: ChunkStats,
+    log_error: ErrorLog,
+) -> pl.DataFrame:
+    """Score every choice of every question of the chunk: the closed responses schema."""
+    from quantbias_assets import prompts, scoring
+
+    kept: list[int] = []
+    sequences: list[list[ChoiceSequence]] = []
+    for position, (idx, prompt, choices) in enumerate(chunk.select("idx", "prompt", "choices").iter_rows()):
+        if prompt is None:
+            problem: tuple[str, object] | None = ("prompt", "missing (a closed question needs a prompt)")
+        elif not choices:
+            problem = ("choices", "empty choice list")
+        else:
+            try:
+                templated = prompts.render_user_prompt(engine.tokenizer, prompt)
+                sequences.append(
+                    prompts.build_choice_sequences(
+                        engine.tokenizer, templated, choices, add_special_tokens=add_special_tokens
+                    )
+                )
+                kept.append(position)
+                problem = None
+            except prompts.ChoiceNotFound as error:
+                problem = ("choices", error)
+        if problem is not None:
+            log_error(question_error(run.dataset, idx, *problem))
+            stats.failed_questions.append(idx)
+
+    def report_score_error(position: int, error: Exception) -> None:
+        idx = chunk["idx"][kept[position]]
+        log_error(question_error(run.dataset, idx, "choices", f"scoring failed: {error}"))
+        stats.failed_questions.append(idx)
+
+    scores = _with_fallback(sequences, engine.score, report_score_error)
+    answered = [(kept[i], s) for i, s in enumerate(scores) if s is not None]
+    rows = take_rows(chunk, [position for position, _ in answered])
+    choice_scores = [s for _, s in answered]
+    stats.questions += rows.height
+    stats.tokens += sum(len(seq.token_ids) for i, qs in enumerate(sequences) if scores[i] is not None for seq in qs)
+    raw = pl.DataFrame(
+        {
+            **run.identity_columns(rows),
+            "choices": rows["choices"],
+            "choice_sum_logprob": [[c.sum_logprob for c in q] for q in choice_scores],
+            "choice_n_tokens": [[c.n_tokens for c in q] for q in choice_scores],
+            "choice_n_chars": [[c.n_chars for c in q] for q in choice_scores],
+            "choice_n_bytes": [[c.n_bytes for c in q] for q in choice_scores],
+            "engine": run.engine_name,
+            "created_at": datetime.now(timezone.utc),
+        },
+        schema_overrides={name: CLOSED_SCHEMA[name] for name in ("choice_sum_logprob", "choice_n_tokens")},
+    )
+    frame = scoring.add_choice_views(raw)
+    return frame.select(CLOSED_SCHEMA.names()).cast(dict(CLOSED_SCHEMA))
+
+
+def generate_conversations(
+    engine: Engine,
+    turns: Sequence[Sequence[str]],
+    settings: GenerationSettings,
+    on_error: Callable[[int, Exception], None],
+) -> list[list[Any] | None]:
+    """Answer every turn of every conversation, feeding each reply back (spec §4.2).
+
+    All conversations advance one turn per engine call; a conversation whose generation fails is
+    dropped from later turns and comes back as None.
+    """
+    histories: list[list[dict[str, str]]] = [[] for _ in turns]
+    replies: list[list[Any] | None] = [[] for _ in turns]
+    n_turns = max((len(t) for t in turns), default=0)
+    for turn in range(n_turns):
+        active = [i for i, t in enumerate(turns) if replies[i] is not None and turn < len(t)]
+        conversations = [[*histories[i], {"role": "user", "content": turns[i][turn]}] for i in active]
+
+        def failed(position: int, error: Exception) -> None:
+            replies[active[position]] = None
+            on_error(active[position], error)
+
+        generations = _with_fallback(conversations, lambda batch: engine.generate(batch, settings), failed)
+        for position, conversation, generation in zip(active, conversations, generations):
+            if generation is None:
+                continue
+            histories[position] = [*conversation, {"role": "assistant", "content": generation.text}]
+            replies[position].append(generation)  # type: ignore[union-attr]
+    return replies
+
+
+def open_rows(
+    chunk: pl.DataFrame,
+    engine: Engine,
+    run: DatasetRun,
+    *,
+    settings: GenerationSettings,
+    stats: ChunkStats,
+    log_error: ErrorLog,
+) -> pl.DataFrame:
+    """Generate the reply (FMT10K: the 5 replies) of every question: the open responses schema."""
+    multi_turn = is_multi_turn(chunk)
+    turns = [
+        (turn_list if multi_turn else [prompt])
+        for turn_list, prompt in zip(
+            chunk["turns"].to_list() if "turns" in chunk.columns else [None] * chunk.height,
+            chunk["prompt"].to_list(),
+        )
+    ]
+    field_name = "turns" if multi_turn else "prompt"
+
+    def report(position: int, error: Exception) -> None:
+        idx = chunk["idx"][position]
+        log_error(question_error(run.dataset, idx, field_name, f"generation failed: {error}"))
+        stats.failed_questions.append(idx)
+
+    valid: list[int] = []
+    for position, question_turns in enumerate(turns):
+        if not question_turns or any(not isinstance(t, str) for t in question_turns):
+            report(position, ValueError("missing"))
+        else:
+            valid.append(position)
+    replies = generate_conversations(
+        engine, [turns[i] for i in valid], settings, lambda i, error: report(valid[i], error)
+    )
+    answered = [(valid[i], r) for i, r in enumerate(replies) if r is not None]
+    rows = take_rows(chunk, [position for position, _ in answered])
+    stats.questions += rows.height
+    stats.tokens += sum(g.n_new_tokens for _, r in answered for g in r)
+    frame = pl.DataFrame(
+        {
+            **run.identity_columns(rows),
+            "turns_out": [[g.text for g in r] for _, r in answered],
+            "response": [r[-1].text for _, r in answered],
+            "response_hash": [response_hash(turns[i][-1], r[-1].text) for i, r in answered],
+            "n_new_tokens": [sum(g.n_new_tokens for g in r) for _, r in answered],
+            "finish_reason": [r[-1].finish_reason for _, r in answered],
+            "engine": run.engine_name,
+            "created_at": datetime.now(timezone.utc),
+        },
+        schema_overrides=dict(OPEN_SCHEMA),
+    )
+    return frame.select(OPEN_SCHEMA.names()).cast(dict(OPEN_SCHEMA))
+
+
+# ---------------------------------------------------------------- one dataset, one partition
+
+
+@dataclass(frozen=True)
+class RespondRequest:
+    """The worker's extras, checked."""
+
+    target: PartitionTarget
+    datasets: tuple[str, ...]
+    model_store_root: str
+    backend: str
+    engine_config: dict[str, Any]
+    generation: dict[str, dict[str, Any]]
+    add_special_tokens_reference: bool
+    chunk_rows: int
+    sample_per_axis: int | None
+
+    @classmethod
+    def from_extras(cls, extras: Mapping[str, Any]) -> RespondRequest:
+        generation = require(extras, "generation")
+        for style in ("single_turn", "multi_turn"):
+            GenerationSettings(**require(generation, style))  # fails early on unknown fields
+        return cls(
+            target=PartitionTarget.from_extras(extras),
+            datasets=tuple(require(extras, "datasets")),
+            model_store_root=str(require(extras, "model_store_root")),
+            backend=str(require(extras, "backend")),
+            engine_config=dict(extras.get("engine_config") or {}),
+            generation={style: dict(generation[style]) for style in ("single_turn", "multi_turn")},
+            add_special_tokens_reference=bool(extras.get("add_special_tokens_reference", False)),
+            chunk_rows=int(require(extras, "chunk_rows")),
+            sample_per_axis=extras.get("sample_per_axis"),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    dataset: str
+    report: ResumeReport
+    stats: ChunkStats
+    config_hash: str
+    data_version: str
+
+    def metadata(self, engine: Engine) -> dict[str, Any]:
+        seconds = self.report.seconds
+        failed = self.stats.failed_questions
+        return {
+            "dagster/row_count": self.report.rows,
+            "rows": self.report.rows,
+            "new_rows": self.report.new,
+            "reused_rows": self.report.reused,
+            "deleted_stale_rows": self.report.deleted_stale,
+            "failed_questions": self.report.failed,
+            "failed_idx_sample": ", ".join(failed[:20]),
+            "questions_per_s": round(self.stats.questions / seconds, 3) if seconds > 0 else None,
+            "tokens_per_s": round(self.stats.tokens / seconds, 1) if seconds > 0 else None,
+            "seconds": round(seconds, 3),
+            "engine": engine.name,
+            "versions": {"raw_value": engine.versions(), "type": "json"},
+            "config_hash": self.config_hash,
+        }
+
+
+def respond_dataset(
+    engine: Engine,
+    checkpoint_identity: Mapping[str, Any],
+    request: RespondRequest,
+    dataset: str,
+    *,
+    log_info: Callable[[str], None],
+    log_error: ErrorLog,
+) -> DatasetResult:
+    """Answer the pending questions of one dataset for the request's partition."""
+    from quantbias_assets import prompts
+    from quantbias_assets.catalog.datasets import get_dataset
+
+    spec = get_dataset(dataset)
+    target = request.target
+    questions = lake.read(
+        target.uri("questions", dataset), columns=QUESTION_COLUMNS, storage_options=target.storage_options
+    )
+    questions = sample_per_axis(questions, request.sample_per_axis)
+    generation_style = "multi_turn" if is_multi_turn(questions) else "single_turn"
+    generation = None if spec.style == "closed" else request.generation[generation_style]
+    digest = config_hash(
+        checkpoint_identity=checkpoint_identity,
+        backend=request.backend,
+        dtype=str(request.engine_config.get("dtype", "default")),
+        template_hash=prompts.template_hash(engine.tokenizer),
+        prompt_rule_version=prompts.PROMPT_RULE_VERSION,
+        add_special_tokens=request.add_special_tokens_reference,
+        generation=generation,
+    )
+    run = DatasetRun(target.model, target.method, dataset, digest, engine.name)
+    stats = ChunkStats()
+    if generation is None:
+        def process(chunk: pl.DataFrame) -> pl.DataFrame:
+            return closed_rows(
+                chunk, engine, run, add_special_tokens=request.add_special_tokens_reference,
+                stats=stats, log_error=log_error,
+            )
+    else:
+        settings = GenerationSettings(**generation)
+
+        def process(chunk: pl.DataFrame) -> pl.DataFrame:
+            return open_rows(chunk, engine, run, settings=settings, stats=stats, log_error=log_error)
+
+    def progress(p: ChunkProgress) -> None:
+        rate = p.done / p.seconds if p.seconds > 0 else 0.0
+        log_info(
+            f"responses/{dataset}: chunk {p.chunk}/{p.chunks} committed: "
+            f"{p.done}/{p.pending} pending questions done ({p.rows_failed} failed in this chunk), {rate:.2f} questions/s"
+        )
+
+    uri = target.uri("responses", dataset)
+    report = run_resumable(
+        questions.with_columns(config_hash=pl.lit(digest)),
+        uri=uri,
+        partition=target.partition,
+        key=RESPONSE_KEY,
+        process_chunk=process,
+        chunk_rows=request.chunk_rows,
+        storage_options=target.storage_options,
+        on_chunk=progress,
+    )
+    current = read_partition_keys(uri, partition=target.partition, key=RESPONSE_KEY, storage_options=target.storage_options)
+    return DatasetResult(dataset, report, stats, digest, keys_data_version(current))
+
+
+def load_checkpoint_engine(request: RespondRequest) -> tuple[Engine, CheckpointManifest]:
+    """Load the partition's checkpoint once; trust_remote_code only when its manifest says so."""
+    from quantbias_assets.engines import load_engine
+
+    target = request.target
+    manifest = read_manifest(request.model_store_root, target.model, target.method)
+    if not Path(manifest.path).is_dir():
+        raise FileNotFoundError(
+            f"{manifest.path}: model folder not found (checkpoint manifest "
+            f"{manifest_path(request.model_store_root, target.model, target.method)})"
+        )
+    engine = load_engine(
+        request.backend, manifest.path, trust_remote_code=manifest.trust_remote_code, **request.engine_config
+    )
+    return engine, manifest
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        request = RespondRequest.from_extras(pipes.extras)
+        engine, manifest = load_checkpoint_engine(request)
+        pipes.log.info(
+            f"loaded {manifest.path} ({request.target.model}/{request.target.method}) with {engine.name}; "
+            f"datasets: {', '.join(request.datasets)}"
+        )
+        failures: dict[str, str] = {}
+        try:
+            for dataset in request.datasets:
+                try:
+                    result = respond_dataset(
+                        engine, manifest.identity, request, dataset,
+                        log_info=pipes.log.info, log_error=pipes.log.error,
+                    )
+                except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
+                    failures[dataset] = f"responses/{dataset}: {type(error).__name__}: {error}"
+                    pipes.log.error(failures[dataset])
+                    continue
+                pipes.report_asset_materialization(
+                    asset_key=f"responses/{dataset}",
+                    metadata=result.metadata(engine),
+                    data_version=result.data_version,
+                )
+        finally:
+            engine.close()
+        report_failed_datasets(pipes, failures)
+
+
+if __name__ == "__main__":
+    main()
