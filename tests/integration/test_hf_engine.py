@@ -1,0 +1,143 @@
+"""The hf engine with the tiny model: prefix-tree scoring against one forward per choice, generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from quantbias_assets.catalog.datasets import closed_datasets, load_dataset
+from quantbias_assets.engines import load_engine
+from quantbias_assets.engines.base import ChoiceSequence, GenerationSettings
+from quantbias_assets.engines.hf import HFEngine, build_prefix_tree
+from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
+from quantbias_assets.scoring import choice_probabilities, chosen_index
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    engine = HFEngine(tiny_model_dir, torch_threads=1)
+    yield engine
+    engine.close()
+
+
+def one_forward_per_choice(model, sequence: ChoiceSequence) -> list[float]:
+    """Independent reference: the full sequence through the model, log-softmax at every position."""
+    with torch.inference_mode():
+        logprobs = model(torch.tensor([sequence.token_ids])).logits[0].float().log_softmax(-1)
+    return [logprobs[k - 1, sequence.token_ids[k]].item() for k in range(sequence.score_start, len(sequence.token_ids))]
+
+
+def spread_sample(frame, n: int):
+    """n rows spread over the whole frame (every axis file), not just the first file."""
+    step = max(1, frame.height // n)
+    return frame.gather_every(step).head(n)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", closed_datasets(), ids=lambda spec: spec.name)
+def test_tree_scoring_equals_one_forward_per_choice(engine, spec, data_dir):
+    load = load_dataset(spec, data_dir)
+    if load.frame.is_empty():
+        assert not load.axes_present, f"{spec.name}: files present but no questions"
+        pytest.skip(f"{spec.name}: no file in the data folder (absent, e.g. SocialStigmaQA)")
+    rows = spread_sample(load.frame, 200)
+    assert rows.height == min(200, load.frame.height)
+    questions = [
+        build_choice_sequences(engine.tokenizer, render_user_prompt(engine.tokenizer, prompt), choices)
+        for prompt, choices in zip(rows["prompt"], rows["choices"])
+    ]
+    scores = engine.score(questions, return_token_logprobs=True)
+    assert engine.tokens_run == engine.tree_size < sum(len(s.token_ids) for q in questions for s in q)
+    for idx, question, question_scores in zip(rows["idx"], questions, scores):
+        reference = [one_forward_per_choice(engine.model, sequence) for sequence in question]
+        for sequence, score, token_logprobs in zip(question, question_scores, reference):
+            assert score.n_tokens == len(sequence.token_ids) - sequence.score_start == len(token_logprobs)
+            np.testing.assert_allclose(score.token_logprobs, token_logprobs, atol=1e-4, err_msg=idx)
+        ours = choice_probabilities([s.sum_logprob for s in question_scores], [s.n_tokens for s in question_scores])
+        theirs = choice_probabilities([sum(lp) for lp in reference], [len(lp) for lp in reference])
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, err_msg=idx)
+        assert chosen_index(ours) == chosen_index(theirs), idx
+
+
+def test_prefix_tree_holds_each_distinct_prefix_once():
+    sequences = [(1, 2, 3, 4), (1, 2, 5), (1, 2, 3), (7,), (1, 2, 5)]
+    tree = build_prefix_tree(sequences)
+    distinct_prefixes = {seq[: k + 1] for seq in sequences for k in range(len(seq))}
+    assert tree.size == len(distinct_prefixes) == 6
+    for seq, path in zip(sequences, tree.paths):
+        assert tree.tokens[path].tolist() == list(seq)
+        assert tree.depths[path].tolist() == list(range(len(seq)))
+    # Depth-first preorder: every parent comes before its children.
+    assert all(parent < node for node, parent in enumerate(tree.parents) if parent >= 0)
+
+
+def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
+    tok = engine.tokenizer
+    prompts = ["Who was not comfortable using the phone?", "Who was not comfortable using the bank?", "Why?"]
+    questions = [
+        build_choice_sequences(tok, render_user_prompt(tok, p), ["The grandfather", "The grandson", "Unknown"])
+        for p in prompts
+    ]
+    small = HFEngine(tiny_model_dir, torch_threads=1, max_batch_tokens=5)
+    expected = engine.score(questions)
+    got = small.score(questions)
+    assert small.tokens_run == engine.tokens_run == engine.tree_size
+    for expected_q, got_q in zip(expected, got):
+        for e, g in zip(expected_q, got_q):
+            assert g.n_tokens == e.n_tokens and g.token_logprobs is None
+            assert g.sum_logprob == pytest.approx(e.sum_logprob, abs=1e-4)
+    small.close()
+
+
+def test_choice_without_context_is_rejected(engine):
+    with pytest.raises(ValueError, match="question 0: choice 1: score_start 0"):
+        engine.score([[ChoiceSequence((5, 6), 1, 1, 1), ChoiceSequence((5, 6), 0, 2, 2)]])
+
+
+def greedy_reference(engine, messages, max_new_tokens: int) -> tuple[list[int], bool]:
+    """Independent greedy decoding: a full forward per step, stop at EOS."""
+    text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    new: list[int] = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            token = int(engine.model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token == engine.tokenizer.eos_token_id:
+                return new, True
+            new.append(token)
+    return new, False
+
+
+def test_greedy_generation_equals_step_by_step_argmax(engine):
+    conversations = [
+        [{"role": "user", "content": "Continue writing: the old man walked"}],
+        [
+            {"role": "user", "content": "Please remember my input."},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "Please summary why the school was closed today"},
+        ],
+    ]
+    generations = engine.generate(conversations, GenerationSettings(max_new_tokens=12))
+    for messages, generation in zip(conversations, generations):
+        tokens, stopped = greedy_reference(engine, messages, 12)
+        assert generation.text == engine.tokenizer.decode(tokens, skip_special_tokens=True)
+        assert generation.finish_reason == ("stop" if stopped else "length")
+        assert generation.n_new_tokens == len(tokens) + int(stopped)
+
+
+def test_seeded_sampling_is_repeatable(engine):
+    conversation = [[{"role": "user", "content": "Why do you think people work?"}]]
+    settings = GenerationSettings(max_new_tokens=10, temperature=1.0, seed=1)
+    first = engine.generate(conversation, settings)
+    assert engine.generate(conversation, settings) == first
+    assert first[0].n_new_tokens >= 1
+
+
+def test_versions_and_missing_model_folder(engine, tmp_path):
+    assert engine.versions()["transformers"] == __import__("transformers").__version__
+    assert engine.versions()["engine"] == "hf"
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        load_engine("hf", tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="not one of hf, vllm"):
+        load_engine("onnx", tmp_path)
