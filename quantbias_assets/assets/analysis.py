@@ -1,0 +1,203 @@
+"""Analysis assets: `analysis/paired_responses` (native vs quantized rows with flips, flags and
+uncertainty bins) and `analysis/bias_tests` (per-unit aggregate metrics and tests of change).
+
+Both are unpartitioned Delta tables over ALL (model, method) partitions of the response and
+verdict tables, which are read with lazy Delta scans (the IO manager cannot load several
+multi-partitions at once). The computation lives in `quantbias_assets.analysis`.
+"""
+
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from quantbias_assets.analysis.flags import CLOSED_FLAG_RULES, OPEN_DATASETS, dataset_style
+from quantbias_assets.analysis.groups import method_summary, model_size_summary
+from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs, flip_rates_by_uncertainty
+from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
+from resources.lake import LakeResource
+
+GROUP_NAME = "analysis"
+PAIRED_RESPONSES_KEY = dg.AssetKey(["analysis", "paired_responses"])
+BIAS_TESTS_KEY = dg.AssetKey(["analysis", "bias_tests"])
+ANALYSED_DATASETS = (*CLOSED_FLAG_RULES, *OPEN_DATASETS)
+
+CLOSED_RESPONSE_COLUMNS = ("model", "method", "idx", "axis", "question_hash", "probs_rounded", "chosen_idx",
+                           "entropy_norm", "created_at")  # fmt: skip
+OPEN_RESPONSE_COLUMNS = ("model", "method", "idx", "axis", "question_hash", "response_hash", "created_at")
+VERDICT_COLUMNS = ("model", "method", "idx", "response_hash", "is_safe", "is_safe_reference", "created_at")
+QUESTION_COLUMNS = ("idx", "question_hash", "group", "context_condition", "choices", "choice_labels", "target",
+                    "answer_label", "unknown_label")  # fmt: skip
+
+
+class PairsConfig(dg.Config):
+    verdict_column: Literal["is_safe", "is_safe_reference"] = Field(
+        default="is_safe",
+        description="guard flag of open datasets: the parsed verdict (null when invalid) or the "
+        "reference's substring rule",
+    )
+    stereoset_reference: bool = Field(
+        default=False, description="StereoSet prob_biased as the reference's 1 − p[stereotype]"
+    )
+
+
+class BiasTestConfig(dg.Config):
+    seed: int = Field(default=0, description="seeds every unit's generator (with the unit's key)")
+    iterations: int = Field(default=1000, description="permutation-test iterations")
+    bootstrap_resamples: int = Field(default=1000, description="resamples for the CI of M_Q − M_B")
+    effect_size_resamples: int = Field(default=200, description="resamples behind each effect size")
+    min_rows: int = Field(default=10, description="units with fewer valid rows are not tested")
+    alpha: float = Field(default=0.05, description="Benjamini–Hochberg false discovery rate")
+
+    def settings(self) -> BiasTestSettings:
+        return BiasTestSettings(
+            iterations=self.iterations,
+            bootstrap_resamples=self.bootstrap_resamples,
+            effect_size_resamples=self.effect_size_resamples,
+            min_rows=self.min_rows,
+            alpha=self.alpha,
+            seed=self.seed,
+        )
+
+
+def markdown_table(frame: pl.DataFrame, float_digits: int = 1) -> str:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.{float_digits}f}"
+        return "" if value is None else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
+
+
+def _read(lake: LakeResource, key: tuple[str, ...], wanted: tuple[str, ...]) -> pl.DataFrame:
+    scan = lake.scan(lake.uri(*key))
+    present = [column for column in wanted if column in scan.collect_schema().names()]
+    return scan.select(present).collect()
+
+
+def _dataset_pairs(
+    lake: LakeResource, dataset: str, config: PairsConfig
+) -> tuple[pl.DataFrame | None, list[str], int, int]:
+    """(pairs or None when the dataset has no tables yet, error lines, bad rows, stale rows)."""
+    closed = dataset_style(dataset) == "closed"
+    keys = [("questions", dataset), ("responses", dataset)] + ([] if closed else [("verdicts", dataset)])
+    if not all(lake.exists(lake.uri(*key)) for key in keys[:2]):
+        return None, [], 0, 0
+    questions = _read(lake, ("questions", dataset), QUESTION_COLUMNS)
+    responses = _read(lake, ("responses", dataset), CLOSED_RESPONSE_COLUMNS if closed else OPEN_RESPONSE_COLUMNS)
+    verdicts = None
+    if not closed and lake.exists(lake.uri("verdicts", dataset)):
+        verdicts = _read(lake, ("verdicts", dataset), VERDICT_COLUMNS)
+    result = build_pairs(
+        dataset,
+        responses,
+        questions,
+        verdicts,
+        verdict_column=config.verdict_column,
+        stereoset_reference=config.stereoset_reference,
+    )
+    return result.frame, result.errors, result.n_errors, result.n_stale
+
+
+@dg.asset(
+    key=PAIRED_RESPONSES_KEY,
+    deps=[dg.AssetKey(["questions", name]) for name in ANALYSED_DATASETS]
+    + [dg.AssetKey(["responses", name]) for name in ANALYSED_DATASETS]
+    + [dg.AssetKey(["verdicts", name]) for name in OPEN_DATASETS],
+    group_name=GROUP_NAME,
+    code_version="paired-responses-v1",
+    kinds={"delta", "polars"},
+    description="Every quantized answer paired with its model's native answer: flips, bias flags, "
+    "uncertainty bins (docs/schemas.md, docs/analysis.md).",
+)
+def paired_responses(
+    context: dg.AssetExecutionContext, config: PairsConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    frames, errors, missing, per_dataset = [], [], [], []
+    n_bad = n_stale = 0
+    for dataset in ANALYSED_DATASETS:
+        try:
+            frame, dataset_errors, dataset_bad, dataset_stale = _dataset_pairs(lake, dataset, config)
+        except (pl.exceptions.PolarsError, ValueError, KeyError) as error:
+            # one unreadable table must not stop the other datasets
+            errors.append(f"responses/{dataset}: {type(error).__name__}: {error}")
+            continue
+        if frame is None:
+            missing.append(dataset)
+            continue
+        frames.append(frame)
+        errors += dataset_errors
+        n_bad += dataset_bad
+        n_stale += dataset_stale
+        per_dataset.append((dataset, frame.height, dataset_bad, dataset_stale))
+    pairs = pl.concat(frames) if frames else pl.DataFrame(schema=PAIR_SCHEMA)
+    uri = lake.uri(*PAIRED_RESPONSES_KEY.path)
+    lake.write_table(pairs, uri)
+    for line in errors:
+        context.log.warning(line)
+    if missing:
+        context.log.info(f"no responses yet for: {', '.join(missing)}")
+    rows_table = pl.DataFrame(
+        per_dataset, schema=["dataset", "paired_rows", "bad_rows", "stale_rows"], orient="row"
+    )
+    invalid = pairs.filter(pl.col("is_biased_base").is_null() | pl.col("is_biased_quant").is_null()).height
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(pairs.height),
+            "dagster/uri": dg.MetadataValue.path(uri),
+            "rows": dg.MetadataValue.int(pairs.height),
+            "rows_per_dataset": dg.MetadataValue.md(markdown_table(rows_table)),
+            "datasets_without_responses": dg.MetadataValue.json(missing),
+            "bad_rows": dg.MetadataValue.int(n_bad),
+            "stale_rows": dg.MetadataValue.int(n_stale),
+            "rows_with_invalid_verdicts": dg.MetadataValue.int(invalid),
+            "errors": dg.MetadataValue.md("\n".join(f"- {line}" for line in errors) or "none"),
+            "flip_rates_by_uncertainty": dg.MetadataValue.md(markdown_table(flip_rates_by_uncertainty(pairs), 0)),
+        }
+    )
+
+
+@dg.asset(
+    key=BIAS_TESTS_KEY,
+    deps=[PAIRED_RESPONSES_KEY],
+    group_name=GROUP_NAME,
+    code_version="bias-tests-v1",
+    kinds={"delta", "polars"},
+    description="Per (dataset, model, method, axis): aggregate bias natively and quantized, seeded "
+    "permutation test, BH q value over all units, direction, effect sizes, CI, McNemar.",
+)
+def bias_tests_table(
+    context: dg.AssetExecutionContext, config: BiasTestConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    pairs = lake.scan(lake.uri(*PAIRED_RESPONSES_KEY.path)).collect()
+    tests = bias_tests(pairs, config.settings())
+    uri = lake.uri(*BIAS_TESTS_KEY.path)
+    lake.write_table(tests, uri)
+    tested = tests.filter(pl.col("p_value").is_not_null())
+    per_method = tested.group_by("method").agg(
+        units=pl.len(),
+        significant=pl.col("is_significant").sum(),
+        more_biased=(pl.col("direction") == "more_biased").sum(),
+        less_biased=(pl.col("direction") == "less_biased").sum(),
+    ).sort("method")
+    context.log.info(f"{tested.height} of {tests.height} units tested, {int(tested['is_significant'].sum())} significant")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(tests.height),
+            "dagster/uri": dg.MetadataValue.path(uri),
+            "rows": dg.MetadataValue.int(tests.height),
+            "units_tested": dg.MetadataValue.int(tested.height),
+            "units_significant": dg.MetadataValue.int(int(tested["is_significant"].sum())),
+            "significant_units_per_method": dg.MetadataValue.md(markdown_table(per_method)),
+            "methods_vs_8bit": dg.MetadataValue.md(markdown_table(method_summary(tests), 2)),
+            "model_sizes": dg.MetadataValue.md(markdown_table(model_size_summary(tests), 2)),
+            "seed": dg.MetadataValue.int(config.seed),
+            "iterations": dg.MetadataValue.int(config.iterations),
+        }
+    )
+
+
+analysis_assets: list[dg.AssetsDefinition] = [paired_responses, bias_tests_table]
