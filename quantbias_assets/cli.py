@@ -160,6 +160,91 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
 def register_inference(sub: argparse._SubParsersAction) -> None:
     """`quantbias tiny-model` and `quantbias score` (inference issue)."""
+    from pathlib import Path
+
+    def tiny_model(args: argparse.Namespace) -> int:
+        from quantbias_assets.tiny_model import SMALL_25M, TINY, build_tiny_model
+
+        sizes = {"tiny": TINY, "25m": SMALL_25M}[args.size]
+        out = build_tiny_model(args.out_dir, seed=args.seed, **sizes)
+        print(f"{out}: {args.size} Llama model and tokenizer (seed {args.seed})")
+        return 0
+
+    def score(args: argparse.Namespace) -> int:
+        import hashlib
+        import time
+
+        from quantbias_assets import prompts, settings
+        from quantbias_assets.catalog.datasets import get_dataset, load_dataset
+        from quantbias_assets.engines import load_engine
+        from quantbias_assets.workers.respond import ChunkStats, DatasetRun, closed_rows, config_hash
+
+        try:
+            spec = get_dataset(args.dataset)
+        except KeyError as error:
+            print(f"quantbias score: {error.args[0]}", file=sys.stderr)
+            return 2
+        if spec.style != "closed":
+            print(f"quantbias score: {spec.name} is open-ended; only closed datasets are scored", file=sys.stderr)
+            return 2
+        config_file = Path(args.model) / "config.json"
+        if not config_file.is_file():
+            print(f"quantbias score: {args.model}: model folder not found (no config.json)", file=sys.stderr)
+            return 2
+        load = load_dataset(spec, args.data_dir or settings.data_dir())
+        for line in load.errors:
+            print(line, file=sys.stderr)
+        questions = load.frame if args.limit is None else load.frame.head(args.limit)
+        if questions.is_empty():
+            print(f"quantbias score: {spec.name}: no questions (absent: {', '.join(load.axes_absent)})", file=sys.stderr)
+            return 1
+        engine_config = {"torch_threads": args.threads} if args.backend == "hf" and args.threads else {}
+        engine = load_engine(args.backend, args.model, **engine_config)
+        digest = config_hash(
+            checkpoint_identity={
+                "path": str(Path(args.model).resolve()),
+                "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
+            },
+            backend=engine.name,
+            dtype=engine.versions().get("dtype", "auto"),
+            template_hash=prompts.template_hash(engine.tokenizer),
+            prompt_rule_version=prompts.PROMPT_RULE_VERSION,
+            add_special_tokens=False,
+            generation=None,
+        )
+        run = DatasetRun(Path(args.model).name, args.method, spec.name, digest, engine.name)
+        stats = ChunkStats()
+        started = time.perf_counter()
+        frame = closed_rows(
+            questions, engine, run, add_special_tokens=False, stats=stats,
+            log_error=lambda line: print(line, file=sys.stderr),
+        )
+        seconds = time.perf_counter() - started
+        engine.close()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(args.out)
+        print(
+            f"{args.out}: {frame.height} of {questions.height} questions scored "
+            f"({len(stats.failed_questions)} failed) in {seconds:.1f} s, {frame.height / seconds:.1f} questions/s"
+        )
+        return 1 if stats.failed_questions else 0
+
+    tiny = sub.add_parser("tiny-model", help="build the deterministic tiny test model (no model hub needed)")
+    tiny.add_argument("out_dir", type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--size", choices=("tiny", "25m"), default="tiny", help="tiny (~1M params) or 25m (benchmarks)")
+    tiny.set_defaults(handler=tiny_model)
+
+    scoring = sub.add_parser("score", help="score one closed dataset with a local model into a parquet file")
+    scoring.add_argument("--model", required=True, type=Path, help="model folder (config.json, weights, tokenizer)")
+    scoring.add_argument("--dataset", required=True, help="file-level dataset name, e.g. BBQ")
+    scoring.add_argument("--limit", type=int, default=None, help="score only the first N questions")
+    scoring.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    scoring.add_argument("--method", default="none", help="value of the method column")
+    scoring.add_argument("--threads", type=int, default=None, help="torch threads (hf)")
+    scoring.add_argument("--data-dir", type=Path, default=None, help="default: $QUANTBIAS_DATA_DIR")
+    scoring.add_argument("--out", required=True, type=Path, help="output .parquet (closed responses schema)")
+    scoring.set_defaults(handler=score)
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:

@@ -141,3 +141,40 @@ def test_versions_and_missing_model_folder(engine, tmp_path):
         load_engine("hf", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="not one of hf, vllm"):
         load_engine("onnx", tmp_path)
+
+
+def test_tiny_model_cli_is_deterministic(tiny_model_dir, tmp_path):
+    from quantbias_assets.cli import main
+
+    assert main(["tiny-model", str(tmp_path / "again"), "--seed", "0"]) == 0
+    names = sorted(p.name for p in tiny_model_dir.iterdir())
+    assert "model.safetensors" in names and "tokenizer.json" in names
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == names
+    for name in names:
+        assert (tmp_path / "again" / name).read_bytes() == (tiny_model_dir / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_score_cli_writes_the_closed_schema(engine, tiny_model_dir, data_dir, tmp_path, monkeypatch):
+    import polars as pl
+
+    from quantbias_assets.cli import main
+    from quantbias_assets.workers.respond import CLOSED_SCHEMA
+
+    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(data_dir))
+    out = tmp_path / "scores.parquet"
+    args = ["score", "--model", str(tiny_model_dir), "--dataset", "CEB-Adult", "--limit", "12", "--threads", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    frame = pl.read_parquet(out)
+    assert frame.schema == CLOSED_SCHEMA
+    assert frame.height == 12 and frame["dataset"].unique().to_list() == ["CEB-Adult"]
+    questions = load_dataset(next(s for s in closed_datasets() if s.name == "CEB-Adult"), data_dir).frame.head(12)
+    assert frame["idx"].to_list() == questions["idx"].to_list()
+    for prompt, choices, probs, chosen in zip(questions["prompt"], questions["choices"], frame["probs"], frame["chosen_idx"]):
+        sequences = build_choice_sequences(engine.tokenizer, render_user_prompt(engine.tokenizer, prompt), choices)
+        expected = [sum(one_forward_per_choice(engine.model, s)) for s in sequences]
+        p = choice_probabilities(expected, [len(s.token_ids) - s.score_start for s in sequences])
+        np.testing.assert_allclose(probs.to_list(), p, atol=1e-5)
+        assert chosen == chosen_index(p)
+    assert main(["score", "--model", str(tmp_path / "nowhere"), "--dataset", "BBQ", "--out", str(out)]) == 2
+    assert main(["score", "--model", str(tiny_model_dir), "--dataset", "NoSuchSet", "--out", str(out)]) == 2
