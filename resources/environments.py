@@ -7,7 +7,7 @@ Every environment provides the same resource keys, so assets never know where th
   QUANTBIAS_LAKE             lake root URI, e.g. s3://bucket/quantbias/lake
   QUANTBIAS_MODEL_STORE      checkpoint store: the mount path of the shared model-store volume
                              (default /model-store; an RWX filesystem or a bucket through a CSI
-                             driver), or a URI, in which case no volume is mounted
+                             driver that supports rename); checkpoints are folders, not URIs
   QUANTBIAS_IMAGE_REGISTRY   registry holding the worker images, e.g. ghcr.io/acme
   QUANTBIAS_IMAGE_TAG        worker image tag (default: this package's version)
   QUANTBIAS_STORAGE_OPTIONS  optional JSON of non-secret deltalake storage options (region, endpoint)
@@ -57,14 +57,17 @@ def _local_resources() -> dict[str, Any]:
 def _cluster_resources() -> dict[str, Any]:
     lake_root = _required_env("QUANTBIAS_LAKE")
     model_store_root = os.environ.get("QUANTBIAS_MODEL_STORE") or "/model-store"
-    store_is_uri = "://" in model_store_root
+    if "://" in model_store_root:
+        raise ValueError(
+            f"QUANTBIAS_MODEL_STORE: {model_store_root!r}: checkpoints are folders; give the mount "
+            "path of the model-store volume (k8s/storage.yaml), not an object-store URI"
+        )
     storage_options = storage_options_from_env(os.environ.get("QUANTBIAS_STORAGE_OPTIONS", ""))
     pod_env = {"QUANTBIAS_LAKE": lake_root, "QUANTBIAS_MODEL_STORE": model_store_root}
     pods = default_worker_pods(
         registry=_required_env("QUANTBIAS_IMAGE_REGISTRY"),
         tag=os.environ.get("QUANTBIAS_IMAGE_TAG") or version("quantbias"),
         env=pod_env,
-        model_store_claim=None if store_is_uri else "quantbias-model-store",
         model_store_path=model_store_root,
     )
     resources: dict[str, Any] = {

@@ -50,9 +50,10 @@ def test_both_sets_provide_the_same_keys(cluster_env: None) -> None:
     assert set(resources_for("local")) == set(resources_for("cluster"))
 
 
-def test_model_store_uri_mounts_no_volume(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_store_must_be_a_mounted_folder(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUANTBIAS_MODEL_STORE", "gs://bucket/models")
-    assert resources_for()["workers"].quantize.model_store_claim is None
+    with pytest.raises(ValueError, match="QUANTBIAS_MODEL_STORE: 'gs://bucket/models': checkpoints are folders"):
+        resources_for()
 
 
 def test_cluster_needs_the_lake_uri(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
