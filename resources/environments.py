@@ -1,7 +1,8 @@
 """Environment-keyed resource sets: `local` (laptop, CI) and `cluster` (Kubernetes), chosen by QUANTBIAS_ENV.
 
 Every environment provides the same resource keys, so assets never know where they run:
-`lake`, `workers`, and, once their modules exist, `inference`, `model_store` and `guard`.
+`lake`, `workers`, `inference`, `model_store`, `guard` and `dbt` (the same dbt CLI in both: it
+reads the lake through `lake.root`).
 
 `cluster` reads (set them on the code location and the run pods; k8s/helm/values.yaml does):
   QUANTBIAS_LAKE             lake root URI, e.g. s3://bucket/quantbias/lake
@@ -18,16 +19,17 @@ read them from Kubernetes secrets as environment variables, which deltalake pick
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from importlib.metadata import version
 from typing import Any
 
-import dagster as dg
-
+from resources.dbt import dbt_resource
+from resources.guard import GuardResource
+from resources.inference import InferenceResource
 from resources.k8s import CREDENTIAL_NAME, K8sWorkerLauncher, default_worker_pods
 from resources.lake import LakeResource
+from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
 
 ENVIRONMENTS = ("local", "cluster")
@@ -48,10 +50,14 @@ def resources_for(env: str | None = None) -> dict[str, Any]:
 
 
 def _local_resources() -> dict[str, Any]:
-    resources: dict[str, Any] = {"lake": LakeResource(), "workers": LocalWorkerLauncher()}
-    for key, resource_class in _later_resources().items():
-        resources[key] = resource_class()
-    return resources
+    return {
+        "lake": LakeResource(),
+        "workers": LocalWorkerLauncher(),
+        "inference": InferenceResource(),
+        "model_store": ModelStoreResource(),
+        "guard": GuardResource(),
+        "dbt": dbt_resource(),
+    }
 
 
 def _cluster_resources() -> dict[str, Any]:
@@ -70,22 +76,16 @@ def _cluster_resources() -> dict[str, Any]:
         env=pod_env,
         model_store_path=model_store_root,
     )
-    resources: dict[str, Any] = {
+    return {
         "lake": LakeResource(root=lake_root, storage_options=storage_options),
         "workers": K8sWorkerLauncher(
             namespace=os.environ.get("QUANTBIAS_WORKER_NAMESPACE", "quantbias"), **pods
         ),
+        "inference": InferenceResource(backend="vllm", dtype="bfloat16"),
+        "model_store": ModelStoreResource(root=model_store_root, storage_options=storage_options),
+        "guard": GuardResource(backend="vllm", dtype="bfloat16"),
+        "dbt": dbt_resource(),
     }
-    later = _later_resources()
-    if "inference" in later:
-        resources["inference"] = later["inference"](backend="vllm", dtype="bfloat16")
-    if "model_store" in later:
-        resources["model_store"] = later["model_store"](
-            root=model_store_root, storage_options=storage_options
-        )
-    if "guard" in later:
-        resources["guard"] = later["guard"](backend="vllm", dtype="bfloat16")
-    return resources
 
 
 def storage_options_from_env(raw: str) -> dict[str, str]:
@@ -115,24 +115,3 @@ def _required_env(name: str) -> str:
     if not value:
         raise ValueError(f"{name}: required when QUANTBIAS_ENV=cluster (see k8s/README.md)")
     return value
-
-
-# Resources whose modules other parts of the project add; a missing module leaves the key out.
-_LATER_RESOURCES = {
-    "inference": ("resources.inference", "InferenceResource"),
-    "model_store": ("resources.model_store", "ModelStoreResource"),
-    "guard": ("resources.guard", "GuardResource"),
-}
-
-
-def _later_resources() -> dict[str, type[dg.ConfigurableResource]]:
-    found: dict[str, type[dg.ConfigurableResource]] = {}
-    for key, (module_name, class_name) in _LATER_RESOURCES.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        found[key] = getattr(module, class_name)
-    return found

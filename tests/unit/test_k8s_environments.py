@@ -1,11 +1,23 @@
 """resources_for: the local and cluster resource sets, chosen by QUANTBIAS_ENV."""
 
 import pytest
+from dagster_dbt import DbtCliResource
 
 from resources.environments import resources_for, storage_options_from_env
+from resources.guard import GuardResource
+from resources.inference import InferenceResource
 from resources.k8s import K8sWorkerLauncher
 from resources.lake import LakeResource
+from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
+
+RESOURCE_TYPES = {
+    "lake": LakeResource,
+    "inference": InferenceResource,
+    "model_store": ModelStoreResource,
+    "guard": GuardResource,
+    "dbt": DbtCliResource,
+}
 
 CLUSTER_ENV = {
     "QUANTBIAS_LAKE": "s3://quantbias-bucket/lake",
@@ -27,16 +39,22 @@ def test_local_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
     monkeypatch.delenv("QUANTBIAS_ENV", raising=False)
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path))
     resources = resources_for()
+    assert set(resources) == {"workers", *RESOURCE_TYPES}
     assert isinstance(resources["workers"], LocalWorkerLauncher)
-    assert isinstance(resources["lake"], LakeResource)
+    assert all(isinstance(resources[key], kind) for key, kind in RESOURCE_TYPES.items())
     assert resources["lake"].root == str(tmp_path / "lake")
-    assert {"lake", "workers"} <= set(resources)
+    assert resources["model_store"].root == str(tmp_path / "models")
+    assert (resources["inference"].backend, resources["guard"].backend) == ("hf", "hf")
 
 
 def test_cluster_set_from_environment(cluster_env: None) -> None:
     resources = resources_for()
+    assert all(isinstance(resources[key], kind) for key, kind in RESOURCE_TYPES.items())
     lake = resources["lake"]
     assert (lake.root, lake.storage_options) == ("s3://quantbias-bucket/lake", {"AWS_REGION": "eu-west-1"})
+    model_store = resources["model_store"]
+    assert (model_store.root, model_store.storage_options) == ("/model-store", {"AWS_REGION": "eu-west-1"})
+    assert (resources["inference"].backend, resources["guard"].backend) == ("vllm", "vllm")
     workers = resources["workers"]
     assert isinstance(workers, K8sWorkerLauncher)
     assert workers.namespace == "quantbias"
