@@ -7,7 +7,7 @@ Pipes invocation. The pod for each worker kind comes from resource config (`Work
 the exact pod with dagster-k8s's own `build_pod_body` and validate it offline.
 
 Secrets only ever reach a pod as `secretKeyRef`s: plain env whose name looks like a credential
-is refused, so a token can never end up in a pod spec (and the Dagster event log) in clear text.
+is refused, so a token never sits in clear text in a pod spec, which anyone who may read pods sees.
 """
 
 from __future__ import annotations
@@ -92,12 +92,9 @@ def worker_pod(
 ) -> WorkerPod:
     """Pure: the pod for one worker kind from its config. Raises ValueError on unsafe config."""
     command = worker_command(python, worker)
-    for name in config.env:
-        if CREDENTIAL_NAME.search(name):
-            raise ValueError(
-                f"{worker} worker pod: env: {name}: looks like a credential; "
-                "pass it through secret_env (a Kubernetes secretKeyRef), not as a plain value"
-            )
+    problem = _config_problem(config)
+    if problem:
+        raise ValueError(f"{worker} worker pod: {problem}")
     return WorkerPod(
         image=config.image,
         command=command,
@@ -111,6 +108,33 @@ def worker_pod(
         },
         base_pod_spec=_pod_spec(config, worker),
     )
+
+
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_TOLERATION_OPERATORS = ("Equal", "Exists")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _config_problem(config: WorkerPodConfig) -> str | None:
+    """`<field>: <problem>` for the first setting Kubernetes would reject or that would leak a secret."""
+    for name in config.env:
+        if CREDENTIAL_NAME.search(name):
+            return (
+                f"env: {name}: looks like a credential; pass it through secret_env "
+                "(a Kubernetes secretKeyRef), not as a plain value"
+            )
+    if config.image_pull_policy not in _PULL_POLICIES:
+        return f"image_pull_policy: {config.image_pull_policy!r}: expected one of {', '.join(_PULL_POLICIES)}"
+    if config.gpu < 0:
+        return f"gpu: {config.gpu}: expected 0 or more"
+    if config.run_as_user <= 0:
+        return f"run_as_user: {config.run_as_user}: workers run as non-root, expected a uid above 0"
+    for index, toleration in enumerate(config.tolerations):
+        if toleration.operator not in _TOLERATION_OPERATORS:
+            return f"tolerations[{index}]: operator: {toleration.operator!r}: expected Equal or Exists"
+        if toleration.effect is not None and toleration.effect not in _TAINT_EFFECTS:
+            return f"tolerations[{index}]: effect: {toleration.effect!r}: expected one of {', '.join(_TAINT_EFFECTS)}"
+    return None
 
 
 def _pod_spec(config: WorkerPodConfig, worker: str) -> dict[str, Any]:

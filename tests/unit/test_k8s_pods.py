@@ -9,7 +9,7 @@ import pytest
 from dagster_k8s.pipes import build_pod_body
 from kubernetes.client import ApiClient
 
-from resources.k8s import K8sWorkerLauncher, WorkerPodConfig, default_worker_pods, worker_pod
+from resources.k8s import K8sWorkerLauncher, Toleration, WorkerPodConfig, default_worker_pods, worker_pod
 
 KUBERNETES_VERSIONS = ("1.32", major_minor(latest_version()))
 CREDENTIAL_ENV = {"HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCOUNT_KEY"}
@@ -158,10 +158,21 @@ def test_runtime_class_and_deadline_from_config() -> None:
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 
-def test_plain_credential_env_is_refused() -> None:
-    config = WorkerPodConfig(image="img:1", env={"HF_TOKEN": "hf_abc"})
-    with pytest.raises(ValueError, match="respond worker pod: env: HF_TOKEN: looks like a credential"):
-        worker_pod(config, "respond")
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"env": {"HF_TOKEN": "hf_abc"}}, "env: HF_TOKEN: looks like a credential"),
+        ({"env": {"aws_secret_access_key": "x"}}, "env: aws_secret_access_key: looks like a credential"),
+        ({"run_as_user": 0}, "run_as_user: 0: workers run as non-root"),
+        ({"gpu": -1}, "gpu: -1: expected 0 or more"),
+        ({"image_pull_policy": "always"}, "image_pull_policy: 'always': expected one of Always, IfNotPresent, Never"),
+        ({"tolerations": [Toleration(key="a", operator="In")]}, r"tolerations\[0\]: operator: 'In': expected Equal or Exists"),
+        ({"tolerations": [Toleration(key="a"), Toleration(key="b", effect="NoRun")]}, r"tolerations\[1\]: effect: 'NoRun'"),
+    ],
+)
+def test_bad_pod_config_is_refused_naming_the_field(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^respond worker pod: {message}"):
+        worker_pod(WorkerPodConfig(image="img:1", **fields), "respond")
 
 
 def test_unknown_worker_kind_is_refused() -> None:
