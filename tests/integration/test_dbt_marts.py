@@ -10,6 +10,7 @@ import dagster as dg
 
 from quantbias_assets import lake
 from quantbias_assets.assets.marts import analysis_marts
+from quantbias_assets.assets.reports import paper_figures
 from resources.dbt import dbt_resource
 from resources.lake import LakeResource
 
@@ -66,14 +67,17 @@ def built_marts(tmp_path, monkeypatch):
              ci_high_quantized=1.5, rank_quantized=1),
     ]
     lake.write_table(pl.DataFrame(rankings), lake.table_uri(root, "analysis", "model_rankings"))
-    result = dg.materialize([analysis_marts], resources={"dbt": dbt_resource(), "lake": LakeResource(root=root)})
+    result = dg.materialize(
+        [analysis_marts, paper_figures], resources={"dbt": dbt_resource(), "lake": LakeResource(root=root)}
+    )
     assert result.success
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
-        yield con
+        yield con, result
 
 
 @pytest.mark.slow
 def test_table1_bins_flip_rates_and_ratio(built_marts):
+    built_marts, _ = built_marts
     rows = built_marts.execute(
         "select uncertainty_bin, n_rows, pct_responses, response_flip, bias_flip "
         "from table1_uncertainty_bins order by uncertainty_bin"
@@ -90,6 +94,7 @@ def test_table1_bins_flip_rates_and_ratio(built_marts):
 
 @pytest.mark.slow
 def test_significance_marts(built_marts):
+    built_marts, _ = built_marts
     fig3a = built_marts.execute(
         "select n_units, n_significant, pct_significant, pct_more_biased, pct_less_biased "
         "from fig3a_significance_by_dataset"
@@ -106,3 +111,19 @@ def test_significance_marts(built_marts):
     assert fig4a == pytest.approx({"RTN W4A16": 50.0, "RTN W8A16": 0.0})
     changes = dict(built_marts.execute("select model, rank_change from fig4c_model_rankings").fetchall())
     assert changes == {"a": 1, "b": -1}
+
+
+@pytest.mark.slow
+def test_paper_figures_written_with_table1_summary(built_marts, tmp_path):
+    _, result = built_marts
+    metadata = result.asset_materializations_for_node("reports__paper_figures")[0].metadata
+    figures_dir = tmp_path / "home" / "reports" / "figures"
+    pngs = sorted(p.name for p in figures_dir.glob("*.png"))
+    # every figure has data here except Fig 3b (one significant unit: no density) and Fig 2c (no RTN W8A16 rows)
+    assert "fig2a-flipping_under_uncertainty.png" in pngs and "fig4a-behavior_flipping_by_quant.png" in pngs
+    assert metadata["figures_written"].value == len(pngs)
+    assert all((figures_dir / name).stat().st_size > 5_000 for name in pngs)
+    summary = metadata["summary"].value
+    # Table 1, BBQ high bin: 3 rows, 50 % of responses, 67 % flipped, 33 % bias-flipped (rounded)
+    assert "| BBQ | high | 3 | 50 | 67 | 33 |" in summary
+    assert "| BBQ | low | 2 | 33 | 50 | 0 |" in summary
