@@ -91,16 +91,23 @@ def unit_rng(seed: int, key: Sequence[str]) -> np.random.Generator:
 
 
 class _JointStates:
-    """Both sides' states in one code (base·S + quant), and the code with the sides swapped."""
+    """Both sides' states of each row in one small integer code (base·S + quant)."""
 
     def __init__(self, encoding: StateEncoding) -> None:
+        n_states = encoding.n_states
         self.encoding = encoding
-        self.size = encoding.n_states**2
-        self.codes = encoding.base * encoding.n_states + encoding.quant
-        self.swapped = encoding.quant * encoding.n_states + encoding.base
+        self.size = n_states**2
+        dtype = np.uint8 if self.size <= 1 << 8 else np.uint16 if self.size <= 1 << 16 else np.uint32
+        self.codes = (encoding.base * n_states + encoding.quant).astype(dtype)
+        # XOR-ing a code with its row's mask exchanges the two sides (-> quant·S + base)
+        self.swap_mask = self.codes ^ (encoding.quant * n_states + encoding.base).astype(dtype)
+
+    def swapped(self, coins: np.ndarray) -> np.ndarray:
+        """The codes with the sides of the rows where `coins` is 1 exchanged; coins (..., n) 0/1."""
+        return (coins.astype(self.codes.dtype) * self.swap_mask) ^ self.codes
 
     def metrics(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(M_B, M_Q) per row of a (draws, rows) array of joint codes."""
+        """(M_B, M_Q) per row of a (draws, n) array of joint codes."""
         draws = codes.shape[0]
         offsets = (np.arange(draws, dtype=np.int64) * self.size)[:, None]
         joint = np.bincount((codes + offsets).ravel(), minlength=draws * self.size)
@@ -114,26 +121,59 @@ def _chunks(total: int, n_rows: int) -> list[int]:
 
 
 def _coin_flips(rng: np.random.Generator, draws: int, n_rows: int) -> np.ndarray:
-    """A fair coin per (draw, row), eight per random byte."""
+    """A fair coin (0/1, uint8) per (draw, row), eight per random byte."""
     packed = rng.integers(0, 256, size=(draws, (n_rows + 7) // 8), dtype=np.uint8)
-    return np.unpackbits(packed, axis=1, count=n_rows).astype(bool)
+    return np.unpackbits(packed, axis=1, count=n_rows)
 
 
-def permutation_null(
-    states: _JointStates, rng: np.random.Generator, iterations: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Null differences M_B − M_Q (swap each row's answers on heads, then resample rows) and the
-    last iteration's swap mask (the reference leaves its frame in that state)."""
+@dataclass
+class _Draws:
+    null: list[np.ndarray]
+    bootstrap_base: list[np.ndarray]
+    bootstrap_quant: list[np.ndarray]
+    effect_rows: list[np.ndarray]
+    last_coins: np.ndarray
+
+
+def _resample(states: _JointStates, rng: np.random.Generator, settings: BiasTestSettings) -> _Draws:
+    """All resampling of one unit as (draws, n) arrays, chunked to bound memory.
+
+    Draw i resamples rows once; the permutation test swaps each row's answers on heads before
+    reading that resample, the bootstrap reads it as is (each is a valid draw of its own
+    distribution, and sharing the row indices halves the random numbers needed).
+    """
     n_rows = states.codes.size
-    differences, last_swap = [], np.zeros(n_rows, dtype=bool)
-    for draws in _chunks(iterations, n_rows):
-        swap = _coin_flips(rng, draws, n_rows)
-        rows = rng.integers(0, n_rows, size=(draws, n_rows), dtype=np.int32)
-        codes = np.where(np.take_along_axis(swap, rows, axis=1), states.swapped[rows], states.codes[rows])
-        metric_base, metric_quant = states.metrics(codes)
-        differences.append(metric_base - metric_quant)
-        last_swap = swap[-1]
-    return np.concatenate(differences), last_swap
+    draws = _Draws([], [], [], [], np.zeros(n_rows, dtype=np.uint8))
+    done = 0
+    for size in _chunks(max(settings.iterations, settings.bootstrap_resamples), n_rows):
+        rows = rng.integers(0, n_rows, size=(size, n_rows))
+        permuted = min(size, max(settings.iterations - done, 0))
+        if permuted:
+            coins = _coin_flips(rng, permuted, n_rows)
+            flat_rows = rows[:permuted] + (np.arange(permuted) * n_rows)[:, None]
+            metric_base, metric_quant = states.metrics(states.swapped(coins).ravel().take(flat_rows))
+            draws.null.append(metric_base - metric_quant)
+            draws.last_coins = coins[-1]
+        bootstrapped = min(size, max(settings.bootstrap_resamples - done, 0))
+        if bootstrapped:
+            metric_base, metric_quant = states.metrics(states.codes[rows[:bootstrapped]])
+            draws.bootstrap_base.append(metric_base)
+            draws.bootstrap_quant.append(metric_quant)
+        kept = min(size, max(settings.effect_size_resamples - done, 0))
+        if kept:
+            draws.effect_rows.append(rows[:kept])
+        done += size
+    return draws
+
+
+def paired_bootstrap(
+    encoding: StateEncoding, rows: np.ndarray, swap: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M_B, M_Q) per resample; `rows` is (draws, n) row indices; `swap` exchanges the two
+    models' answers of the marked rows first (the reference's permuted frame)."""
+    states = _JointStates(encoding)
+    codes = states.codes if swap is None else states.swapped(np.asarray(swap, dtype=np.uint8))
+    return states.metrics(codes[rows])
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> float:
@@ -158,54 +198,28 @@ def standardised_difference(first: np.ndarray, second: np.ndarray) -> float:
     return float((first.mean() - second.mean()) / spread)
 
 
-def paired_bootstrap(
-    encoding: StateEncoding, rows: np.ndarray, swap: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(M_B, M_Q) per resample; `rows` is (draws, n) row indices; `swap` exchanges the two
-    models' answers of the marked rows first (the reference's permuted frame)."""
-    states = _JointStates(encoding)
-    codes = states.codes if swap is None else np.where(swap, states.swapped, states.codes)
-    return states.metrics(codes[rows])
-
-
 def evaluate_unit(encoding: StateEncoding, rng: np.random.Generator, settings: BiasTestSettings) -> UnitResult:
     states = _JointStates(encoding)
-    n_rows = states.codes.size
     observed_base, observed_quant = encoding.observed()
-    null, last_swap = permutation_null(states, rng, settings.iterations)
-    p_value = permutation_p_value(observed_base - observed_quant, null)
-
-    # Paired bootstrap of the unpermuted rows; the first `effect_size_resamples` draws also feed
-    # both effect sizes (the reference one on the frame left by the last permutation).
-    base_draws, quant_draws, reference_base, reference_quant = [], [], [], []
-    done = 0
-    for draws in _chunks(settings.bootstrap_resamples, n_rows):
-        rows = rng.integers(0, n_rows, size=(draws, n_rows), dtype=np.int32)
-        metric_base, metric_quant = paired_bootstrap(encoding, rows)
-        base_draws.append(metric_base)
-        quant_draws.append(metric_quant)
-        wanted = min(draws, max(settings.effect_size_resamples - done, 0))
-        if wanted:
-            metric_base, metric_quant = paired_bootstrap(encoding, rows[:wanted], swap=last_swap)
-            reference_base.append(metric_base)
-            reference_quant.append(metric_quant)
-        done += draws
-    metric_base, metric_quant = np.concatenate(base_draws), np.concatenate(quant_draws)
+    draws = _resample(states, rng, settings)
+    p_value = permutation_p_value(observed_base - observed_quant, np.concatenate(draws.null))
+    metric_base, metric_quant = np.concatenate(draws.bootstrap_base), np.concatenate(draws.bootstrap_quant)
     differences = metric_quant - metric_base
     tail = 100 * (1 - settings.confidence) / 2
     finite = differences[np.isfinite(differences)]
     ci_low, ci_high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (np.nan, np.nan)
-    first = settings.effect_size_resamples
+    # Both effect sizes read the same first resamples: the correct one the rows as they are,
+    # the reference one the frame its permutation loop left behind (the last swap).
+    effect_rows = np.concatenate(draws.effect_rows)
+    effect_base, effect_quant = states.metrics(states.codes[effect_rows])
+    reference_base, reference_quant = states.metrics(states.swapped(draws.last_coins)[effect_rows])
     return UnitResult(
         p_value=p_value,
         ci_low=float(ci_low),
         ci_high=float(ci_high),
-        effect_size=standardised_difference(metric_quant[:first], metric_base[:first]),
-        effect_size_reference=standardised_difference(
-            np.concatenate(reference_base) if reference_base else np.zeros(0),
-            np.concatenate(reference_quant) if reference_quant else np.zeros(0),
-        ),
-        last_swap=last_swap,
+        effect_size=standardised_difference(effect_quant, effect_base),
+        effect_size_reference=standardised_difference(reference_base, reference_quant),
+        last_swap=draws.last_coins.astype(bool),
     )
 
 
@@ -256,57 +270,74 @@ def direction_reference(effect_size_reference: np.ndarray, significant: np.ndarr
 def bias_tests(pairs: pl.DataFrame, settings: BiasTestSettings = BiasTestSettings()) -> pl.DataFrame:
     """One row per unit over all datasets of `pairs` (BBQ ambiguous contexts only); BH is applied
     once over every tested unit."""
-    rows = analysis_rows(pairs)
-    records: list[dict[str, object]] = []
-    for (dataset,), dataset_rows in rows.partition_by("dataset", as_dict=True, maintain_order=True).items():
-        metric = metric_for(str(dataset))
-        units = dataset_rows.partition_by(list(UNIT_KEY[1:]), as_dict=True, maintain_order=True)
-        for (model, method, axis), unit in sorted(units.items(), key=lambda item: tuple(map(str, item[0]))):
-            key = (str(dataset), str(model), str(method), str(axis))
-            records.append(_unit_record(key, metric, unit, settings))
-    frame = pl.DataFrame(records, schema=_RECORD_SCHEMA) if records else pl.DataFrame(schema=_RECORD_SCHEMA)
-    return _finish(frame, settings)
+    valid = pl.col("is_biased_base").is_not_null() & pl.col("is_biased_quant").is_not_null()
+    rows = analysis_rows(pairs).with_columns(_valid=valid).sort(*UNIT_KEY)
+    summary = rows.group_by(*UNIT_KEY, maintain_order=True).agg(
+        dataset_group=pl.col("dataset_group").first(),
+        n=pl.col("_valid").sum().cast(pl.Int64),
+        n_invalid=(~pl.col("_valid")).sum().cast(pl.Int64),
+        flip_rate=pl.col("flipped").filter(pl.col("_valid")).mean(),
+        bias_flip_rate=pl.col("bias_flipped").filter(pl.col("_valid")).mean(),
+        unbiased_to_biased=pl.col("unbiased_to_biased").filter(pl.col("_valid")).sum().cast(pl.Int64),
+        biased_to_unbiased=pl.col("biased_to_unbiased").filter(pl.col("_valid")).sum().cast(pl.Int64),
+    )
+    results = [
+        _dataset_results(str(dataset), frame, settings)
+        for (dataset,), frame in rows.filter(pl.col("_valid")).partition_by("dataset", as_dict=True).items()
+    ]
+    tested = pl.concat(results) if results else pl.DataFrame(schema=_RESULT_SCHEMA)
+    return _finish(summary.join(tested, on=list(UNIT_KEY), how="left"), settings)
 
 
-_RECORD_SCHEMA = pl.Schema(
-    {name: dtype for name, dtype in BIAS_TEST_SCHEMA.items()
-     if name not in ("q_value", "is_significant", "direction", "direction_reference", "mcnemar_p")}
-    | {"unbiased_to_biased": pl.Int64, "biased_to_unbiased": pl.Int64}
+_RESULT_SCHEMA = pl.Schema(
+    {name: BIAS_TEST_SCHEMA[name] for name in (*UNIT_KEY, "metric", "metric_base", "metric_quant", "p_value",
+                                                "ci_low", "ci_high", "effect_size", "effect_size_reference")}
 )  # fmt: skip
 
 
-def _unit_record(
-    key: tuple[str, str, str, str], metric: str, unit: pl.DataFrame, settings: BiasTestSettings
-) -> dict[str, object]:
-    valid = unit.filter(pl.col("is_biased_base").is_not_null() & pl.col("is_biased_quant").is_not_null())
-    record: dict[str, object] = dict(zip(UNIT_KEY, key, strict=True)) | {
-        "dataset_group": unit.get_column("dataset_group")[0],
-        "n": valid.height,
-        "n_invalid": unit.height - valid.height,
-        "metric": metric,
-        "flip_rate": valid.get_column("flipped").mean() if valid.height else None,
-        "bias_flip_rate": valid.get_column("bias_flipped").mean() if valid.height else None,
-        "unbiased_to_biased": int(valid.get_column("unbiased_to_biased").sum()),
-        "biased_to_unbiased": int(valid.get_column("biased_to_unbiased").sum()),
-    }
-    if valid.height == 0:
-        return record
-    encoding = encode(metric, valid)
-    metric_base, metric_quant = encoding.observed()
-    record |= {"metric_base": metric_base, "metric_quant": metric_quant, "diff": metric_quant - metric_base}
-    if valid.height < settings.min_rows:
-        return record
-    result = evaluate_unit(encoding, unit_rng(settings.seed, key), settings)
-    return record | {
-        "p_value": result.p_value,
-        "ci_low": result.ci_low,
-        "ci_high": result.ci_high,
-        "effect_size": result.effect_size,
-        "effect_size_reference": result.effect_size_reference,
-    }
+def _dataset_results(dataset: str, rows: pl.DataFrame, settings: BiasTestSettings) -> pl.DataFrame:
+    """Metrics and tests of every unit of one dataset; `rows` are its valid rows sorted by unit.
+
+    The dataset is encoded once; each unit is a slice of the code arrays (no per-unit frames).
+    """
+    metric = metric_for(dataset)
+    encoding = encode(metric, rows)
+    bounds = rows.group_by(*UNIT_KEY[1:], maintain_order=True).len()
+    records = []
+    start = 0
+    for model, method, axis, length in bounds.iter_rows():
+        key = (dataset, model, method, axis)
+        unit = StateEncoding(
+            encoding.base[start : start + length],
+            encoding.quant[start : start + length],
+            encoding.n_states,
+            encoding.from_counts,
+        )
+        start += length
+        metric_base, metric_quant = unit.observed()
+        record = dict(zip(UNIT_KEY, key, strict=True)) | {
+            "metric": metric,
+            "metric_base": metric_base,
+            "metric_quant": metric_quant,
+        }
+        if length >= settings.min_rows:
+            result = evaluate_unit(unit, unit_rng(settings.seed, key), settings)
+            record |= {
+                "p_value": result.p_value,
+                "ci_low": result.ci_low,
+                "ci_high": result.ci_high,
+                "effect_size": result.effect_size,
+                "effect_size_reference": result.effect_size_reference,
+            }
+        records.append(record)
+    return pl.DataFrame(records, schema=_RESULT_SCHEMA)
 
 
 def _finish(frame: pl.DataFrame, settings: BiasTestSettings) -> pl.DataFrame:
+    frame = frame.with_columns(
+        metric=pl.col("metric").fill_null(pl.col("dataset").replace_strict(_metric_names(frame), default=None)),
+        diff=pl.col("metric_quant") - pl.col("metric_base"),
+    )
     p_values = frame.get_column("p_value").fill_null(float("nan")).to_numpy()
     q_values, significant = benjamini_hochberg(p_values, settings.alpha)
     diff = frame.get_column("diff").fill_null(float("nan")).to_numpy()
@@ -325,3 +356,8 @@ def _finish(frame: pl.DataFrame, settings: BiasTestSettings) -> pl.DataFrame:
         pl.col(name).cast(dtype).fill_nan(None) if dtype == pl.Float64 else pl.col(name).cast(dtype)
         for name, dtype in BIAS_TEST_SCHEMA.items()
     )
+
+
+def _metric_names(frame: pl.DataFrame) -> dict[str, str]:
+    """Units whose rows are all invalid have no metric values but still name their metric."""
+    return {name: metric_for(name) for name in frame.get_column("dataset").unique().to_list()}
