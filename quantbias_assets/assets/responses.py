@@ -46,12 +46,17 @@ def response_spec(dataset: str) -> dg.AssetSpec:
 
 
 def worker_results(invocation: dg.PipesClientCompletedInvocation) -> Iterator[dg.MaterializeResult]:
-    """The worker's materializations, then a failure naming every dataset it could not answer."""
-    yield from invocation.get_results()
+    """The worker's materializations, then a failure naming every dataset it could not answer.
+
+    Pipes fills in an empty result for every selected asset the worker did not report; those
+    of failed datasets are dropped, so a failed dataset is never recorded as materialized.
+    """
     failures: dict[str, str] = {}
     for message in invocation.get_custom_messages():
         if isinstance(message, Mapping):
             failures.update(message.get(FAILED_DATASETS, {}))
+    failed_keys = {response_key(dataset) for dataset in failures}
+    yield from (result for result in invocation.get_results() if result.asset_key not in failed_keys)
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} dataset(s) failed:\n" + "\n".join(failures.values()),

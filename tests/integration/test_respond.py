@@ -65,9 +65,14 @@ def write_checkpoint(store_root: Path, model: str, model_dir: Path, *, trust_rem
 
 
 def run_responses(
-    tmp: Path, datasets: Sequence[str], *, model: str = "tiny", **inference: object
+    tmp: Path,
+    datasets: Sequence[str],
+    *,
+    model: str = "tiny",
+    instance: dg.DagsterInstance | None = None,
+    **inference: object,
 ) -> dg.ExecuteInProcessResult:
-    instance = dg.DagsterInstance.ephemeral()
+    instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("model", [model])
     return dg.materialize(
         [responses],
@@ -90,6 +95,17 @@ def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, o
         m.asset_key.path[-1]: {key: value.value for key, value in m.metadata.items()}
         for m in result.asset_materializations_for_node("responses")
     }
+
+
+def run_log(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:
+    """Every message of the run: the worker's Pipes log lines and the errors it raised."""
+    lines = []
+    for entry in instance.all_logs(result.run_id):
+        lines.append(entry.user_message)
+        error = getattr(entry.dagster_event and entry.dagster_event.event_specific_data, "error", None)
+        if error is not None:
+            lines.append(error.message)
+    return "\n".join(lines)
 
 
 def response_table(tmp: Path, dataset: str, model: str = "tiny") -> pl.DataFrame:
@@ -370,7 +386,8 @@ def test_bad_inputs_fail_clearly_and_keep_what_was_committed(
     )
     lake.write_table(broken, uri)
 
-    result = run_responses(tmp_path, ["CEB-Adult", "CEB-Credit"])
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_responses(tmp_path, ["CEB-Adult", "CEB-Credit"], instance=instance)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "responses/CEB-Credit" in str(failure) and "questions/CEB-Credit" in str(failure)
@@ -378,8 +395,7 @@ def test_bad_inputs_fail_clearly_and_keep_what_was_committed(
     assert set(meta) == {"CEB-Adult"}
     assert (meta["CEB-Adult"]["rows"], meta["CEB-Adult"]["failed_questions"]) == (3, 1)
     assert "CEB-Adult/race/1" in meta["CEB-Adult"]["failed_idx_sample"]
-    logs = "\n".join(event.message for event in result.all_events if event.message)
-    assert "questions/CEB-Adult: record CEB-Adult/race/1: choices:" in logs
+    assert "questions/CEB-Adult: record CEB-Adult/race/1: choices:" in run_log(instance, result)
     table = response_table(tmp_path, "CEB-Adult")
     assert sorted(table["idx"].to_list()) == ["CEB-Adult/gender/0", "CEB-Adult/gender/1", "CEB-Adult/race/0"]
 
@@ -389,10 +405,10 @@ def test_bad_inputs_fail_clearly_and_keep_what_was_committed(
     manifest = json.loads(manifest_file.read_text())
     manifest["path"] = str(tmp_path / "no-such-model")
     manifest_file.write_text(json.dumps(manifest))
-    missing = run_responses(tmp_path, ["CEB-Adult"])
+    instance = dg.DagsterInstance.ephemeral()
+    missing = run_responses(tmp_path, ["CEB-Adult"], instance=instance)
     assert not missing.success
-    logs = "\n".join(event.message for event in missing.all_events if event.message)
-    assert f"{tmp_path / 'no-such-model'}: model folder not found" in logs
+    assert f"{tmp_path / 'no-such-model'}: model folder not found" in run_log(instance, missing)
     assert response_table(tmp_path, "CEB-Adult").equals(table)
 
 
