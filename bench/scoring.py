@@ -1,0 +1,192 @@
+"""Choice-scoring speed of the hf engine (prefix tree) against two baselines, on real BBQ questions.
+
+    .venv/bin/python bench/scoring.py [--questions 500 | --all] [--sizes tiny,25m] [--threads 1]
+
+For each model size (the tiny test model and a ~25M-parameter one built the same way, their
+tokenizer trained on the BBQ prompts) it prints: questions/s of the prefix-tree engine; the
+ratio to (i) naive scoring, one full forward per (question, choice), and (ii) padded batches of
+8 full (question, choice) sequences, both run in the same process (on the first
+--baseline-questions questions, to keep the run short); tokens run through the model divided by
+the size of the token trie; and the achieved GFLOP/s against a measured fp32 matmul peak.
+Figures are recorded in docs/scoring.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from quantbias_assets.engines.hf import HFEngine
+from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
+from quantbias_assets.tiny_model import SMALL_25M, TINY, build_tiny_model
+
+SIZES = {"tiny": TINY, "25m": SMALL_25M}
+BBQ_AXES = ("age", "disability_status", "nationality", "physical_appearance", "religion", "sexual_orientation")
+
+
+def load_bbq(data_dir: Path, limit: int | None) -> list[tuple[str, list[str]]]:
+    questions = []
+    for axis in BBQ_AXES:
+        path = data_dir / "closed_datasets" / "BBQ" / f"{axis}.json"
+        if path.is_file():
+            questions += [(record["prompt"], record["choices"]) for record in json.loads(path.read_text())]
+    return questions if limit is None else questions[:limit]
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> float:
+    """Best-of fp32 matmul throughput at the current thread count."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def decoder_flops_per_token(model: torch.nn.Module) -> int:
+    """2 x the weights of every Linear inside the decoder layers (attention scores not counted)."""
+    decoder = model.get_decoder()
+    return 2 * sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
+
+
+def count_trie(sequences: list[tuple[int, ...]]) -> int:
+    """Distinct prefixes, counted independently of the engine's tree (a set of prefix hashes)."""
+    seen: set[int] = set()
+    for sequence in sequences:
+        running = 0
+        for token in sequence:
+            running = hash((running, token))
+            seen.add(running)
+    return len(seen)
+
+
+def score_naive(model, questions) -> list[list[float]]:
+    """Baseline (i): one full forward per (question, choice), log-softmax at every position."""
+    out = []
+    with torch.inference_mode():
+        for question in questions:
+            sums = []
+            for seq in question:
+                ids = torch.tensor([seq.token_ids], device=model.device)
+                logprobs = model(ids).logits[0].float().log_softmax(-1)
+                positions = torch.arange(seq.score_start - 1, len(seq.token_ids) - 1, device=model.device)
+                sums.append(logprobs[positions, ids[0, positions + 1]].sum().item())
+            out.append(sums)
+    return out
+
+
+def score_padded(model, questions, batch_size: int = 8, pad_id: int = 0) -> list[list[float]]:
+    """Baseline (ii): (question, choice) sequences in right-padded batches of 8, full forwards."""
+    flat = [(q, seq) for q, question in enumerate(questions) for seq in question]
+    out: list[list[float]] = [[] for _ in questions]
+    with torch.inference_mode():
+        for begin in range(0, len(flat), batch_size):
+            batch = flat[begin : begin + batch_size]
+            width = max(len(seq.token_ids) for _, seq in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (_, seq) in enumerate(batch):
+                ids[row, : len(seq.token_ids)] = torch.tensor(seq.token_ids)
+                mask[row, : len(seq.token_ids)] = 1
+            ids, mask = ids.to(model.device), mask.to(model.device)
+            logprobs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            for row, (q, seq) in enumerate(batch):
+                positions = torch.arange(seq.score_start - 1, len(seq.token_ids) - 1, device=model.device)
+                out[q].append(logprobs[row, positions, ids[row, positions + 1]].sum().item())
+    return out
+
+
+def timed(function, *args, device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = function(*args)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def bench_size(name: str, model_dir: Path, raw_questions, args, peak: float) -> None:
+    engine = HFEngine(model_dir, device=args.device, torch_threads=args.threads, max_batch_tokens=args.max_batch_tokens)
+    tok = engine.tokenizer
+    questions = [build_choice_sequences(tok, render_user_prompt(tok, p), c) for p, c in raw_questions]
+    sequences = [s.token_ids for q in questions for s in q]
+    total_tokens = sum(len(s) for s in sequences)
+    trie = count_trie(sequences)
+    within_question = sum(count_trie([s.token_ids for s in q]) for q in questions)
+    params = sum(p.numel() for p in engine.model.parameters())
+    device = engine.device
+
+    engine.score(questions[:20])  # warm-up (allocator, kernels)
+    tree_scores, tree_seconds = timed(engine.score, questions, device=device)
+    tree_rate = len(questions) / tree_seconds
+    flops = trie * decoder_flops_per_token(engine.model)
+    ideal_seconds = flops / (peak * 1e9)
+
+    subset = questions[: args.baseline_questions]
+    naive, naive_seconds = timed(score_naive, engine.model, subset, device=device)
+    padded, padded_seconds = timed(score_padded, engine.model, subset, 8, tok.pad_token_id or 0, device=device)
+    naive_rate, padded_rate = len(subset) / naive_seconds, len(subset) / padded_seconds
+    tree_subset = [[s.sum_logprob for s in q] for q in tree_scores[: len(subset)]]
+    agreement = max(np.abs(np.array(a) - np.array(b)).max() for a, b in zip(tree_subset, naive))
+    agreement_padded = max(np.abs(np.array(a) - np.array(b)).max() for a, b in zip(tree_subset, padded))
+
+    print(f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
+          f"{args.threads} thread(s), {device.type}, chunk {args.max_batch_tokens} tokens")
+    print(f"  tokens: {total_tokens} in all (prompt+choice) sequences; trie {trie} ({trie / total_tokens:.1%}); "
+          f"sharing only within a question {within_question} ({within_question / total_tokens:.1%})")
+    print(f"  tokens run / trie size: {engine.tokens_run / trie:.3f}")
+    print(f"  prefix-tree engine: {tree_seconds:.2f} s, {tree_rate:.1f} questions/s")
+    print(f"  baseline (i) one forward per (question, choice), {len(subset)} q: {naive_rate:.1f} questions/s "
+          f"-> tree is {tree_rate / naive_rate:.2f}x  (max |d sum_logprob| {agreement:.1e})")
+    print(f"  baseline (ii) padded batches of 8 sequences, {len(subset)} q: {padded_rate:.1f} questions/s "
+          f"-> tree is {tree_rate / padded_rate:.2f}x  (max |d sum_logprob| {agreement_padded:.1e})")
+    print(f"  achieved {flops / tree_seconds / 1e9:.2f} GFLOP/s (trie tokens x {decoder_flops_per_token(engine.model) / 1e6:.2f} "
+          f"MFLOP/token) vs fp32 matmul peak {peak:.2f} GFLOP/s: {ideal_seconds / tree_seconds:.0%} of the machine's limit")
+    engine.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=500)
+    parser.add_argument("--all", action="store_true", help="every local BBQ question")
+    parser.add_argument("--sizes", default="tiny,25m")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--baseline-questions", type=int, default=100)
+    parser.add_argument("--max-batch-tokens", type=int, default=512)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
+    parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    raw = load_bbq(args.data_dir, None if args.all else args.questions)
+    if not raw:
+        raise SystemExit(f"{args.data_dir}: no BBQ files found (set QUANTBIAS_DATA_DIR)")
+    peak = matmul_peak_gflops(torch.device(args.device))
+    print(f"fp32 matmul peak ({args.threads} thread(s), {args.device}): {peak:.2f} GFLOP/s")
+    corpus = [f"{p} {' '.join(c)}" for p, c in load_bbq(args.data_dir, None)]
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir = args.models_dir or Path(scratch)
+        for name in args.sizes.split(","):
+            model_dir = models_dir / f"bbq-{name}"
+            if not (model_dir / "config.json").is_file():
+                build_tiny_model(model_dir, seed=0, extra_texts=corpus, **SIZES[name])
+            bench_size(name, model_dir, raw, args, peak)
+
+
+if __name__ == "__main__":
+    main()
