@@ -137,7 +137,7 @@ def sample_per_axis(questions: pl.DataFrame, per_axis: int | None) -> pl.DataFra
 
 
 def is_multi_turn(questions: pl.DataFrame) -> bool:
-    return "turns" in questions.columns and questions["turns"].is_not_null().any()
+    return bool(questions["turns"].is_not_null().any())
 
 
 def take_rows(frame: pl.DataFrame, positions: Sequence[int]) -> pl.DataFrame:
@@ -299,33 +299,33 @@ def open_rows(
     run: DatasetRun,
     *,
     settings: GenerationSettings,
+    multi_turn: bool,
     stats: ChunkStats,
     log_error: ErrorLog,
 ) -> pl.DataFrame:
     """Generate the reply (FMT10K: the 5 replies) of every question: the open responses schema."""
-    multi_turn = is_multi_turn(chunk)
-    turns = [
-        (turn_list if multi_turn else [prompt])
-        for turn_list, prompt in zip(
-            chunk["turns"].to_list() if "turns" in chunk.columns else [None] * chunk.height,
-            chunk["prompt"].to_list(),
-        )
-    ]
     field_name = "turns" if multi_turn else "prompt"
+    turns = [
+        (question_turns if multi_turn else [prompt])
+        for question_turns, prompt in zip(chunk["turns"].to_list(), chunk["prompt"].to_list())
+    ]
 
-    def report(position: int, error: Exception) -> None:
+    def report(position: int, problem: str) -> None:
         idx = chunk["idx"][position]
-        log_error(question_error(run.dataset, idx, field_name, f"generation failed: {error}"))
+        log_error(question_error(run.dataset, idx, field_name, problem))
         stats.failed_questions.append(idx)
 
     valid: list[int] = []
     for position, question_turns in enumerate(turns):
-        if not question_turns or any(not isinstance(t, str) for t in question_turns):
-            report(position, ValueError("missing"))
+        if not question_turns or any(not isinstance(turn, str) for turn in question_turns):
+            report(position, "missing")
         else:
             valid.append(position)
     replies = generate_conversations(
-        engine, [turns[i] for i in valid], settings, lambda i, error: report(valid[i], error)
+        engine,
+        [turns[i] for i in valid],
+        settings,
+        lambda i, error: report(valid[i], f"generation failed: {error}"),
     )
     answered = [(valid[i], r) for i, r in enumerate(replies) if r is not None]
     rows = take_rows(chunk, [position for position, _ in answered])
@@ -429,15 +429,16 @@ def respond_dataset(
         target.uri("questions", dataset), columns=QUESTION_COLUMNS, storage_options=target.storage_options
     )
     questions = sample_per_axis(questions, request.sample_per_axis)
-    generation_style = "multi_turn" if is_multi_turn(questions) else "single_turn"
-    generation = None if spec.style == "closed" else request.generation[generation_style]
+    multi_turn = is_multi_turn(questions)
+    generation = None if spec.style == "closed" else request.generation["multi_turn" if multi_turn else "single_turn"]
     digest = config_hash(
         checkpoint_identity=checkpoint_identity,
         backend=request.backend,
         dtype=str(request.engine_config.get("dtype", "default")),
         template_hash=prompts.template_hash(engine.tokenizer),
         prompt_rule_version=prompts.PROMPT_RULE_VERSION,
-        add_special_tokens=request.add_special_tokens_reference,
+        # the double-BOS switch changes scored prompts only (generation never adds special tokens)
+        add_special_tokens=request.add_special_tokens_reference and generation is None,
         generation=generation,
     )
     run = DatasetRun(target.model, target.method, dataset, digest, engine.name)
@@ -452,7 +453,9 @@ def respond_dataset(
         settings = GenerationSettings(**generation)
 
         def process(chunk: pl.DataFrame) -> pl.DataFrame:
-            return open_rows(chunk, engine, run, settings=settings, stats=stats, log_error=log_error)
+            return open_rows(
+                chunk, engine, run, settings=settings, multi_turn=multi_turn, stats=stats, log_error=log_error
+            )
 
     def progress(p: ChunkProgress) -> None:
         rate = p.done / p.seconds if p.seconds > 0 else 0.0

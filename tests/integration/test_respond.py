@@ -374,30 +374,48 @@ def test_two_partitions_write_the_same_tables_at_the_same_time(
 def test_bad_inputs_fail_clearly_and_keep_what_was_committed(
     tmp_path: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
-    write_questions(tmp_path / "lake", data_dir, ["CEB-Adult"])  # no question table for CEB-Credit
+    # no question table for CEB-Credit; a whitespace-only choice and a missing FMT turn
+    write_questions(tmp_path / "lake", data_dir, ["CEB-Adult", "FMT10K-IM-T"])
     write_checkpoint(tmp_path / "models", "tiny", tiny_model_dir)
     uri = lake.table_uri(str(tmp_path / "lake"), "questions", "CEB-Adult")
-    questions = lake.read(uri)
-    broken = questions.with_columns(
-        pl.when(pl.col("idx") == "CEB-Adult/race/1")
+    broken = lake.read(uri).with_columns(
+        pl.when(pl.col("idx") == "CEB-Adult/race/0")
         .then(pl.concat_list(pl.col("choices").list.first(), pl.lit("   ")))
         .otherwise(pl.col("choices"))
         .alias("choices")
     )
     lake.write_table(broken, uri)
+    fmt_uri = lake.table_uri(str(tmp_path / "lake"), "questions", "FMT10K-IM-T")
+    fmt = lake.read(fmt_uri)
+    lake.write_table(
+        fmt.with_columns(
+            pl.when(pl.col("idx") == "FMT10K-IM-T/race/0")
+            .then(pl.col("turns").list.head(4).list.concat(pl.lit(None, dtype=pl.String)))
+            .otherwise(pl.col("turns"))
+            .alias("turns")
+        ),
+        fmt_uri,
+    )
 
     instance = dg.DagsterInstance.ephemeral()
-    result = run_responses(tmp_path, ["CEB-Adult", "CEB-Credit"], instance=instance)
+    result = run_responses(
+        tmp_path, ["CEB-Adult", "CEB-Credit", "FMT10K-IM-T"], instance=instance, sample_per_axis=1, chunk_rows=2,
+        fmt_max_new_tokens_per_turn=2,
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "responses/CEB-Credit" in str(failure) and "questions/CEB-Credit" in str(failure)
     meta = materializations(result)
-    assert set(meta) == {"CEB-Adult"}
-    assert (meta["CEB-Adult"]["rows"], meta["CEB-Adult"]["failed_questions"]) == (3, 1)
-    assert "CEB-Adult/race/1" in meta["CEB-Adult"]["failed_idx_sample"]
-    assert "questions/CEB-Adult: record CEB-Adult/race/1: choices:" in run_log(instance, result)
+    assert set(meta) == {"CEB-Adult", "FMT10K-IM-T"}
+    assert (meta["CEB-Adult"]["rows"], meta["CEB-Adult"]["failed_questions"]) == (1, 1)
+    assert (meta["FMT10K-IM-T"]["rows"], meta["FMT10K-IM-T"]["failed_questions"]) == (3, 1)
+    assert meta["CEB-Adult"]["failed_idx_sample"] == "CEB-Adult/race/0"
+    log = run_log(instance, result)
+    assert "questions/CEB-Adult: record CEB-Adult/race/0: choices: choice 1:" in log
+    assert "questions/FMT10K-IM-T: record FMT10K-IM-T/race/0: turns: missing" in log
     table = response_table(tmp_path, "CEB-Adult")
-    assert sorted(table["idx"].to_list()) == ["CEB-Adult/gender/0", "CEB-Adult/gender/1", "CEB-Adult/race/0"]
+    assert table["idx"].to_list() == ["CEB-Adult/gender/0"]
+    assert "FMT10K-IM-T/race/0" not in response_table(tmp_path, "FMT10K-IM-T")["idx"].to_list()
 
     # a checkpoint whose folder is gone: the run fails naming it, and the table is untouched
     write_checkpoint(tmp_path / "models", "tiny", tiny_model_dir)
@@ -406,7 +424,7 @@ def test_bad_inputs_fail_clearly_and_keep_what_was_committed(
     manifest["path"] = str(tmp_path / "no-such-model")
     manifest_file.write_text(json.dumps(manifest))
     instance = dg.DagsterInstance.ephemeral()
-    missing = run_responses(tmp_path, ["CEB-Adult"], instance=instance)
+    missing = run_responses(tmp_path, ["CEB-Adult"], instance=instance, sample_per_axis=1)
     assert not missing.success
     assert f"{tmp_path / 'no-such-model'}: model folder not found" in run_log(instance, missing)
     assert response_table(tmp_path, "CEB-Adult").equals(table)

@@ -1,0 +1,103 @@
+"""Pure pieces of the respond worker: hashes, sampling, extras, inference settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+import pytest
+
+from quantbias_assets.workers.pipes_io import ExtrasError, keys_data_version
+from quantbias_assets.workers.respond import RespondRequest, config_hash, response_hash, sample_per_axis
+from resources.inference import InferenceResource
+
+HASH_ARGS = {
+    "checkpoint_identity": {"digest": "abc"},
+    "backend": "hf",
+    "dtype": "float32",
+    "template_hash": "t1",
+    "prompt_rule_version": "reference-v1",
+    "add_special_tokens": False,
+    "generation": None,
+}
+
+
+def test_config_hash_is_sha256_of_the_documented_payload() -> None:
+    payload = (
+        '{"chat_template":"t1","checkpoint":{"digest":"abc"},'
+        '"engine":{"add_special_tokens":false,"backend":"hf","dtype":"float32"},'
+        '"generation":null,"prompt_rule":"reference-v1"}'
+    )
+    assert config_hash(**HASH_ARGS) == hashlib.sha256(payload.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"checkpoint_identity": {"digest": "abd"}},
+        {"dtype": "bfloat16"},
+        {"backend": "vllm"},
+        {"template_hash": "t2"},
+        {"add_special_tokens": True},
+        {"generation": {"max_new_tokens": 512, "temperature": 0.0, "top_p": 1.0, "seed": 1}},
+    ],
+)
+def test_config_hash_changes_with_every_numeric_setting(change: dict) -> None:
+    assert config_hash(**{**HASH_ARGS, **change}) != config_hash(**HASH_ARGS)
+
+
+def test_response_hash_keys_turn_and_reply_without_concatenation_ambiguity() -> None:
+    expected = hashlib.sha256('["Why?","Because."]'.encode()).hexdigest()
+    assert response_hash("Why?", "Because.") == expected
+    assert response_hash("ab", "c") != response_hash("a", "bc")
+
+
+def test_sample_per_axis_takes_the_first_rows_of_each_axis_in_file_order() -> None:
+    questions = pl.DataFrame(
+        {
+            "idx": ["D/a/10", "D/a/2", "D/b/0", "D/a/1", "D/b/1"],
+            "axis": ["a", "a", "b", "a", "b"],
+        }
+    )
+    sampled = sample_per_axis(questions, 2)
+    assert sorted(sampled["idx"].to_list()) == ["D/a/1", "D/a/2", "D/b/0", "D/b/1"]
+    assert sample_per_axis(questions, None).equals(questions)
+    with pytest.raises(ValueError, match="sample_per_axis"):
+        sample_per_axis(questions, 0)
+
+
+def test_keys_data_version_depends_on_the_set_of_keys_only() -> None:
+    keys = pl.DataFrame({"question_hash": ["q1", "q2"], "config_hash": ["c", "c"]})
+    assert keys_data_version(keys) == keys_data_version(keys.reverse())
+    assert keys_data_version(keys) != keys_data_version(keys.head(1))
+
+
+def test_inference_defaults_are_greedy_and_reference_sampling_is_what_the_code_ran() -> None:
+    greedy = InferenceResource().generation_config()
+    assert greedy == {
+        "single_turn": {"max_new_tokens": 512, "temperature": 0.0, "top_p": 1.0, "seed": 1},
+        "multi_turn": {"max_new_tokens": 150, "temperature": 0.0, "top_p": 1.0, "seed": 1},
+    }
+    reference = InferenceResource(reference_sampling=True).generation_config()
+    assert (reference["single_turn"]["temperature"], reference["multi_turn"]["temperature"]) == (1.0, 0.7)
+    assert InferenceResource(backend="vllm", vllm_enforce_eager=True).engine_config() == {
+        "dtype": "float32",
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.85,
+        "tensor_parallel_size": 1,
+        "enforce_eager": True,
+    }
+    assert InferenceResource(torch_threads=1).engine_config() == {"device": "cpu", "dtype": "float32", "torch_threads": 1}
+
+
+def test_request_from_extras_round_trips_the_resource_and_names_missing_keys() -> None:
+    extras = {
+        "lake_root": "/lake", "model": "m", "method": "none", "model_store_root": "/models",
+        "datasets": ["BBQ"], **InferenceResource(chunk_rows=8, sample_per_axis=3).to_extras(),
+    }
+    request = RespondRequest.from_extras(json.loads(json.dumps(extras)))  # as Pipes delivers them
+    assert (request.chunk_rows, request.sample_per_axis, request.datasets) == (8, 3, ("BBQ",))
+    assert request.target.uri("responses", "BBQ") == "/lake/responses/BBQ"
+    with pytest.raises(ExtrasError, match="worker extras: model_store_root: missing"):
+        RespondRequest.from_extras({key: value for key, value in extras.items() if key != "model_store_root"})
