@@ -57,12 +57,8 @@ def with_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Seq
     return dg.map_asset_specs(attach, list(assets))
 
 
-def observe_dataset_files_schedule(
-    dataset_file_keys: Sequence[dg.AssetKey], cron: str = "*/15 * * * *"
-) -> dg.ScheduleDefinition:
-    job = dg.define_asset_job(
-        "observe_dataset_files", selection=dg.AssetSelection.assets(*dataset_file_keys)
-    )
+def observe_dataset_files_schedule(job: dg.UnresolvedAssetJobDefinition, cron: str = "*/15 * * * *") -> dg.ScheduleDefinition:
+    """Observe the dataset files on a schedule (running by default: hashing files is cheap)."""
     return dg.ScheduleDefinition(
         name="observe_dataset_files_schedule",
         job=job,

@@ -59,12 +59,12 @@ def built_marts(tmp_path, monkeypatch):
     ]
     lake.write_table(pl.DataFrame(tests), lake.table_uri(root, "analysis", "bias_tests"))
     rankings = [
-        dict(dataset="FMT10K", method="rtn-w4a16", model="a", pct_unsafe_native=1.0, ci_low_native=0.5,
-             ci_high_native=1.5, rank_native=1, pct_unsafe_quantized=4.0, ci_low_quantized=3.0,
-             ci_high_quantized=5.0, rank_quantized=2),
-        dict(dataset="FMT10K", method="rtn-w4a16", model="b", pct_unsafe_native=3.0, ci_low_native=2.5,
-             ci_high_native=3.5, rank_native=2, pct_unsafe_quantized=1.0, ci_low_quantized=0.5,
-             ci_high_quantized=1.5, rank_quantized=1),
+        dict(dataset_group="FMT10K", method="rtn-w4a16", model="a", pct_biased_native=1.0, ci_low_native=0.5,
+             ci_high_native=1.5, rank_native=1, pct_biased_quantized=4.0, ci_low_quantized=3.0,
+             ci_high_quantized=5.0, rank_quantized=2, kendall_tau=-1.0, kendall_p=1.0),
+        dict(dataset_group="FMT10K", method="rtn-w4a16", model="b", pct_biased_native=3.0, ci_low_native=2.5,
+             ci_high_native=3.5, rank_native=2, pct_biased_quantized=1.0, ci_low_quantized=0.5,
+             ci_high_quantized=1.5, rank_quantized=1, kendall_tau=-1.0, kendall_p=1.0),
     ]
     lake.write_table(pl.DataFrame(rankings), lake.table_uri(root, "analysis", "model_rankings"))
     result = dg.materialize(

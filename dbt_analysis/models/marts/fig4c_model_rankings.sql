@@ -1,4 +1,5 @@
--- Fig 4c: models ranked by bootstrap % unsafe (FMT10K) natively and after quantization, with
+-- Fig 4c: models ranked by bootstrap % biased (open datasets: % unsafe) natively and after each
+-- quantization method, per dataset group (the paper shows FMT10K x RTN W4A16), with
 -- the CI-overlap dense rank of the reference and the rank change.
 select
     r.*,
