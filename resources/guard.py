@@ -27,7 +27,9 @@ class GuardResource(dg.ConfigurableResource):
     )
     backend: Literal["hf", "vllm"] = Field(default="hf", description="transformers or vLLM")
     device: str = Field(default="cpu", description="hf: torch device, e.g. cpu, cuda")
-    dtype: str = Field(default="auto", description="float32, bfloat16, float16 or auto (the model's)")
+    dtype: str = Field(
+        default="bfloat16", description="float32, bfloat16 or float16 (Llama Guard 3 ships bfloat16)"
+    )
     torch_threads: int | None = Field(default=None, description="hf: torch.set_num_threads")
     max_model_len: int = Field(
         default=4096, description="guard context; longer conversations are cut and flagged"

@@ -6,7 +6,7 @@ partition (only new or changed ones) and reports one materialization per dataset
 safe / unsafe / invalid counts. The asset can be subset.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -15,6 +15,7 @@ from quantbias_assets.assets.responses import response_key, worker_results
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
 from quantbias_assets.catalog.datasets import open_datasets
 from quantbias_assets.partitions import model_and_method, model_method_partitions
+from quantbias_assets.workers.pipes_io import FAILED_DATASETS
 
 # Bump when the worker's output for the same inputs changes (guard_config_hash covers settings).
 VERDICTS_CODE_VERSION = "1"
@@ -55,6 +56,18 @@ def judge_extras(context: dg.AssetExecutionContext, *, lake: Any, guard: Any) ->
     }
 
 
+def judge_results(invocation: dg.PipesClientCompletedInvocation) -> Iterator[dg.MaterializeResult]:
+    """The worker's results (then the failure naming failed datasets, from worker_results),
+    without the empty result Pipes fills in for a failed dataset's verdicts asset."""
+    failed = {
+        verdict_key(dataset)
+        for message in invocation.get_custom_messages()
+        if isinstance(message, Mapping)
+        for dataset in message.get(FAILED_DATASETS, {})
+    }
+    yield from (result for result in worker_results(invocation) if result.asset_key not in failed)
+
+
 @dg.multi_asset(
     name="verdicts",
     specs=[verdict_spec(name) for name in OPEN_DATASETS],
@@ -69,7 +82,7 @@ def verdicts(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult
     resources = context.resources
     extras = judge_extras(context, lake=resources.lake, guard=resources.guard)
     invocation = resources.workers.run(context, "judge", extras)
-    yield from worker_results(invocation)
+    yield from judge_results(invocation)
 
 
 verdict_assets = [verdicts]

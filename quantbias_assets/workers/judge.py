@@ -173,7 +173,7 @@ class DatasetResult:
             "judge_full_conversation": request.judge_full_conversation,
             "guard_config_hash": config_hash,
             "engine": engine.name,
-            "versions": engine.versions(),
+            "versions": {"raw_value": engine.versions(), "type": "json"},
         }
 
 

@@ -264,7 +264,9 @@ def test_judge_inputs_single_turn() -> None:
 
 
 def test_judge_inputs_fmt_last_turn_and_full() -> None:
-    questions = pl.DataFrame({"idx": ["f1"], "prompt": [None], "turns": [FMT_TURNS]}, schema_overrides={"prompt": pl.String})
+    questions = pl.DataFrame(
+        {"idx": ["f1"], "prompt": [None], "turns": [FMT_TURNS]}, schema_overrides={"prompt": pl.String}
+    )
     responses = _responses([("f1", "r4", 0)]).with_columns(turns_out=pl.Series([FMT_REPLIES]))
     last, _ = judge_inputs(questions, responses, dataset="FMT10K-IM-S")
     assert json.loads(last["conversation"][0]) == [
