@@ -403,11 +403,11 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
     recipe = recipe_yaml(build_recipe(request.method, request.group_size))
     base_digest = weights_digest(base_folder)
     calibration_record: dict[str, Any] = {}
-    if method.needs_calibration:
-        calibration_record = asdict(request.calibration) if calibration_texts is not None else request.calibration.identity()
-        if calibration_texts is not None:
-            calibration_record["source"] = "in-memory"
-            calibration_record["source_digest"] = hashlib.sha256("\0".join(calibration_texts).encode()).hexdigest()
+    if method.needs_calibration and calibration_texts is not None:
+        texts_digest = hashlib.sha256("\0".join(calibration_texts).encode()).hexdigest()
+        calibration_record = {**asdict(request.calibration), "source": "in-memory", "source_digest": texts_digest}
+    elif method.needs_calibration:
+        calibration_record = request.calibration.identity()
     previous = _reusable(request.target, recipe, base_digest, calibration_record)
     if previous is not None:
         return previous, "reused"

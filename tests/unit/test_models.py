@@ -271,3 +271,13 @@ def test_staged_folder_replaces_whole_or_leaves_nothing(tmp_path):
         (staging / "v2").write_text("2")
     assert [p.name for p in target.iterdir()] == ["v2"]
     assert [p.name for p in target.parent.iterdir()] == ["rtn-w4a16"]
+
+
+def test_cli_quantize_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    assert cli_main(["quantize", "--model", str(tmp_path / "absent"), "--method", "rtn-w4a16", "--out", str(out)]) == 2
+    assert f"error: {tmp_path / 'absent'}: base model folder does not exist" in capsys.readouterr().err
+    assert cli_main(["quantize", "--model", str(tmp_path), "--method", "int3", "--out", str(out)]) == 2
+    assert "error: method: unknown method 'int3'" in capsys.readouterr().err
+    assert not out.exists()
