@@ -256,7 +256,8 @@ def closed_rows(
             "engine": run.engine_name,
             "created_at": datetime.now(timezone.utc),
         },
-        schema_overrides={name: CLOSED_SCHEMA[name] for name in ("choice_sum_logprob", "choice_n_tokens")},
+        # explicit types, so that a chunk where every question failed still makes a typed frame
+        schema_overrides={**CLOSED_SCHEMA, "choices": pl.List(pl.String)},
     )
     frame = scoring.add_choice_views(raw)
     return frame.select(CLOSED_SCHEMA.names()).cast(dict(CLOSED_SCHEMA))

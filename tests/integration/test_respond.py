@@ -469,3 +469,34 @@ def test_unknown_dataset_and_remote_code_switch(tmp_path: Path, tiny_model_dir: 
     engine, _ = load_checkpoint_engine(request)
     assert marker.read_text() == "imported"
     engine.close()
+
+
+def test_a_chunk_where_every_question_fails_gives_typed_empty_rows(tiny_model_dir: Path) -> None:
+    """In-process: nothing answerable in a chunk -> zero rows of the table's schema, failures counted."""
+    from quantbias_assets.engines import GenerationSettings, load_engine
+    from quantbias_assets.workers.respond import (
+        CLOSED_SCHEMA, OPEN_SCHEMA, ChunkStats, DatasetRun, closed_rows, open_rows,
+    )
+
+    engine = load_engine("hf", tiny_model_dir, torch_threads=1)
+    run = DatasetRun("tiny", "none", "X", "c0", engine.name)
+    chunk = pl.DataFrame(
+        {"idx": ["X/a/0", "X/a/1"], "axis": ["a", "a"], "prompt": ["Hello?", "Hi?"], "turns": [None, None],
+         "choices": [["  "], []], "question_hash": ["q0", "q1"]},
+        schema_overrides={"turns": pl.List(pl.String)},
+    )
+    errors: list[str] = []
+    stats = ChunkStats()
+    closed = closed_rows(chunk, engine, run, add_special_tokens=False, stats=stats, log_error=errors.append)
+    assert closed.height == 0 and closed.schema == CLOSED_SCHEMA
+    assert stats.failed_questions == ["X/a/0", "X/a/1"]
+    assert errors[1] == "questions/X: record X/a/1: choices: empty choice list"
+
+    stats = ChunkStats()
+    opened = open_rows(
+        chunk.with_columns(prompt=pl.lit(None, dtype=pl.String)), engine, run,
+        settings=GenerationSettings(max_new_tokens=2), multi_turn=False, stats=stats, log_error=errors.append,
+    )
+    assert opened.height == 0 and opened.schema == OPEN_SCHEMA
+    assert errors[-2:] == ["questions/X: record X/a/0: prompt: missing", "questions/X: record X/a/1: prompt: missing"]
+    engine.close()
