@@ -1,0 +1,74 @@
+"""The embedded Dagster instance: `$DAGSTER_HOME/dagster.yaml` for a laptop or CI.
+
+Model workers (checkpoint, responses, verdicts) declare `pool="gpu"`. On one machine the pool
+holds one slot, so two workers never load models into the same memory at once; everything else
+(question tables, analysis, dbt) runs beside them. In a cluster the limit is the number of GPUs
+workers may hold at once: `dagster instance concurrency set gpu N`, or the Helm values'
+`concurrency.pools.defaultLimit` (docs/automation.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quantbias_assets import settings
+
+GPU_POOL = "gpu"
+GPU_POOL_LIMIT = 1
+# Each run is a process importing the code location; on a small machine a few at once is plenty.
+MAX_CONCURRENT_RUNS = 4
+
+EMBEDDED_INSTANCE_SETTINGS: dict[str, Any] = {
+    "concurrency": {
+        # `op`: a run waiting for the gpu slot still runs its other steps; `default_limit`
+        # applies to every pool, and `gpu` is the only one the project declares.
+        "pools": {"default_limit": GPU_POOL_LIMIT, "granularity": "op"},
+        "runs": {"max_concurrent_runs": MAX_CONCURRENT_RUNS},
+    },
+    # No network on the machines this targets; never phone home.
+    "telemetry": {"enabled": False},
+}
+
+
+def with_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with every setting of `defaults` it lacks; what `config` sets is kept."""
+    merged = dict(config)
+    for name, default in defaults.items():
+        current = merged.get(name)
+        if isinstance(default, Mapping) and isinstance(current, Mapping):
+            merged[name] = with_defaults(current, default)
+        elif name not in merged:
+            merged[name] = default
+    return merged
+
+
+def ensure_dagster_home() -> Path:
+    """Create DAGSTER_HOME (default $QUANTBIAS_HOME/dagster) with the embedded instance settings.
+
+    Idempotent: an existing dagster.yaml keeps every setting it has (a user's own pool limit
+    included) and gains only the missing ones; the file is rewritten only when that adds
+    something. Sets DAGSTER_HOME for this process and its children (`dagster dev`, runs).
+    """
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config_file = home / "dagster.yaml"
+    current: Any = {}
+    if config_file.is_file():
+        try:
+            current = yaml.safe_load(config_file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{config_file}: not valid YAML: {error}") from None
+        if not isinstance(current, dict):
+            raise ValueError(f"{config_file}: expected a mapping of instance settings")
+    merged = with_defaults(current, EMBEDDED_INSTANCE_SETTINGS)
+    if merged != current or not config_file.is_file():
+        tmp = config_file.with_name(f".{config_file.name}.tmp")
+        tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
+        os.replace(tmp, config_file)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
