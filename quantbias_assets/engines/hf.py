@@ -105,6 +105,24 @@ def tree_attention_visibility(tree: PrefixTree, start: int, stop: int, n_past: i
     return visible
 
 
+def compressed_tensors_loading(model_dir: Path) -> dict[str, object]:
+    """Load compressed-tensors checkpoints decompressed to the engine dtype.
+
+    transformers cannot run their packed int4 / int8 Linear layers on CPU (W4A16 has no weight
+    attribute, W8A8 multiplies float by int8). Decompressing gives exactly the quantized weights;
+    activation quantization (W8A8's dynamic per-token int8) still runs in compressed-tensors'
+    quantized forward.
+    """
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    if (config.get("quantization_config") or {}).get("quant_method") != "compressed-tensors":
+        return {}
+    from transformers import CompressedTensorsConfig
+
+    return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
+
+
 class HFEngine:
     """Engine protocol over a transformers causal LM (see module docstring for scoring)."""
 
@@ -133,7 +151,11 @@ class HFEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         self.model = (
             AutoModelForCausalLM.from_pretrained(
-                self.model_path, dtype=self.dtype, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
+                self.model_path,
+                dtype=self.dtype,
+                trust_remote_code=trust_remote_code,
+                attn_implementation="sdpa",
+                **compressed_tensors_loading(Path(self.model_path)),
             )
             .to(self.device)
             .eval()

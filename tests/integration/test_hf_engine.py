@@ -178,3 +178,32 @@ def test_score_cli_writes_the_closed_schema(engine, tiny_model_dir, data_dir, tm
         assert chosen == chosen_index(p)
     assert main(["score", "--model", str(tmp_path / "nowhere"), "--dataset", "BBQ", "--out", str(out)]) == 2
     assert main(["score", "--model", str(tiny_model_dir), "--dataset", "NoSuchSet", "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_compressed_tensors_w4a16_checkpoint_scores_like_one_forward_per_choice(tiny_model_dir, data_dir, tmp_path):
+    """llmcompressor's packed int4 checkpoint cannot run on CPU as stored; the engine decompresses it."""
+    import json
+
+    from quantbias_assets.quantize import quantize_into
+
+    quantized = tmp_path / "rtn-w4a16"
+    quantized.mkdir()
+    quantize_into(tiny_model_dir, "rtn-w4a16", quantized)
+    assert json.loads((quantized / "config.json").read_text())["quantization_config"]["format"] == "pack-quantized"
+    engine = HFEngine(quantized, torch_threads=1)
+    base = HFEngine(tiny_model_dir, torch_threads=1)
+    records = json.loads((data_dir / "closed_datasets" / "BBQ" / "age.json").read_text())[:10]
+    questions = [
+        build_choice_sequences(engine.tokenizer, render_user_prompt(engine.tokenizer, r["prompt"]), r["choices"])
+        for r in records
+    ]
+    scores, base_scores = engine.score(questions), base.score(questions)
+    changed = 0.0
+    for question, question_scores, unquantized in zip(questions, scores, base_scores):
+        for sequence, score, base_score in zip(question, question_scores, unquantized):
+            assert score.sum_logprob == pytest.approx(sum(one_forward_per_choice(engine.model, sequence)), abs=1e-4)
+            changed = max(changed, abs(score.sum_logprob - base_score.sum_logprob))
+    assert changed > 1e-3  # the int4 weights are really in use
+    engine.close()
+    base.close()
