@@ -6,15 +6,19 @@
   question table, the checkpoint, the responses) changed. Thanks to content-addressed rows the
   workers then re-score only the changed questions. New partitions are never started by
   automation: a new model is a backfill, requested by `model_registry_sensor`.
+- The paper's built-in models become `model` partitions on a fresh deployment, but are never
+  backfilled by themselves (up to 14B parameters, 60 runs): launch their backfill from the UI.
+  Models added to the registry file (`quantbias models add`) are backfilled at once.
 - Analysis, dbt models and figures are eager: they refresh after any input changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import dagster as dg
 
+from quantbias_assets.catalog.models import PAPER_MODELS
 from quantbias_assets.partitions import model_partitions, partition_key
 
 # What a new model gets without anyone asking: the native model and the paper's 5 variants.
@@ -85,11 +89,14 @@ def new_model_run_requests(
 
 
 def build_model_registry_sensor(
-    registered_models, asset_keys: Sequence[dg.AssetKey]
+    registered_models: Callable[[], Iterable[str]],
+    asset_keys: Sequence[dg.AssetKey],
+    not_backfilled: Collection[str] = tuple(entry.nickname for entry in PAPER_MODELS),
 ) -> dg.SensorDefinition:
     """A sensor on the model registry: a new nickname becomes a `model` partition and a backfill.
 
-    `registered_models()` returns the registry's nicknames. Removing a model from the registry
+    `registered_models()` returns the registry's nicknames; those in `not_backfilled` (the
+    built-in paper models) get their partition only. Removing a model from the registry
     deletes nothing: its partitions and tables stay.
     """
 
@@ -107,7 +114,7 @@ def build_model_registry_sensor(
         context.log.info(f"new models in the registry: {', '.join(new)}")
         return dg.SensorResult(
             dynamic_partitions_requests=[model_partitions.build_add_request(new)],
-            run_requests=new_model_run_requests(new, asset_keys),
+            run_requests=new_model_run_requests([m for m in new if m not in not_backfilled], asset_keys),
         )
 
     return model_registry_sensor
