@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantbias_assets.catalog.methods import QuantMethod, get_method
+from quantbias_assets.catalog.models import is_local_source
 from quantbias_assets.checkpoint_manifest import (
     CheckpointManifest,
     MANIFEST_NAME,
@@ -336,9 +337,8 @@ class BuildRequest:
 
 def resolve_base_folder(request: BuildRequest) -> Path | None:
     """The local folder of the base weights; None when the base is only a hub id (not fetched)."""
-    folder = Path(request.base_source).expanduser()
-    if folder.is_dir() or request.base_source.startswith((".", "/", "~")):
-        return folder.absolute()
+    if is_local_source(request.base_source):
+        return Path(request.base_source).expanduser().absolute()
     return None
 
 
