@@ -131,7 +131,8 @@ def rendered_length(tokenizer: ChatTokenizer, conversation: Sequence[Message]) -
     text = tokenizer.apply_chat_template(
         list(conversation), tokenize=False, add_generation_prompt=True
     )
-    return len(tokenizer.encode(text, add_special_tokens=False))
+    # verbose=False: an over-long text is expected here (it is what gets cut), not a warning
+    return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
 
 
 def fit_conversation(
@@ -161,7 +162,7 @@ def _shorten_message(
     tokenizer: ChatTokenizer, conversation: list[Message], position: int, max_prompt_tokens: int
 ) -> None:
     """Keep the longest token prefix of one message for which the whole prompt fits (or empty)."""
-    ids = tokenizer.encode(conversation[position]["content"], add_special_tokens=False)
+    ids = tokenizer.encode(conversation[position]["content"], add_special_tokens=False, verbose=False)
 
     def fits(keep: int) -> bool:
         trial = [dict(message) for message in conversation]

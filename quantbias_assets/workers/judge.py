@@ -242,6 +242,12 @@ def main() -> None:
 
     with open_dagster_pipes() as pipes:
         request = JudgeRequest.from_extras(pipes.extras)
+        if not Path(request.guard_model).is_dir():
+            raise FileNotFoundError(
+                f"guard model: {request.guard_model}: no such folder; engines load local folders, so "
+                f"download the guard first (e.g. `huggingface-cli download {DEFAULT_GUARD_MODEL} "
+                f"--local-dir DIR`) and set the guard resource's `model` to DIR"
+            )
         engine = load_engine(request.backend, request.guard_model, **request.engine_config)
         try:
             config = GuardConfig(

@@ -294,3 +294,14 @@ def test_killed_judge_resumes_to_the_same_table(tiny_model_dir: Path, tmp_path: 
     write_responses(fresh_root, MULTI, lake.read(lake.table_uri(root, "responses", MULTI)))
     assert judge(fresh_root, tiny_model_dir, [MULTI], chunk_rows=8).success
     assert read_verdicts(root, MULTI).drop("created_at").equals(read_verdicts(fresh_root, MULTI).drop("created_at"))
+
+
+def test_missing_guard_folder_is_a_clear_error(
+    lake_with_responses: tuple[str, dict[str, pl.DataFrame]], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = lake_with_responses
+    result = judge(root, tmp_path / "no-guard-here", [SINGLE])
+    assert not result.success
+    # the worker's error reaches the step's captured output (the run's compute logs)
+    assert f"guard model: {tmp_path / 'no-guard-here'}: no such folder" in capfd.readouterr().err
+    assert not lake.table_exists(lake.table_uri(root, "verdicts", SINGLE))

@@ -300,3 +300,28 @@ def test_verdict_rows_and_counts() -> None:
     assert rows["guard_config_hash"].unique().to_list() == ["g"]
     assert rows["created_at"].unique().to_list() == [created]
     assert verdict_counts(rows) == {"safe": 1, "unsafe": 2, "invalid": 1, "truncated": 2}
+
+
+def test_guard_resource_extras() -> None:
+    from resources.guard import GuardResource
+
+    hf = GuardResource(model="/models/guard", torch_threads=1).to_extras()
+    assert hf == {
+        "guard_model": "/models/guard",
+        "guard_revision": None,
+        "backend": "hf",
+        "engine_config": {"device": "cpu", "dtype": "bfloat16", "torch_threads": 1},
+        "max_model_len": 4096,
+        "max_new_tokens": 100,
+        "judge_full_conversation": False,
+        "chunk_rows": 256,
+    }
+    vllm = GuardResource(backend="vllm", max_model_len=8192).to_extras()
+    assert vllm["guard_model"] == "meta-llama/Llama-Guard-3-8B"
+    assert vllm["engine_config"] == {
+        "dtype": "bfloat16",
+        "max_model_len": 8192,
+        "gpu_memory_utilization": 0.85,
+        "tensor_parallel_size": 1,
+        "enforce_eager": False,
+    }
