@@ -61,7 +61,7 @@ class VLLMEngine:
         max_model_len: int = 4096,
         gpu_memory_utilization: float = 0.85,
         tensor_parallel_size: int = 1,
-        dtype: str = "auto",
+        dtype: str = "float32",
         enforce_eager: bool = False,
         seed: int = 0,
         trust_remote_code: bool = False,
