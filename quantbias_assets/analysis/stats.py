@@ -104,11 +104,21 @@ class _JointStates:
 
     def swapped(self, coins: np.ndarray) -> np.ndarray:
         """The codes with the sides of the rows where `coins` is 1 exchanged; coins (..., n) 0/1."""
-        return (coins.astype(self.codes.dtype) * self.swap_mask) ^ self.codes
+        return (coins.astype(self.codes.dtype, copy=False) * self.swap_mask) ^ self.codes
 
     def metrics(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(M_B, M_Q) per row of a (draws, n) array of joint codes."""
         draws = codes.shape[0]
+        if self.encoding.n_states == 2:
+            # Binary states (most datasets): code = 2·base + quant, so two bit sums are the
+            # counts, several times cheaper than a bincount over (draws, rows).
+            rows = codes.shape[1]
+            base_ones = (codes >> 1).sum(axis=1, dtype=np.int64).astype(np.float64)
+            quant_ones = (codes & 1).sum(axis=1, dtype=np.int64).astype(np.float64)
+            return (
+                self.encoding.from_counts(np.stack([rows - base_ones, base_ones], axis=-1)),
+                self.encoding.from_counts(np.stack([rows - quant_ones, quant_ones], axis=-1)),
+            )
         offsets = (np.arange(draws, dtype=np.int64) * self.size)[:, None]
         joint = np.bincount((codes + offsets).ravel(), minlength=draws * self.size)
         joint = joint.reshape(draws, self.encoding.n_states, self.encoding.n_states).astype(np.float64)
