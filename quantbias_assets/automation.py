@@ -9,7 +9,9 @@
 - The paper's built-in models become `model` partitions on a fresh deployment, but are never
   backfilled by themselves (up to 14B parameters, 60 runs): launch their backfill from the UI.
   Models added to the registry file (`quantbias models add`) are backfilled at once.
-- Analysis, dbt models and figures are eager: they refresh after any input changed.
+- Analysis assets refresh after the response / verdict partitions they scan are updated, and
+  read whichever partitions exist (missing ones do not hold them). dbt models and figures are
+  eager; the dbt seed, which has no inputs, is built once when first seen missing.
 """
 
 from __future__ import annotations
@@ -42,12 +44,46 @@ def refresh_existing_partitions() -> dg.AutomationCondition:
     ).with_label("refresh_existing_partitions")
 
 
-def condition_for(key: dg.AssetKey) -> dg.AutomationCondition | None:
+# Tables the analysis scans across all their partitions, skipping what is absent.
+SCANNED_LAKE_TABLES = dg.AssetSelection.key_prefixes("questions", "responses", "verdicts")
+QUESTION_TABLES = dg.AssetSelection.key_prefixes("questions")
+
+
+def refresh_over_existing_partitions() -> dg.AutomationCondition:
+    """Eager for assets that scan every partition of the response tables, with two changes.
+
+    - Absent tables and partitions do not block: an unpartitioned asset over partitioned ones
+      counts as missing an input while ANY partition is missing, and most `model` x `method`
+      partitions (the paper's models, the W8A8 methods) never exist on a given deployment.
+    - A question table update alone does not trigger it: the response partitions it changes
+      re-run first, and their updates trigger the analysis once, not twice.
+    """
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(QUESTION_TABLES).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing().ignore(SCANNED_LAKE_TABLES)
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("refresh_over_existing_partitions")
+
+
+def build_once_when_missing() -> dg.AutomationCondition:
+    """For an asset without inputs (a dbt seed): `eager` never builds it, and every asset
+    below it would wait for it forever; build it once when first seen missing."""
+    return (dg.AutomationCondition.missing().newly_true() & ~dg.AutomationCondition.in_progress()).with_label(
+        "build_once_when_missing"
+    )
+
+
+def condition_for(key: dg.AssetKey, has_deps: bool = True) -> dg.AutomationCondition | None:
     top = key.path[0]
     if top == "checkpoint":
         return None  # quantizing is explicit: a backfill or a click, never a side effect
     if top in ("responses", "verdicts"):
         return refresh_existing_partitions()
+    if top == "analysis":
+        return refresh_over_existing_partitions()
+    if not has_deps:
+        return build_once_when_missing()
     return dg.AutomationCondition.eager()
 
 
@@ -55,7 +91,7 @@ def with_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Seq
     """Attach the automation condition of every asset, here and nowhere else."""
 
     def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
-        condition = condition_for(spec.key)
+        condition = condition_for(spec.key, has_deps=bool(spec.deps))
         return spec if condition is None else spec.replace_attributes(automation_condition=condition)
 
     return dg.map_asset_specs(attach, list(assets))
