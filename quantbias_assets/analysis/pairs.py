@@ -97,7 +97,7 @@ def build_pairs(
     source = f"responses/{dataset}"
     current, n_stale = _current_rows(responses, questions)
     if dataset_style(dataset) == "closed":
-        valid, errors, n_errors = _valid_closed_rows(current, source)
+        valid, errors, n_errors = _valid_closed_rows(current, source, _QUESTION_FIELDS[CLOSED_FLAG_RULES[dataset]])
         flagged = _closed_side_rows(dataset, valid, stereoset_reference)
     else:
         errors, n_errors = [], 0
@@ -158,14 +158,33 @@ def _current_rows(responses: pl.DataFrame, questions: pl.DataFrame) -> tuple[pl.
     )
     n_stale = responses.height - joined.height
     if "created_at" in joined.columns:
-        joined = joined.sort("created_at", nulls_last=False)
+        joined = joined.sort("created_at", nulls_last=False, maintain_order=True)
     latest = joined.unique(subset=["model", "method", "idx"], keep="last", maintain_order=True)
     return latest, n_stale
 
 
-def _valid_closed_rows(frame: pl.DataFrame, source: str) -> tuple[pl.DataFrame, list[str], int]:
+# Question fields a flag rule reads (besides the choices and their labels).
+_QUESTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "wrong_answer": ("target",),
+    "bbq": ("unknown_label", "answer_label"),
+    "iat": (),
+    "labelled_biased": (),
+    "stereoset": (),
+}
+
+
+def _valid_closed_rows(
+    frame: pl.DataFrame, source: str, question_fields: tuple[str, ...]
+) -> tuple[pl.DataFrame, list[str], int]:
     n_choices = pl.col("choices").list.len()
     problems = [
+        *[
+            (pl.col(name).is_null() | (pl.col(name) < 0) | (pl.col(name) >= n_choices), name,
+             "missing or out of range in the question table")
+            for name in question_fields
+        ],
+        (pl.col("choice_labels").list.len() != n_choices, "choice_labels",
+         "length does not match the question's choices"),
         (pl.col("probs_rounded").is_null(), "probs_rounded", "missing"),
         (
             pl.col("probs_rounded").list.len() != n_choices,
@@ -188,7 +207,7 @@ def _valid_closed_rows(frame: pl.DataFrame, source: str) -> tuple[pl.DataFrame, 
     bad = checked.filter(pl.col("_problem").is_not_null())
     errors = [
         f"{source}: record {row['idx']} ({row['model']}/{row['method']}): {row['_problem']}"
-        for row in bad.head(MAX_ERROR_LINES).iter_rows(named=True)
+        for row in bad.sort("model", "method", "idx").head(MAX_ERROR_LINES).iter_rows(named=True)
     ]
     return checked.filter(pl.col("_problem").is_null()).drop("_problem"), errors, bad.height
 
@@ -221,7 +240,7 @@ def _open_side_rows(
                     "response_hash": pl.String, verdict_column: pl.Boolean}
         )  # fmt: skip
     if "created_at" in verdicts.columns:
-        verdicts = verdicts.sort("created_at", nulls_last=False)
+        verdicts = verdicts.sort("created_at", nulls_last=False, maintain_order=True)
     # Only a verdict on the current response counts; no verdict at all is an invalid one.
     latest = verdicts.select("model", "method", "idx", "response_hash", verdict_column).unique(
         subset=["model", "method", "idx", "response_hash"], keep="last", maintain_order=True

@@ -175,3 +175,19 @@ def test_open_pairs_use_current_verdicts_and_keep_invalid_as_null() -> None:
     reference = build_pairs("FMT10K-IM-S", pl.concat([responses("none"), responses("awq-w4a16")]), questions,
                             verdicts, verdict_column="is_safe_reference").frame.sort("idx")  # fmt: skip
     assert reference["is_biased_base"].to_list() == [False, True, False, False]
+
+
+def test_a_question_without_its_target_drops_only_that_row() -> None:
+    questions = recognition_questions(2).with_columns(target=pl.Series([0, None], dtype=pl.Int32))
+    responses = pl.concat(
+        [
+            closed_responses("m", "none", [[0.9, 0.1], [0.9, 0.1]], [0.1, 0.1]),
+            closed_responses("m", "rtn-w4a16", [[0.2, 0.8], [0.9, 0.1]], [0.1, 0.1]),
+        ]
+    )
+    result = build_pairs("CEB-Recognition-S", responses, questions)
+    assert result.frame["idx"].to_list() == ["R/0"]
+    assert result.n_errors == 2  # the native and the quantized answer to R/1
+    assert result.errors[0] == (
+        "responses/CEB-Recognition-S: record R/1 (m/none): target: missing or out of range in the question table"
+    )
