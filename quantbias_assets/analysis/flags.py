@@ -58,13 +58,6 @@ DATASET_GROUPS: dict[str, str] = {
     "FMT10K-IM-T": "FMT10K",
 }
 
-# Plot order of the reference (DATASET_ORDER).
-DATASET_GROUP_ORDER = (
-    "CEB-Recognition", "Adult", "Credit", "Jigsaw", "StereoSet", "SocialStigmaQA", "BBQ", "IAT",
-    "BiasLens-Choices", "CEB-Continuation", "CEB-Conversation", "BiasLens-GenWhy", "FMT10K",
-)  # fmt: skip
-
-
 def dataset_style(dataset: str) -> Literal["closed", "open"]:
     if dataset in CLOSED_FLAG_RULES:
         return "closed"
