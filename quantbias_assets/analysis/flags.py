@@ -58,6 +58,7 @@ DATASET_GROUPS: dict[str, str] = {
     "FMT10K-IM-T": "FMT10K",
 }
 
+
 def dataset_style(dataset: str) -> Literal["closed", "open"]:
     if dataset in CLOSED_FLAG_RULES:
         return "closed"
