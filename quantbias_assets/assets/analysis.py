@@ -44,11 +44,11 @@ class PairsConfig(dg.Config):
 
 class BiasTestConfig(dg.Config):
     seed: int = Field(default=0, description="seeds every unit's generator (with the unit's key)")
-    iterations: int = Field(default=1000, description="permutation-test iterations")
-    bootstrap_resamples: int = Field(default=1000, description="resamples for the CI of M_Q − M_B")
-    effect_size_resamples: int = Field(default=200, description="resamples behind each effect size")
-    min_rows: int = Field(default=10, description="units with fewer valid rows are not tested")
-    alpha: float = Field(default=0.05, description="Benjamini–Hochberg false discovery rate")
+    iterations: int = Field(default=1000, ge=1, description="permutation-test iterations")
+    bootstrap_resamples: int = Field(default=1000, ge=1, description="resamples for the CI of M_Q − M_B")
+    effect_size_resamples: int = Field(default=200, ge=1, description="resamples behind each effect size")
+    min_rows: int = Field(default=10, ge=1, description="units with fewer valid rows are not tested")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Benjamini–Hochberg false discovery rate")
 
     def settings(self) -> BiasTestSettings:
         return BiasTestSettings(
