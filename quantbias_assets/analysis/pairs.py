@@ -222,7 +222,7 @@ def _closed_side_rows(dataset: str, frame: pl.DataFrame, stereoset_reference: bo
     flagged = pl.concat(parts) if parts else closed_flags(frame, dataset, n_choices=0)
     return flagged.select(
         "model", "method", "idx", "axis", "n_choices",
-        pl.col("group") if "group" in flagged.columns else pl.lit(None, pl.String).alias("group"),
+        _optional(flagged, "group", pl.String),
         _optional(flagged, "context_condition", pl.String),
         (pl.col(correct) if correct else pl.lit(None)).cast(pl.Int32).alias("correct_idx"),
         pl.col("chosen_idx").cast(pl.Int32).alias("chosen"),
