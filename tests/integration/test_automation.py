@@ -7,6 +7,7 @@ on an ephemeral instance, and the tests check what Dagster would request.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,9 +20,13 @@ from dagster._core.definitions.data_version import (
     StaleCauseCategory,
     StaleStatus,
 )
+from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.loader import LoadingContextForTest
 
+from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
 from quantbias_assets.catalog.models import add_model
 from quantbias_assets.instance import ensure_dagster_home
+from resources.lake import LakeResource
 
 # Written out from the paper (spec §6) and the design's method table, not from the code under test.
 PAPER_NICKNAMES = {
@@ -50,7 +55,9 @@ def quantbias_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("QUANTBIAS_HOME", str(home))
     monkeypatch.setenv("QUANTBIAS_LAKE", str(home / "lake"))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    # setenv first so that teardown also undoes the DAGSTER_HOME that ensure_dagster_home exports
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    monkeypatch.delenv("DAGSTER_HOME")
     return home
 
 
@@ -316,3 +323,111 @@ def test_fresh_deployment_builds_the_dbt_seed_once(quantbias_home, defs):
     d = Deployment(defs)
     assert d.tick() == {SEED_KEY: {None}}
     assert d.tick() == {}  # requested once: a failed seed build is not retried in a loop
+
+
+# --- staleness: code versions and data versions --------------------------------------------
+
+
+def stale_status(instance: dg.DagsterInstance, assets: list, key: dg.AssetKey) -> tuple[StaleStatus, list]:
+    """What the UI shows for `key` (the webserver uses the same resolver)."""
+    resolver = CachingStaleStatusResolver(
+        instance,
+        dg.Definitions(assets=assets, resources={"lake": LakeResource()}).resolve_asset_graph(),
+        LoadingContextForTest(instance),
+    )
+    return resolver.get_status(key), list(resolver.get_stale_causes(key))
+
+
+def test_code_version_and_dataset_changes_show_as_staleness(data_dir, tmp_path, monkeypatch, defs):
+    """questions/FMT10K-IM-T (255 rows) materialized for real; then its code version is bumped,
+    and separately one of its files is edited and observed by the schedule's job."""
+    dataset = "FMT10K-IM-T"
+    files = tmp_path / "data" / "open_datasets" / dataset
+    shutil.copytree(data_dir / "open_datasets" / dataset, files)
+    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(tmp_path / "data"))
+    [observable] = [a for a in dataset_file_assets if a.key.path[-1] == dataset]
+    [built] = [a for a in question_assets if a.key.path[-1] == dataset]
+    key = built.key
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"lake": LakeResource(root=str(tmp_path / "lake"))}
+    observe_files = defs.resolve_job_def("observe_dataset_files")
+
+    assert observe_files.execute_in_process(instance=instance).success
+    assert dg.materialize([built, observable], selection=[key], instance=instance, resources=resources).success
+    assert stale_status(instance, [observable, built], key) == (StaleStatus.FRESH, [])
+
+    bumped = dg.map_asset_specs(lambda spec: spec.replace_attributes(code_version="questions-v2"), [built])
+    status, causes = stale_status(instance, [observable, *bumped], key)
+    assert status == StaleStatus.STALE
+    assert [(cause.category, cause.reason) for cause in causes] == [(StaleCauseCategory.CODE, "has a new code version")]
+
+    edited = files / "gender.json"
+    edited.write_text(edited.read_text().replace("a", "b", 1))
+    assert observe_files.execute_in_process(instance=instance).success
+    status, causes = stale_status(instance, [observable, built], key)
+    assert status == StaleStatus.STALE
+    assert [(cause.category, cause.reason, cause.dependency) for cause in causes] == [
+        (StaleCauseCategory.DATA, "has a new dependency data version", AssetKeyPartitionKey(observable.key))
+    ]
+
+
+# --- the gpu pool of the embedded instance -------------------------------------------------
+
+
+def test_worker_assets_are_in_the_gpu_pool(defs):
+    asset_graph = defs.resolve_asset_graph()
+    for key in WORKER_KEYS:
+        assert asset_graph.get(key).pools == {"gpu"}
+    others = asset_graph.materializable_asset_keys - WORKER_KEYS
+    assert len(others) == 17 + 3 + 14 + 1 and all(not asset_graph.get(key).pools for key in others)
+
+
+def test_embedded_instance_lets_one_model_worker_run_at_a_time(quantbias_home):
+    home = ensure_dagster_home()
+    assert home == quantbias_home / "dagster"
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert instance.global_op_concurrency_default_limit == 1
+    storage = instance.event_log_storage
+    info = storage.get_concurrency_info("gpu")
+    assert (info.limit, info.using_default_limit) == (1, True)
+
+    # What a run does before a gpu step starts, with two runs competing for the machine.
+    storage.initialize_concurrency_limit_to_default("gpu")
+    assert storage.claim_concurrency_slot("gpu", "run-1", "responses").slot_status.value == "CLAIMED"
+    assert storage.claim_concurrency_slot("gpu", "run-2", "checkpoint").slot_status.value == "BLOCKED"
+    storage.free_concurrency_slot_for_step("run-1", "responses")
+    assert storage.claim_concurrency_slot("gpu", "run-2", "checkpoint").slot_status.value == "CLAIMED"
+
+
+def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_home, monkeypatch):
+    config_file = ensure_dagster_home() / "dagster.yaml"
+    written = config_file.read_text()
+    assert yaml.safe_load(written) == {
+        "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
+        "telemetry": {"enabled": False},
+    }
+    assert ensure_dagster_home() / "dagster.yaml" == config_file and config_file.read_text() == written
+
+    # A machine with two accelerators: the user's limit stays, missing settings are added.
+    config_file.write_text(yaml.safe_dump({"concurrency": {"pools": {"default_limit": 2}}}))
+    ensure_dagster_home()
+    assert yaml.safe_load(config_file.read_text()) == {
+        "concurrency": {"pools": {"default_limit": 2, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
+        "telemetry": {"enabled": False},
+    }
+    instance = dg.DagsterInstance.from_config(str(config_file.parent))
+    assert instance.event_log_storage.get_concurrency_info("gpu").limit == 2
+
+    # An explicit DAGSTER_HOME wins over $QUANTBIAS_HOME/dagster, and is exported to children.
+    explicit = quantbias_home / "elsewhere"
+    monkeypatch.setenv("DAGSTER_HOME", str(explicit))
+    assert ensure_dagster_home() == explicit and (explicit / "dagster.yaml").is_file()
+
+
+def test_unreadable_dagster_yaml_names_the_file(quantbias_home):
+    config_file = quantbias_home / "dagster" / "dagster.yaml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text("concurrency: [unclosed")
+    with pytest.raises(ValueError, match=rf"{config_file}: not valid YAML"):
+        ensure_dagster_home()
+    assert config_file.read_text() == "concurrency: [unclosed"
