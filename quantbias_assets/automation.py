@@ -97,6 +97,22 @@ def with_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Seq
     return dg.map_asset_specs(attach, list(assets))
 
 
+def automation_sensor(minimum_interval_seconds: int = 30) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every asset's condition, running from the start.
+
+    Without it Dagster adds `default_automation_condition_sensor`, which starts STOPPED: nothing
+    would refresh until someone turns it on in the UI. Its requests become one backfill per tick,
+    so a question table and the response partitions below it run in order.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        "quantbias_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description="Refreshes question tables, existing response/verdict partitions, analysis and marts.",
+    )
+
+
 def observe_dataset_files_schedule(job: dg.UnresolvedAssetJobDefinition, cron: str = "*/15 * * * *") -> dg.ScheduleDefinition:
     """Observe the dataset files on a schedule (running by default: hashing files is cheap)."""
     return dg.ScheduleDefinition(

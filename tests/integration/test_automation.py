@@ -25,6 +25,7 @@ from dagster._core.loader import LoadingContextForTest
 
 from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
 from quantbias_assets.catalog.models import add_model
+from quantbias_assets.automation import automation_sensor
 from quantbias_assets.instance import ensure_dagster_home
 from resources.lake import LakeResource
 
@@ -431,3 +432,17 @@ def test_unreadable_dagster_yaml_names_the_file(quantbias_home):
     with pytest.raises(ValueError, match=rf"{config_file}: not valid YAML"):
         ensure_dagster_home()
     assert config_file.read_text() == "concurrency: [unclosed"
+
+
+def test_automation_sensor_runs_from_the_start_and_covers_every_condition(defs):
+    wired = dg.Definitions(
+        assets=list(defs.assets), sensors=[automation_sensor()], resources=defs.resources
+    )
+    sensors = {sensor.name: sensor for sensor in wired.get_repository_def().sensor_defs}
+    assert "default_automation_condition_sensor" not in sensors  # Dagster's default starts STOPPED
+    sensor = sensors["quantbias_automation"]
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.emit_backfills
+    asset_graph = wired.resolve_asset_graph()
+    with_condition = {key for key in asset_graph.materializable_asset_keys if asset_graph.get(key).automation_condition}
+    assert len(with_condition) == 17 + 17 + 7 + 3 + 14 + 1  # all but checkpoint
+    assert with_condition <= sensor.asset_selection.resolve(asset_graph)
