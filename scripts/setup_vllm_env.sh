@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 venv="${1:-.venv-vllm}"
 python="${PYTHON:-python3}"
 
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import vllm, quantbias_assets" 2>/dev/null; then
-  echo "$venv already has vllm and quantbias_assets"; exit 0
+# Done already when vllm imports and the project is installed from this checkout (-I: not via the cwd).
+if [ -x "$venv/bin/python" ] && [ "$("$venv/bin/python" -I -c "import vllm, quantbias_assets; print(quantbias_assets.__path__[0])" 2>/dev/null)" = "$PWD/quantbias_assets" ]; then
+  echo "$venv already has vllm and this checkout's quantbias_assets"; exit 0
 fi
 "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
@@ -20,5 +21,5 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
 # The project itself without its main-env dependencies (no dagster, no llmcompressor), plus what the
 # engines and the worker processes import.
 "${pip[@]}" --no-deps -e .
-"${pip[@]}" torch==2.13.0 polars==2.1.0 deltalake==1.6.6 pyarrow dagster-pipes==1.13.27 numpy pyyaml pytest==9.2.0 pytest-timeout
+"${pip[@]}" torch==2.13.0 polars==2.1.0 deltalake==1.6.6 pyarrow==26.0.1 dagster-pipes==1.13.27 numpy pyyaml pytest==9.2.0 pytest-timeout==2.4.0
 "$venv/bin/python" -c "import vllm, torch, transformers, polars, deltalake, dagster_pipes, quantbias_assets; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
