@@ -281,7 +281,8 @@ def bias_tests(pairs: pl.DataFrame, settings: BiasTestSettings = BiasTestSetting
     """One row per unit over all datasets of `pairs` (BBQ ambiguous contexts only); BH is applied
     once over every tested unit."""
     valid = pl.col("is_biased_base").is_not_null() & pl.col("is_biased_quant").is_not_null()
-    rows = analysis_rows(pairs).with_columns(_valid=valid).sort(*UNIT_KEY)
+    # sorted down to idx: the seeded resamples must not depend on the order rows were read in
+    rows = analysis_rows(pairs).with_columns(_valid=valid).sort(*UNIT_KEY, "idx")
     summary = rows.group_by(*UNIT_KEY, maintain_order=True).agg(
         dataset_group=pl.col("dataset_group").first(),
         n=pl.col("_valid").sum().cast(pl.Int64),

@@ -191,3 +191,10 @@ def test_open_units_exclude_and_count_invalid_verdicts() -> None:
     row = bias_tests(frame).row(0, named=True)
     assert (row["n"], row["n_invalid"], row["metric"]) == (12, 2, "unsafe_rate")
     assert (row["metric_base"], row["metric_quant"]) == pytest.approx((0.5, 0.25))
+
+
+def test_results_do_not_depend_on_row_order() -> None:
+    rng = np.random.default_rng(2)
+    frame = flag_pairs(list(rng.random(60) < 0.3), list(rng.random(60) < 0.5))
+    table = bias_tests(frame)
+    assert bias_tests(frame.sample(fraction=1.0, shuffle=True, seed=4)).equals(table)
