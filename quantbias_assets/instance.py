@@ -30,8 +30,9 @@ EMBEDDED_INSTANCE_SETTINGS: dict[str, Any] = {
         "pools": {"default_limit": GPU_POOL_LIMIT, "granularity": "op"},
         "runs": {"max_concurrent_runs": MAX_CONCURRENT_RUNS},
     },
-    # No network on the machines this targets; never phone home.
+    # No network on the machines this targets; never phone home, no "join the community" dialog.
     "telemetry": {"enabled": False},
+    "nux": {"enabled": False},
 }
 
 

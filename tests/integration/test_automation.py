@@ -406,6 +406,7 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     assert yaml.safe_load(written) == {
         "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
         "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
     }
     assert ensure_dagster_home() / "dagster.yaml" == config_file and config_file.read_text() == written
 
@@ -415,6 +416,7 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     assert yaml.safe_load(config_file.read_text()) == {
         "concurrency": {"pools": {"default_limit": 2, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
         "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
     }
     instance = dg.DagsterInstance.from_config(str(config_file.parent))
     assert instance.event_log_storage.get_concurrency_info("gpu").limit == 2
