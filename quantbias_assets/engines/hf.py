@@ -141,6 +141,8 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if not (Path(model_path) / "config.json").is_file():
+            raise FileNotFoundError(f"{model_path}: not a model folder (no config.json)")
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.model_path = str(model_path)
@@ -255,6 +257,7 @@ class HFEngine:
         per-request seeds cannot be reproduced here.
         """
         import torch
+        from transformers import GenerationConfig
 
         eos_ids = self._eos_ids()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
@@ -272,18 +275,20 @@ class HFEngine:
             sampling = settings.temperature > 0
             if sampling:
                 torch.manual_seed(settings.seed)
+            # A fresh config: a checkpoint's generation_config.json (Qwen: top_k 20, repetition
+            # penalty 1.05...) must not leak in; the reference passed explicit SamplingParams.
+            config = GenerationConfig(
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=sampling,
+                temperature=settings.temperature if sampling else None,
+                top_p=settings.top_p if sampling else None,
+                top_k=0 if sampling else None,
+                repetition_penalty=1.0,
+                eos_token_id=eos_ids,
+                pad_token_id=pad_id,
+            )
             with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention,
-                    max_new_tokens=settings.max_new_tokens,
-                    do_sample=sampling,
-                    temperature=settings.temperature if sampling else None,
-                    top_p=settings.top_p if sampling else None,
-                    top_k=None,
-                    eos_token_id=eos_ids,
-                    pad_token_id=pad_id,
-                )
+                output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
             for row in output[:, width:].tolist():
                 stop_at = next((i for i, token in enumerate(row) if token in eos_ids), None)
                 new_tokens = row if stop_at is None else row[:stop_at]

@@ -207,3 +207,25 @@ def test_compressed_tensors_w4a16_checkpoint_scores_like_one_forward_per_choice(
     assert changed > 1e-3  # the int4 weights are really in use
     engine.close()
     base.close()
+
+
+def test_checkpoint_generation_defaults_do_not_leak(tiny_model_dir, tmp_path):
+    """A generation_config.json with a repetition penalty (as Qwen ships) must not change greedy replies."""
+    import json
+    import shutil
+
+    copy = tmp_path / "with_penalty"
+    shutil.copytree(tiny_model_dir, copy)
+    config = json.loads((copy / "generation_config.json").read_text())
+    (copy / "generation_config.json").write_text(
+        json.dumps({**config, "repetition_penalty": 5.0, "top_k": 1, "do_sample": True, "temperature": 0.1})
+    )
+    conversation = [[{"role": "user", "content": "the the the the the"}]]
+    plain = HFEngine(tiny_model_dir, torch_threads=1)
+    penalised = HFEngine(copy, torch_threads=1)
+    settings = GenerationSettings(max_new_tokens=16)
+    assert penalised.generate(conversation, settings) == plain.generate(conversation, settings)
+    tokens, _ = greedy_reference(plain, conversation[0], 16)
+    assert plain.generate(conversation, settings)[0].text == plain.tokenizer.decode(tokens, skip_special_tokens=True)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        HFEngine(tmp_path / "missing")
