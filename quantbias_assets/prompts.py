@@ -22,16 +22,30 @@ from typing import Any
 
 from quantbias_assets.engines.base import ChoiceSequence
 
-# Bump when the rule that turns (prompt, choice) into scored tokens changes: it enters config_hash.
-PROMPT_RULE_VERSION = "reference-v1"
 FALLBACK_TEMPLATE = "User: {prompt}\n\nAssistant: "
+# Llama-3.2's template writes today's date (strftime_now) unless `date_string` is given, so the
+# reference's prompts depend on the run date. We pin it (Llama-3.1's own fixed date) so a prompt,
+# and hence every score, is reproducible; date_string=None gives the reference behaviour.
+PINNED_TEMPLATE_DATE = "26 Jul 2024"
+# Bump when the rule that turns (prompt, choice) into scored tokens changes: it enters config_hash.
+PROMPT_RULE_VERSION = f"reference-v1;date_string={PINNED_TEMPLATE_DATE}"
 
 
 class ChoiceNotFound(ValueError):
     """The choice text cannot be matched to whole tokens at the end of prompt + sep + choice."""
 
 
-def render_user_prompt(tokenizer: Any, prompt: str, *, chat_template: bool = True) -> str:
+def render_conversation(
+    tokenizer: Any, messages: Sequence[dict[str, str]], *, date_string: str | None = PINNED_TEMPLATE_DATE
+) -> str:
+    """Chat messages through the tokenizer's chat template, with the generation prompt."""
+    extra = {} if date_string is None else {"date_string": date_string}
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True, **extra)
+
+
+def render_user_prompt(
+    tokenizer: Any, prompt: str, *, chat_template: bool = True, date_string: str | None = PINNED_TEMPLATE_DATE
+) -> str:
     """The text the model continues: the chat template over one user turn, or the raw prompt.
 
     chat_template=False gives the raw prompt (the reference's open-ended era-1 runs). A tokenizer
@@ -41,9 +55,7 @@ def render_user_prompt(tokenizer: Any, prompt: str, *, chat_template: bool = Tru
         return prompt
     if not getattr(tokenizer, "chat_template", None):
         return FALLBACK_TEMPLATE.format(prompt=prompt)
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
+    return render_conversation(tokenizer, [{"role": "user", "content": prompt}], date_string=date_string)
 
 
 def choice_separator(text: str) -> str:

@@ -26,6 +26,7 @@ from quantbias_assets.engines.base import (
     GenerationSettings,
     choice_score_from_logprobs,
 )
+from quantbias_assets.prompts import render_conversation
 
 
 @dataclass
@@ -264,10 +265,7 @@ class HFEngine:
         results: list[Generation] = []
         for begin in range(0, len(conversations), self.generation_batch_size):
             batch = conversations[begin : begin + self.generation_batch_size]
-            texts = [
-                self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-                for messages in batch
-            ]
+            texts = [render_conversation(self.tokenizer, messages) for messages in batch]
             encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
             width = max(len(ids) for ids in encoded)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=self.device)

@@ -182,3 +182,19 @@ def test_matches_the_reference_rule_on_benchmark_choices(tokenizer, data_dir):
                 )
                 checked += 1
     assert checked > 500
+
+
+def test_template_date_is_pinned_unless_reference(tokenizer):
+    import datetime
+
+    dated = copy.deepcopy(tokenizer)
+    # Llama-3.2's pattern: today's date unless the caller passes date_string.
+    dated.chat_template = (
+        '{%- if not date_string is defined %}{%- set date_string = strftime_now("%d %b %Y") %}{%- endif %}'
+        "Today Date: {{ date_string }}\n{{ messages[0]['content'] }}"
+    )
+    assert render_user_prompt(dated, "Q") == "Today Date: 26 Jul 2024\nQ"
+    today = datetime.datetime.now().strftime("%d %b %Y")
+    assert render_user_prompt(dated, "Q", date_string=None) == f"Today Date: {today}\nQ"
+    # Templates without a date ignore it.
+    assert render_user_prompt(tokenizer, "Q", date_string=None) == render_user_prompt(tokenizer, "Q")
