@@ -90,6 +90,9 @@ def locate_choice(text: str, offsets: Sequence[tuple[int, int]], choice: str) ->
     target = normalize_choice_text(choice)
     if not target:
         raise ChoiceNotFound(f"choice {choice!r}: empty after stripping whitespace")
+    if len(offsets) > 1 and tuple(offsets[-1]) == (0, 0):
+        # An added special token (e.g. EOS) after the choice would be scored as part of it.
+        raise ChoiceNotFound(f"choice {choice!r}: the tokenizer adds a special token after it")
     starts = _token_starts(text, offsets)
     for index in range(len(offsets) - 1, -1, -1):
         start, end = offsets[index]

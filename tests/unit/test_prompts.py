@@ -198,3 +198,16 @@ def test_template_date_is_pinned_unless_reference(tokenizer):
     assert render_user_prompt(dated, "Q", date_string=None) == f"Today Date: {today}\nQ"
     # Templates without a date ignore it.
     assert render_user_prompt(tokenizer, "Q", date_string=None) == render_user_prompt(tokenizer, "Q")
+
+
+def test_special_token_appended_after_the_choice_is_rejected(tokenizer):
+    with_eos = copy.deepcopy(tokenizer)
+    with_eos.backend_tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="$A <|im_end|>", special_tokens=[("<|im_end|>", 2)]),
+        ]
+    )
+    assert build_choice_sequences(with_eos, "Q\n", ["Yes"])[0].token_ids[-1] != 2
+    with pytest.raises(ChoiceNotFound, match="choice 0: choice 'Yes': the tokenizer adds a special token after it"):
+        build_choice_sequences(with_eos, "Q\n", ["Yes"], add_special_tokens=True)
