@@ -249,6 +249,34 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
     """`quantbias demo` (orchestration issue)."""
+    from quantbias_assets.demo import DEMO_METHODS
+
+    def demo(args: argparse.Namespace) -> int:
+        from quantbias_assets.demo import DemoOptions, run_demo
+
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        return run_demo(
+            DemoOptions(
+                model=args.model, nickname=args.nickname, methods=methods, sample=args.sample,
+                max_new_tokens=args.max_new_tokens, guard=args.guard, torch_threads=args.torch_threads,
+            )
+        )
+
+    parser = sub.add_parser(
+        "demo",
+        help="run the whole graph on the embedded default (tiny model, sample of every dataset)",
+        description="Build (or take) a model, register it, and materialize questions, checkpoints, "
+        "responses, verdicts, analysis, dbt marts and figures for a few methods on a sample of every "
+        "available dataset, then print a summary. Re-running reuses every finished row.",
+    )
+    parser.add_argument("--model", help="a local model folder (default: build the tiny test model)")
+    parser.add_argument("--nickname", help="registry nickname (default: tiny-demo, or the folder name)")
+    parser.add_argument("--methods", default=",".join(DEMO_METHODS), help="comma-separated methods")
+    parser.add_argument("--sample", type=int, default=12, help="questions per axis of every dataset")
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="new tokens per open answer / FMT turn")
+    parser.add_argument("--guard", help="a local Llama Guard folder (default: the demo model itself)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of each worker")
+    parser.set_defaults(handler=demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

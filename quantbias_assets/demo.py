@@ -1,0 +1,200 @@
+"""`quantbias demo`: the whole graph on the embedded default, on a sample of every dataset.
+
+It builds the tiny model (or takes `--model`), registers it, materializes questions, then
+checkpoint + responses + verdicts for each method partition, then the analysis, dbt marts and
+figures, on the persistent instance in $DAGSTER_HOME (so `dagster dev` shows every run), and
+prints a summary. Everything is content-addressed, so a second run reuses every row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from quantbias_assets import settings
+
+DEMO_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16")
+TINY_NICKNAME = "tiny-demo"
+
+
+@dataclass
+class DemoOptions:
+    model: str | None = None
+    nickname: str | None = None
+    methods: Sequence[str] = DEMO_METHODS
+    sample: int = 12
+    max_new_tokens: int = 24
+    guard: str | None = None
+    # One thread per worker: a tiny model gains nothing from more, and on a 2-core machine two
+    # threads thrash as soon as anything else runs (STACK.md).
+    torch_threads: int | None = 1
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def say(message: str) -> None:
+    print(f"[quantbias demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def prepare_environment() -> None:
+    home = settings.quantbias_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["QUANTBIAS_HOME"] = str(home)
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home()))
+    from quantbias_assets.instance import ensure_dagster_home
+
+    ensure_dagster_home()
+
+
+def ensure_datasets() -> Path:
+    """The benchmark files: $QUANTBIAS_DATA_DIR, else a fetched copy in $QUANTBIAS_HOME."""
+    data_dir = settings.data_dir()
+    if any(data_dir.glob("*_datasets/*/*.json")):
+        return data_dir
+    say(f"no benchmark files in {data_dir}: fetching them (set QUANTBIAS_DATA_DIR to use a local copy)")
+    from quantbias_assets.catalog.fetch import fetch_datasets
+
+    fetch_datasets(dest=data_dir)
+    return data_dir
+
+
+def ensure_model(options: DemoOptions) -> tuple[str, Path]:
+    """(nickname, folder) of the demo model, built and registered once."""
+    from quantbias_assets.catalog.models import add_model, load_registry
+
+    if options.model:
+        folder = Path(options.model).absolute()
+        nickname = options.nickname or folder.name.lower().replace(" ", "-")
+    else:
+        from quantbias_assets.tiny_model import build_tiny_model
+
+        folder = settings.quantbias_home() / "tiny-model"
+        nickname = options.nickname or TINY_NICKNAME
+        if not (folder / "config.json").exists():
+            say(f"building the tiny test model in {folder}")
+            build_tiny_model(folder, seed=0)
+    registry = load_registry()
+    if nickname not in registry:
+        add_model(str(folder), nickname)
+        say(f"registered {nickname} -> {folder}")
+    elif Path(registry[nickname].source) != folder:
+        raise SystemExit(f"models.yaml: {nickname}: already registered for {registry[nickname].source}, not {folder}")
+    return nickname, folder
+
+
+def calibration_file(data_dir: Path) -> Path:
+    """A small local calibration text (benchmark prompts) for GPTQ: the hub set is unreachable here."""
+    path = settings.quantbias_home() / "calibration.txt"
+    if not path.exists():
+        import json
+
+        prompts = []
+        for file in sorted(data_dir.glob("closed_datasets/*/*.json"))[:8]:
+            prompts += [r["prompt"].replace("\n", " ") for r in json.loads(file.read_text())[:8]]
+        path.write_text("\n".join(prompts) + "\n")
+    return path
+
+
+# INFO shows step starts and the workers' progress lines without dagster's DEBUG event stream.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def checkpoint_run_config(calibration: Path) -> dict:
+    """GPTQ calibrates on a small local text here (the hub's calibration set is unreachable)."""
+    checkpoint = {"calibration_source": str(calibration), "calibration_samples": 32, "calibration_max_seq_length": 128}
+    return {**QUIET, "ops": {"checkpoint": {"config": checkpoint}}}
+
+
+def materialize(label: str, assets, selection, options: DemoOptions, **kwargs) -> None:
+    import dagster as dg
+
+    started = time.perf_counter()
+    result = dg.materialize(assets, selection=selection, raise_on_error=False, **kwargs)
+    options.timings[label] = time.perf_counter() - started
+    if not result.success:
+        failed = [event.step_key for event in result.all_events if event.is_step_failure]
+        raise SystemExit(f"demo: {label} failed (steps: {', '.join(failed)}); see `dagster dev` for the run's logs")
+    say(f"{label}: done in {options.timings[label]:.1f} s")
+
+
+def run_demo(options: DemoOptions) -> int:
+    started = time.perf_counter()
+    warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices, not progress
+    prepare_environment()
+    data_dir = ensure_datasets()
+    nickname, folder = ensure_model(options)
+
+    import dagster as dg
+
+    import definitions
+    from quantbias_assets.partitions import model_partitions, partition_key
+    from resources.environments import resources_for
+    from resources.guard import GuardResource
+    from resources.inference import InferenceResource
+
+    instance = dg.DagsterInstance.get()
+    if not instance.has_dynamic_partition(model_partitions.name, nickname):
+        instance.add_dynamic_partitions(model_partitions.name, [nickname])
+    resources = {
+        **resources_for("local"),
+        "inference": InferenceResource(
+            sample_per_axis=options.sample,
+            max_new_tokens=options.max_new_tokens,
+            fmt_max_new_tokens_per_turn=options.max_new_tokens,
+            torch_threads=options.torch_threads,
+        ),
+        # Without Llama Guard weights the demo judges with its own model: the verdicts are then
+        # invalid text, counted as such and left out of the open-ended metrics.
+        "guard": GuardResource(model=options.guard or str(folder), dtype="float32", max_new_tokens=8,
+                               torch_threads=options.torch_threads),
+    }
+    assets = [*definitions.dataset_file_assets, *definitions.assets]
+    worker_config = checkpoint_run_config(calibration_file(data_dir))
+    say(f"data: {data_dir}; model: {nickname}; methods: {', '.join(options.methods)}; "
+        f"sample: {options.sample} questions per axis; DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+
+    materialize("questions", assets, dg.AssetSelection.groups("datasets"), options,
+                instance=instance, resources=resources, run_config=QUIET)
+    workers = dg.AssetSelection.keys("checkpoint") | dg.AssetSelection.key_prefixes("responses", "verdicts")
+    for method in options.methods:
+        materialize(f"{nickname}/{method}: checkpoint, responses, verdicts", assets, workers, options,
+                    instance=instance, resources=resources, run_config=worker_config,
+                    partition_key=partition_key(nickname, method))
+    analysis = dg.AssetSelection.groups("analysis")
+    materialize("analysis, dbt marts, figures", assets, analysis, options,
+                instance=instance, resources=resources, run_config=QUIET)
+    print(summary(), flush=True)
+    say(f"finished in {time.perf_counter() - started:.1f} s; figures in {settings.figures_dir()}")
+    return 0
+
+
+def summary() -> str:
+    """Flip rates by uncertainty bin and significant units per method, from the warehouse."""
+    import duckdb
+
+    from quantbias_assets.figures import markdown_table
+
+    with duckdb.connect(str(settings.analysis_duckdb_path()), read_only=True) as con:
+        def table(sql: str) -> pl.DataFrame:
+            return pl.from_arrow(con.execute(sql).to_arrow_table())
+
+        bins = table(
+            "select uncertainty_bin as bin, sum(n_rows) as rows,"
+            " round(100.0 * sum(response_flip * n_rows / 100.0) / sum(n_rows), 1) as response_flip_pct,"
+            " round(100.0 * sum(bias_flip * n_rows / 100.0) / sum(n_rows), 1) as bias_flip_pct"
+            " from table1_uncertainty_bins group by 1 order by case bin when 'low' then 0 when 'medium' then 1 else 2 end"
+        )
+        tests = table(
+            "select method_label as method, count(*) as units, count(p_value) as tested,"
+            " sum(significant::int) as significant from stg_bias_tests group by 1 order by 1"
+        )
+    return (
+        "\nFlip rates by the native model's uncertainty (all closed datasets):\n" + markdown_table(bins)
+        + "\n\nBias tests per method (units with >= 10 rows are tested; BH over all units):\n"
+        + markdown_table(tests) + "\n"
+    )
