@@ -101,13 +101,13 @@ def calibration_file(data_dir: Path) -> Path:
 
 
 # INFO shows step starts and the workers' progress lines without dagster's DEBUG event stream.
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+RUN_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def checkpoint_run_config(calibration: Path) -> dict:
     """GPTQ calibrates on a small local text here (the hub's calibration set is unreachable)."""
     checkpoint = {"calibration_source": str(calibration), "calibration_samples": 32, "calibration_max_seq_length": 128}
-    return {**QUIET, "ops": {"checkpoint": {"config": checkpoint}}}
+    return {**RUN_LOGGING, "ops": {"checkpoint": {"config": checkpoint}}}
 
 
 def materialize(label: str, assets, selection, options: DemoOptions, **kwargs) -> None:
@@ -159,7 +159,7 @@ def run_demo(options: DemoOptions) -> int:
         f"sample: {options.sample} questions per axis; DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
 
     materialize("questions", assets, dg.AssetSelection.groups("datasets"), options,
-                instance=instance, resources=resources, run_config=QUIET)
+                instance=instance, resources=resources, run_config=RUN_LOGGING)
     workers = dg.AssetSelection.keys("checkpoint") | dg.AssetSelection.key_prefixes("responses", "verdicts")
     for method in options.methods:
         materialize(f"{nickname}/{method}: checkpoint, responses, verdicts", assets, workers, options,
@@ -167,7 +167,7 @@ def run_demo(options: DemoOptions) -> int:
                     partition_key=partition_key(nickname, method))
     analysis = dg.AssetSelection.groups("analysis")
     materialize("analysis, dbt marts, figures", assets, analysis, options,
-                instance=instance, resources=resources, run_config=QUIET)
+                instance=instance, resources=resources, run_config=RUN_LOGGING)
     print(summary(), flush=True)
     say(f"finished in {time.perf_counter() - started:.1f} s; figures in {settings.figures_dir()}")
     return 0
