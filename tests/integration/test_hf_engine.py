@@ -229,3 +229,19 @@ def test_checkpoint_generation_defaults_do_not_leak(tiny_model_dir, tmp_path):
     assert plain.generate(conversation, settings)[0].text == plain.tokenizer.decode(tokens, skip_special_tokens=True)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         HFEngine(tmp_path / "missing")
+
+
+def test_every_linear_input_is_a_multiple_of_128(tiny_model_dir):
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    widths = {m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    assert widths == {128, 256}
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert (config["head_dim"], config["num_hidden_layers"], config["vocab_size"]) == (32, 2, 2000)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert len(tokenizer) == 2000
+    assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    assert config["eos_token_id"] == tokenizer.eos_token_id
