@@ -1,0 +1,56 @@
+"""`analysis/text_patterns`: how open-ended answers change in form after quantization.
+
+Words, repeated n-grams, non-English share, ROUGE-Lsum and the common word prefix of every
+quantized answer against its native answer (the paper's supplementary text figures), computed
+in the orchestrator from the response tables: no model involved.
+"""
+
+import dagster as dg
+import polars as pl
+
+from quantbias_assets.analysis.flags import OPEN_DATASETS
+from quantbias_assets.analysis.text_patterns import text_pattern_pairs
+from quantbias_assets.assets.analysis import GROUP_NAME, markdown_table
+from resources.lake import LakeResource
+
+TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])
+
+
+@dg.asset(
+    key=TEXT_PATTERNS_KEY,
+    deps=[dg.AssetKey(["responses", name]) for name in OPEN_DATASETS],
+    group_name=GROUP_NAME,
+    code_version="text-patterns-v1",
+    kinds={"delta", "polars"},
+    description="Per open-ended answer pair: word count, n-gram repetition and non-English share "
+    "of both answers and their change, ROUGE-Lsum and the longest common word prefix.",
+)
+def text_patterns(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    frames, missing = [], []
+    for dataset in OPEN_DATASETS:
+        uri = lake.uri("responses", dataset)
+        if not lake.exists(uri):
+            missing.append(dataset)
+            continue
+        responses = lake.read(uri, columns=["model", "method", "axis", "idx", "response", "created_at"])
+        frames.append(text_pattern_pairs(dataset, responses.sort("created_at")))
+        context.log.info(f"{dataset}: {frames[-1].height} answer pairs measured")
+    pairs = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    uri = lake.uri(*TEXT_PATTERNS_KEY.path)
+    if not pairs.is_empty():
+        lake.write_table(pairs, uri)
+    per_dataset = (
+        pairs.group_by("dataset_group", "method")
+        .agg(pairs=pl.len(), num_words_diff=pl.col("num_words_diff").mean(),
+             rouge_recall=pl.col("rougeLsum_recall").mean(), prefix_frac=pl.col("common_prefix_frac").mean())
+        .sort("dataset_group", "method")
+        if not pairs.is_empty() else pl.DataFrame()
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(pairs.height),
+            "dagster/uri": dg.MetadataValue.path(uri),
+            "datasets_without_responses": dg.MetadataValue.json(missing),
+            "changes_by_dataset_and_method": dg.MetadataValue.md(markdown_table(per_dataset, 3) if not per_dataset.is_empty() else "no pairs yet"),
+        }
+    )
