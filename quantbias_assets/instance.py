@@ -53,7 +53,8 @@ def ensure_dagster_home() -> Path:
 
     Idempotent: an existing dagster.yaml keeps every setting it has (a user's own pool limit
     included) and gains only the missing ones; the file is rewritten only when that adds
-    something. Sets DAGSTER_HOME for this process and its children (`dagster dev`, runs).
+    something. Sets DAGSTER_HOME for this process and its children (`dagster dev`, runs), and
+    registers the gpu pool.
     """
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -72,4 +73,18 @@ def ensure_dagster_home() -> Path:
         tmp.write_text(yaml.safe_dump(merged, sort_keys=False))
         os.replace(tmp, config_file)
     os.environ["DAGSTER_HOME"] = str(home)
+    register_gpu_pool(home)
     return home
+
+
+def register_gpu_pool(home: Path) -> None:
+    """Create (or follow a changed `default_limit` with) the `gpu` pool now rather than at the
+    next run, so `dagster instance concurrency get gpu` and the UI show the limit in force.
+    A limit set with `dagster instance concurrency set` is left alone, as Dagster does."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        current = {pool.name: pool for pool in storage.get_pool_limits()}.get(GPU_POOL)
+        if current is None or (current.from_default and current.limit != instance.global_op_concurrency_default_limit):
+            storage.initialize_concurrency_limit_to_default(GPU_POOL)

@@ -390,10 +390,9 @@ def test_embedded_instance_lets_one_model_worker_run_at_a_time(quantbias_home):
     assert instance.global_op_concurrency_default_limit == 1
     storage = instance.event_log_storage
     info = storage.get_concurrency_info("gpu")
-    assert (info.limit, info.using_default_limit) == (1, True)
+    assert (info.limit, info.slot_count, info.using_default_limit) == (1, 1, True)
 
     # What a run does before a gpu step starts, with two runs competing for the machine.
-    storage.initialize_concurrency_limit_to_default("gpu")
     assert storage.claim_concurrency_slot("gpu", "run-1", "responses").slot_status.value == "CLAIMED"
     assert storage.claim_concurrency_slot("gpu", "run-2", "checkpoint").slot_status.value == "BLOCKED"
     storage.free_concurrency_slot_for_step("run-1", "responses")
@@ -419,7 +418,12 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
         "nux": {"enabled": False},
     }
     instance = dg.DagsterInstance.from_config(str(config_file.parent))
-    assert instance.event_log_storage.get_concurrency_info("gpu").limit == 2
+    assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 2
+
+    # A limit set on the instance (`dagster instance concurrency set gpu 3`) is left alone.
+    instance.event_log_storage.set_concurrency_slots("gpu", 3)
+    ensure_dagster_home()
+    assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 3
 
     # An explicit DAGSTER_HOME wins over $QUANTBIAS_HOME/dagster, and is exported to children.
     explicit = quantbias_home / "elsewhere"
