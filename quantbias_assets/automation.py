@@ -101,8 +101,8 @@ def automation_sensor(minimum_interval_seconds: int = 30) -> dg.AutomationCondit
     """Evaluates every asset's condition, running from the start.
 
     Without it Dagster adds `default_automation_condition_sensor`, which starts STOPPED: nothing
-    would refresh until someone turns it on in the UI. Its requests become one backfill per tick,
-    so a question table and the response partitions below it run in order.
+    would refresh until someone turns it on in the UI. A tick's requests are submitted as one
+    backfill, which runs them under each asset's backfill policy (one partition per worker run).
     """
     return dg.AutomationConditionSensorDefinition(
         "quantbias_automation",
