@@ -79,14 +79,22 @@ def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
         build_choice_sequences(tok, render_user_prompt(tok, p), ["The grandfather", "The grandson", "Unknown"])
         for p in prompts
     ]
-    small = HFEngine(tiny_model_dir, torch_threads=1, max_batch_tokens=5)
+    # A raw prompt starts a second root: some chunk sizes then start a chunk with nothing to carry.
+    questions.append(build_choice_sequences(tok, "Pick one:", ["yes", "no"]))
+    tree = build_prefix_tree([s.token_ids for q in questions for s in q])
+    second_root = int(np.flatnonzero(tree.parents < 0)[1])
     expected = engine.score(questions)
-    got = small.score(questions)
-    assert small.tokens_run == engine.tokens_run == engine.tree_size
-    for expected_q, got_q in zip(expected, got):
-        for e, g in zip(expected_q, got_q):
-            assert g.n_tokens == e.n_tokens and g.token_logprobs is None
-            assert g.sum_logprob == pytest.approx(e.sum_logprob, abs=1e-4)
+    reference = [[sum(one_forward_per_choice(engine.model, s)) for s in q] for q in questions]
+    small = HFEngine(tiny_model_dir, torch_threads=1)
+    for chunk in (3, 5, second_root):  # second_root: a chunk boundary exactly at the new root
+        small.max_batch_tokens = chunk
+        got = small.score(questions)
+        assert small.tokens_run == engine.tokens_run == engine.tree_size == tree.size
+        for expected_q, got_q, reference_q in zip(expected, got, reference):
+            for e, g, r in zip(expected_q, got_q, reference_q):
+                assert g.n_tokens == e.n_tokens and g.token_logprobs is None
+                assert g.sum_logprob == pytest.approx(e.sum_logprob, abs=1e-4)
+                assert g.sum_logprob == pytest.approx(r, abs=1e-4)
     small.close()
 
 
