@@ -30,8 +30,6 @@ BACKFILL_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a1
 # model exactly once.
 ONE_MODEL_LOAD_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
-WORKER_ASSET_PREFIXES = ("checkpoint", "responses", "verdicts")
-
 
 def refresh_existing_partitions() -> dg.AutomationCondition:
     """Re-run a partition that exists when one of its inputs was updated."""
