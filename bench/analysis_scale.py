@@ -2,8 +2,9 @@
 
 Writes synthetic `questions/`, `responses/` and `verdicts/` tables (10 models x 6 methods,
 ~58.5k closed and ~14.7k open questions per model-method) into a temporary lake, then, in a fresh
-process, materializes `analysis/paired_responses` and `analysis/bias_tests` and prints seconds
-and peak memory of each step (target: < 3 min and < 8 GB on 2 cores, dbt excluded).
+process, materializes `analysis/paired_responses`, `analysis/bias_tests`, `analysis/model_rankings`
+and then the dbt marts (`dbt build` over the lake), and prints seconds and peak memory of each step
+(target: < 3 min and < 8 GB on 2 cores).
 
     .venv/bin/python bench/analysis_scale.py [--scale 1.0] [--models 10] [--keep DIR]
 """
@@ -185,11 +186,16 @@ def analyse(root: str) -> None:
     import dagster as dg
 
     from quantbias_assets.assets.analysis import BIAS_TESTS_KEY, PAIRED_RESPONSES_KEY, analysis_assets
+    from quantbias_assets.assets.marts import analysis_marts
+    from quantbias_assets.assets.rankings import MODEL_RANKINGS_KEY, model_rankings
+    from resources.dbt import dbt_resource
     from resources.lake import LakeResource
 
-    resources = {"lake": LakeResource(root=root)}
+    os.environ["QUANTBIAS_HOME"] = os.path.join(os.path.dirname(root), "home")  # the dbt warehouse goes here
+    resources = {"lake": LakeResource(root=root), "dbt": dbt_resource()}
+    analysis_assets = [*analysis_assets, model_rankings]
     total, total_cpu = time.perf_counter(), time.process_time()
-    for key in (PAIRED_RESPONSES_KEY, BIAS_TESTS_KEY):
+    for key in (PAIRED_RESPONSES_KEY, BIAS_TESTS_KEY, MODEL_RANKINGS_KEY):
         start, cpu = time.perf_counter(), time.process_time()
         result = dg.materialize(analysis_assets, selection=[key], resources=resources)
         assert result.success
@@ -200,8 +206,13 @@ def analyse(root: str) -> None:
     tests = lake.read(lake.table_uri(root, *BIAS_TESTS_KEY.path))
     print(f"units: {tests.height:,}, tested {tests['p_value'].is_not_null().sum():,}, "
           f"significant {tests['is_significant'].sum():,}")  # fmt: skip
-    print(f"pairs + tests: {time.perf_counter() - total:.1f} s (cpu {time.process_time() - total_cpu:.1f} s), "
-          f"peak RSS {peak_rss_gb():.2f} GB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    start = time.perf_counter()
+    assert dg.materialize([analysis_marts], resources=resources).success
+    dbt_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"dbt build (marts + data tests): {time.perf_counter() - start:.1f} s, dbt peak RSS {dbt_peak:.2f} GB")
+    print(f"pairs + tests + rankings + dbt: {time.perf_counter() - total:.1f} s "
+          f"(cpu here {time.process_time() - total_cpu:.1f} s), peak RSS {peak_rss_gb():.2f} GB; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def main() -> None:
