@@ -177,6 +177,7 @@ MODELS = ("tiny-a", "tiny-b")
 ANALYSIS_KEYS = {
     dg.AssetKey(["analysis", name]) for name in ("paired_responses", "bias_tests", "model_rankings")
 }
+TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])  # reads the open datasets' responses only
 SEED_KEY = dg.AssetKey(["marts", "quantization_methods"])
 
 
@@ -271,7 +272,7 @@ def test_data_version_change_refreshes_questions_then_existing_partitions_then_a
     d.run(requested)
 
     requested = d.tick()
-    assert ANALYSIS_KEYS <= set(requested)
+    assert ANALYSIS_KEYS <= set(requested) and TEXT_PATTERNS_KEY not in requested
     assert dg.AssetKey(["reports", "paper_figures"]) in requested
     assert not any(key.path[0] in ("checkpoint", "responses", "verdicts", "questions") for key in requested)
     assert SEED_KEY not in requested
@@ -303,7 +304,7 @@ def test_backfilled_partition_refreshes_analysis_not_responses(deployment):
     for key in (dg.AssetKey("checkpoint"), responses("BBQ"), responses("FMT10K-IM-S"), verdicts("FMT10K-IM-S")):
         d.materialized(key, [new])
     requested = d.tick()
-    assert ANALYSIS_KEYS <= set(requested)
+    assert ANALYSIS_KEYS | {TEXT_PATTERNS_KEY} <= set(requested)
     assert not any(key.path[0] in ("checkpoint", "responses", "verdicts", "questions") for key in requested)
 
 
@@ -380,7 +381,7 @@ def test_worker_assets_are_in_the_gpu_pool(defs):
     for key in WORKER_KEYS:
         assert asset_graph.get(key).pools == {"gpu"}
     others = asset_graph.materializable_asset_keys - WORKER_KEYS
-    assert len(others) == 17 + 3 + 14 + 1 and all(not asset_graph.get(key).pools for key in others)
+    assert len(others) == 17 + 4 + 14 + 1 and all(not asset_graph.get(key).pools for key in others)
 
 
 def test_embedded_instance_lets_one_model_worker_run_at_a_time(quantbias_home):
@@ -450,5 +451,5 @@ def test_automation_sensor_runs_from_the_start_and_covers_every_condition(defs):
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.emit_backfills
     asset_graph = wired.resolve_asset_graph()
     with_condition = {key for key in asset_graph.materializable_asset_keys if asset_graph.get(key).automation_condition}
-    assert len(with_condition) == 17 + 17 + 7 + 3 + 14 + 1  # all but checkpoint
+    assert len(with_condition) == 17 + 17 + 7 + 4 + 14 + 1  # all but checkpoint
     assert with_condition <= sensor.asset_selection.resolve(asset_graph)

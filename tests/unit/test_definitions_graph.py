@@ -64,6 +64,7 @@ EXPECTED: dict[str, dict] = {
     "analysis/paired_responses": row("analysis", None, "paired-responses-v1", "refresh_over_existing_partitions"),
     "analysis/bias_tests": row("analysis", None, "bias-tests-v1", "refresh_over_existing_partitions"),
     "analysis/model_rankings": row("analysis", None, "model-rankings-v1", "refresh_over_existing_partitions"),
+    "analysis/text_patterns": row("analysis", None, "text-patterns-v1", "refresh_over_existing_partitions"),
     **{f"marts/{name}": row("analysis", None, "<dbt>", "eager") for name in MARTS},
     "reports/paper_figures": row("analysis", None, "1", "eager"),
 }
@@ -115,7 +116,7 @@ def defs() -> dg.Definitions:
 
 def test_asset_keys(defs):
     keys = set(snapshot(defs))
-    assert len(EXPECTED) == 17 + 17 + 1 + 17 + 7 + 3 + 14 + 1
+    assert len(EXPECTED) == 17 + 17 + 1 + 17 + 7 + 4 + 14 + 1
     assert sorted(keys - set(EXPECTED)) == [] and sorted(set(EXPECTED) - keys) == []
 
 
@@ -166,6 +167,7 @@ def test_dependencies_of_worker_and_analysis_assets(defs):
     )
     assert parents("analysis/bias_tests") == {"analysis/paired_responses"}
     assert parents("analysis/model_rankings") == {"analysis/paired_responses"}
+    assert parents("analysis/text_patterns") == {f"responses/{name}" for name in OPEN}
     assert parents("marts/stg_paired_responses") == {"analysis/paired_responses", "marts/quantization_methods"}
     assert parents("marts/stg_bias_tests") == {"analysis/bias_tests", "marts/quantization_methods"}
     assert parents("marts/fig4c_model_rankings") == {"analysis/model_rankings"}
