@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from quantbias_assets.catalog.models import HUB_ID_PATTERN
 from quantbias_assets.engines.base import (
     ChoiceScore,
     ChoiceSequence,
@@ -15,13 +16,16 @@ from quantbias_assets.engines.base import (
 
 BACKENDS = ("hf", "vllm")
 
+
 __all__ = ["BACKENDS", "ChoiceScore", "ChoiceSequence", "Engine", "Generation", "GenerationSettings", "load_engine"]
 
 
 def load_engine(backend: Literal["hf", "vllm"], model_path: str | Path, **engine_config: Any) -> Engine:
     """Load a model with the chosen backend; engine_config goes to the engine's constructor."""
-    if not Path(model_path).is_dir():
-        raise FileNotFoundError(f"{model_path}: model folder not found")
+    # A published checkpoint or an unfetched base is a hub id: transformers and vLLM download it
+    # into their cache (HF_HOME, a volume on the GPU pods).
+    if not (Path(model_path).is_dir() or HUB_ID_PATTERN.match(str(model_path))):
+        raise FileNotFoundError(f"{model_path}: model folder not found (and not a hub id owner/name)")
     if backend == "hf":
         from quantbias_assets.engines.hf import HFEngine
 

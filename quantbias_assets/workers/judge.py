@@ -238,15 +238,17 @@ def judge_dataset(
 
 def main() -> None:
     from quantbias_assets import prompts
+    from quantbias_assets.catalog.models import is_local_source
     from quantbias_assets.engines import load_engine
 
     with open_dagster_pipes() as pipes:
         request = JudgeRequest.from_extras(pipes.extras)
-        if not Path(request.guard_model).is_dir():
+        # A hub id is downloaded by the engine (GPU pods cache it on their volume); a local
+        # folder must exist.
+        if is_local_source(request.guard_model) and not Path(request.guard_model).is_dir():
             raise FileNotFoundError(
-                f"guard model: {request.guard_model}: no such folder; engines load local folders, so "
-                f"download the guard first (e.g. `huggingface-cli download {DEFAULT_GUARD_MODEL} "
-                f"--local-dir DIR`) and set the guard resource's `model` to DIR"
+                f"guard model: {request.guard_model}: no such folder; give a local Llama Guard folder "
+                f"(e.g. `huggingface-cli download {DEFAULT_GUARD_MODEL} --local-dir DIR`) or a hub id"
             )
         engine = load_engine(request.backend, request.guard_model, **request.engine_config)
         try:

@@ -482,11 +482,12 @@ def respond_dataset(
 
 def load_checkpoint_engine(request: RespondRequest) -> tuple[Engine, CheckpointManifest]:
     """Load the partition's checkpoint once; trust_remote_code only when its manifest says so."""
+    from quantbias_assets.catalog.models import is_local_source
     from quantbias_assets.engines import load_engine
 
     target = request.target
     manifest = read_manifest(request.model_store_root, target.model, target.method)
-    if not Path(manifest.path).is_dir():
+    if is_local_source(manifest.path) and not Path(manifest.path).is_dir():
         raise FileNotFoundError(
             f"{manifest.path}: model folder not found (checkpoint manifest "
             f"{manifest_path(request.model_store_root, target.model, target.method)})"
