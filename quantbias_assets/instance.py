@@ -22,6 +22,7 @@ GPU_POOL = "gpu"
 GPU_POOL_LIMIT = 1
 # Each run is a process importing the code location; on a small machine a few at once is plenty.
 MAX_CONCURRENT_RUNS = 4
+FREE_SLOTS_AFTER_RUN_END_SECONDS = 30
 
 EMBEDDED_INSTANCE_SETTINGS: dict[str, Any] = {
     "concurrency": {
@@ -30,6 +31,10 @@ EMBEDDED_INSTANCE_SETTINGS: dict[str, Any] = {
         "pools": {"default_limit": GPU_POOL_LIMIT, "granularity": "op"},
         "runs": {"max_concurrent_runs": MAX_CONCURRENT_RUNS},
     },
+    # A run whose process died (SIGKILL, out of memory) keeps its gpu slot until it is marked
+    # finished (Terminate in the UI); the daemon then frees the slot instead of blocking every
+    # later model worker.
+    "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_RUN_END_SECONDS},
     # No network on the machines this targets; never phone home, no "join the community" dialog.
     "telemetry": {"enabled": False},
     "nux": {"enabled": False},

@@ -7,9 +7,12 @@ on an ephemeral instance, and the tests check what Dagster would request.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -22,6 +25,9 @@ from dagster._core.definitions.data_version import (
 )
 from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.loader import LoadingContextForTest
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test, freeze_time
+from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
 
 from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
 from quantbias_assets.catalog.models import add_model
@@ -400,11 +406,30 @@ def test_embedded_instance_lets_one_model_worker_run_at_a_time(quantbias_home):
     assert storage.claim_concurrency_slot("gpu", "run-2", "checkpoint").slot_status.value == "CLAIMED"
 
 
+def test_a_dead_runs_gpu_slot_is_freed_once_the_run_is_marked_finished(quantbias_home):
+    instance = dg.DagsterInstance.from_config(str(ensure_dagster_home()))
+    run = create_run_for_test(instance, job_name="responses", status=DagsterRunStatus.STARTED)
+    storage = instance.event_log_storage
+    assert storage.claim_concurrency_slot("gpu", run.run_id, "responses").slot_status.value == "CLAIMED"
+
+    def monitoring_tick() -> None:
+        """One pass of the daemon's slot monitoring (it only needs the instance)."""
+        list(execute_concurrency_slots_iteration(SimpleNamespace(instance=instance), logging.getLogger("test")))
+
+    monitoring_tick()  # the run is still STARTED: its slot is in use
+    assert storage.get_concurrency_info("gpu").claimed_slots != []
+    instance.report_run_failed(run)  # what Terminate does for a run whose process is gone
+    with freeze_time(time.time() + 31):
+        monitoring_tick()
+    assert storage.get_concurrency_info("gpu").claimed_slots == []
+
+
 def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_home, monkeypatch):
     config_file = ensure_dagster_home() / "dagster.yaml"
     written = config_file.read_text()
     assert yaml.safe_load(written) == {
         "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
+        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 30},
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
@@ -415,6 +440,7 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     ensure_dagster_home()
     assert yaml.safe_load(config_file.read_text()) == {
         "concurrency": {"pools": {"default_limit": 2, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
+        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 30},
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
