@@ -2,7 +2,8 @@
 code-version staleness and the gpu pool of the embedded instance.
 
 Nothing here runs a worker: state is set up with runless materialization / observation reports
-on an ephemeral instance, and the tests check what Dagster would request.
+on ephemeral instances (only the staleness test materializes a small question table for real),
+and the tests check what Dagster would request or show.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from dagster._core.test_utils import create_run_for_test, freeze_time
 from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
 
 from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
-from quantbias_assets.catalog.models import add_model
 from quantbias_assets.automation import automation_sensor
+from quantbias_assets.catalog.models import add_model
 from quantbias_assets.instance import ensure_dagster_home
 from resources.lake import LakeResource
 
@@ -172,7 +173,7 @@ def test_broken_registry_fails_the_tick_naming_file_record_and_field(quantbias_h
     quantbias_home.mkdir(parents=True)
     registry = quantbias_home / "models.yaml"
     registry.write_text(yaml.safe_dump({"models": [{"nickname": "Bad Name", "source": "a/b"}]}))
-    with pytest.raises(Exception, match=rf"{registry}: record 0: nickname:"):
+    with pytest.raises(ValueError, match=rf"{registry}: record 0: nickname:"):
         tick(defs, instance)
     assert instance.get_dynamic_partitions("model") == []
 
