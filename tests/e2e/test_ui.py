@@ -1,0 +1,187 @@
+"""The user's day in the Dagster UI, in headless Chromium against `dagster dev`.
+
+Open the asset graph, open the partitions of `responses/<E2E_DATASET>`, materialize ONE
+partition (tiny, none) from the Materialize dialog, and watch the run succeed. Every step saves
+a screenshot under test-artifacts/e2e/; a failed step saves `<step>-FAILED.png` and says which
+step failed. Selectors are roles and visible text, as a user would read the page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_settings import ARTIFACTS, E2E_DATASET, METHOD, MODEL
+from playwright.sync_api import Locator, Page, expect
+
+from quantbias_assets import lake
+from quantbias_assets.catalog.datasets import DATASETS
+from quantbias_assets.partitions import partition_key
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT_S = 900
+TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+PARTITION_PLACEHOLDER = "Select a partition or create one"
+
+
+@contextlib.contextmanager
+def ui_step(page: Page, name: str) -> Iterator[None]:
+    """Save `<name>.png` after the step, or `<name>-FAILED.png` and a message naming the step."""
+    try:
+        yield
+    except Exception as error:
+        shot = ARTIFACTS / f"{name}-FAILED.png"
+        with contextlib.suppress(Exception):
+            page.screenshot(path=shot, full_page=True)
+        raise AssertionError(f"UI step '{name}' failed at {page.url}: {error}\nscreenshot: {shot}") from error
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, f"GraphQL errors: {body['errors']}"
+    return body["data"]
+
+
+RUNS_OF_PARTITION = """
+query RunsOfPartition($partition: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/partition", value: $partition}]}) {
+    ... on Runs { results { runId status assetSelection { path } } }
+  }
+}
+"""
+RUN_ERRORS = """
+query RunErrors($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on ExecutionStepFailureEvent { error { message } } } }
+  }
+}
+"""
+
+
+def response_runs(url: str) -> list[dict[str, Any]]:
+    """Runs of partition (tiny, none) that materialize responses/<E2E_DATASET>."""
+    data = graphql(url, RUNS_OF_PARTITION, {"partition": str(partition_key(MODEL, METHOD))})
+    wanted = ["responses", E2E_DATASET]
+    return [run for run in data["runsOrError"]["results"] if {"path": wanted} in run["assetSelection"]]
+
+
+def wait_for_run(url: str, run_id: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    status = "UNKNOWN"
+    while time.monotonic() < deadline:
+        status = next(run["status"] for run in response_runs(url) if run["runId"] == run_id)
+        if status in TERMINAL_STATUSES:
+            return status
+        time.sleep(3)
+    raise AssertionError(f"run {run_id} still {status} after {timeout_s} s; see {url}/runs/{run_id}")
+
+
+def run_errors(url: str, run_id: str) -> str:
+    events = graphql(url, RUN_ERRORS, {"runId": run_id})["logsForRun"]["events"]
+    return "\n".join(event["error"]["message"] for event in events if event.get("error"))
+
+
+def dimension_selector(page: Page, dialog: Locator, dimension: str) -> Locator:
+    """The partition picker under the `dimension` heading of the launch dialog."""
+    boxes = dialog.locator("div").filter(has=page.get_by_text(dimension, exact=True)).filter(
+        has=page.get_by_text(PARTITION_PLACEHOLDER)
+    )
+    # Boxes holding both are the heading's ancestors; the last one in page order is the innermost.
+    return boxes.last.get_by_text(PARTITION_PLACEHOLDER)
+
+
+def pick_partition(page: Page, dialog: Locator, dimension: str, key: str) -> None:
+    dimension_selector(page, dialog, dimension).click()
+    page.get_by_role("textbox", name="Filter partitions").fill(key)
+    page.get_by_role("menuitem", name=re.compile(rf"^{re.escape(key)}\b")).click()
+    dialog.get_by_text("Launch runs to materialize").click()  # closes the picker, keeps the dialog
+
+
+def question_ids(data_dir: Path) -> set[str]:
+    """The `idx` of every record of E2E_DATASET, read straight from its JSON files."""
+    spec = DATASETS[E2E_DATASET]
+    return {
+        str(record["idx"])
+        for axis in spec.axes
+        for record in json.loads((data_dir / spec.relative_path(axis)).read_text())
+    }
+
+
+def test_asset_graph_shows_the_pipeline(page: Page, dagster_dev) -> None:
+    with ui_step(page, "01-global-asset-lineage"):
+        page.goto(f"{dagster_dev.url}/asset-groups", wait_until="domcontentloaded")
+        for group in ("datasets", "checkpoints", "responses", "verdicts", "analysis"):
+            expect(page.get_by_text(group, exact=True).first).to_be_visible()
+        expect(page.get_by_role("button", name="Materialize all")).to_be_visible()
+    with ui_step(page, "02-checkpoints-group-graph"):
+        # The code location is named after the module `dagster dev -m` loads.
+        page.goto(f"{dagster_dev.url}/locations/definitions/asset-groups/checkpoints", wait_until="domcontentloaded")
+        expect(page.get_by_text("checkpoint", exact=True).first).to_be_visible()
+        # Its downstream response tables are drawn around it.
+        expect(page.get_by_text(E2E_DATASET, exact=True).first).to_be_visible()
+
+
+def test_partitions_view_lists_the_registered_model(page: Page, dagster_dev) -> None:
+    with ui_step(page, "03-responses-partitions"):
+        page.goto(f"{dagster_dev.url}/assets/responses/{E2E_DATASET}?view=partitions", wait_until="domcontentloaded")
+        expect(page.get_by_role("textbox", name=re.compile(r"^Filter by model"))).to_be_visible()
+        page.get_by_role("textbox", name=re.compile(r"^Filter by model")).fill(MODEL)
+        expect(page.get_by_text(MODEL, exact=True).first).to_be_visible()
+        expect(page.get_by_text(METHOD, exact=True).first).to_be_visible()
+
+
+def test_materialize_one_partition_from_the_ui(page: Page, dagster_dev, e2e_home, data_dir: Path) -> None:
+    url = dagster_dev.url
+    known_runs = {run["runId"] for run in response_runs(url)}
+
+    with ui_step(page, "04-materialize-dialog"):
+        page.goto(f"{url}/assets/responses/{E2E_DATASET}?view=partitions", wait_until="domcontentloaded")
+        page.get_by_role("button", name="Materialize…").click()
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        expect(dialog).to_be_visible()
+        pick_partition(page, dialog, "method", METHOD)
+        pick_partition(page, dialog, "model", MODEL)
+        expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+
+    with ui_step(page, "05-run-launched"):
+        dialog.get_by_role("button", name="Launch 1 run").click()
+        expect(dialog).to_be_hidden()
+        deadline = time.monotonic() + 60
+        while not (new_runs := [r for r in response_runs(url) if r["runId"] not in known_runs]):
+            assert time.monotonic() < deadline, "no run of (tiny, none) appeared after 'Launch 1 run'"
+            time.sleep(1)
+        assert len(new_runs) == 1, f"expected one run, the UI launched {len(new_runs)}"
+        run_id = new_runs[0]["runId"]
+
+    status = wait_for_run(url, run_id, RUN_TIMEOUT_S)
+    with ui_step(page, "06-run-succeeded"):
+        page.goto(f"{url}/runs/{run_id}", wait_until="domcontentloaded")
+        expect(page.get_by_text(f"partition: {partition_key(MODEL, METHOD)}").first).to_be_visible()
+        assert status == "SUCCESS", f"run {run_id} ended {status}:\n{run_errors(url, run_id)}"
+        expect(page.get_by_text("Success", exact=True).first).to_be_visible()
+
+    with ui_step(page, "07-partition-materialized"):
+        page.goto(f"{url}/assets/responses/{E2E_DATASET}?view=partitions", wait_until="domcontentloaded")
+        expect(page.get_by_text("Materialized (1)", exact=True)).to_be_visible()
+
+    # The table the run wrote holds one row per question of the dataset, for (tiny, none) only.
+    table = lake.read(lake.table_uri(str(e2e_home.home / "lake"), "responses", E2E_DATASET))
+    expected_ids = question_ids(data_dir)
+    assert len(expected_ids) == 800  # 4 axes x 200 questions
+    assert table.height == 800 and set(table["idx"]) == expected_ids
+    assert table.select("model", "method").unique().to_dicts() == [{"model": MODEL, "method": METHOD}]
