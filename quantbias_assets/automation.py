@@ -152,6 +152,8 @@ def build_model_registry_sensor(
 
     @dg.sensor(
         name="model_registry_sensor",
+        # without a target the daemon rejects every run request the sensor returns
+        target=dg.AssetSelection.assets(*asset_keys),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Adds a `model` partition for each new registry entry and backfills it.",

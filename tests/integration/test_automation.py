@@ -12,7 +12,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +26,7 @@ from dagster._core.definitions.data_version import (
     StaleStatus,
 )
 from dagster._core.definitions.events import AssetKeyPartitionKey
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster._core.loader import LoadingContextForTest
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test, freeze_time
@@ -86,20 +87,30 @@ def local_model(tmp_path: Path) -> Path:
     return folder
 
 
-def tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.SensorResult:
+@pytest.fixture
+def instance(quantbias_home) -> Iterator[dg.DagsterInstance]:
+    """The embedded instance (ensure_dagster_home) in a temp QUANTBIAS_HOME. Unlike an
+    ephemeral one it has an instance ref, which the daemon's resolution of partitioned run
+    requests needs."""
+    with dg.DagsterInstance.from_config(str(ensure_dagster_home())) as embedded:
+        yield embedded
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance) -> SensorExecutionData:
+    """One tick as the sensor daemon runs it: evaluate, then resolve and validate the run
+    requests against the repository (partition keys, targets, partition tags)."""
     sensor = defs.resolve_sensor_def("model_registry_sensor")
-    return sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    return sensor.evaluate_tick(dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs))
 
 
-def apply_partition_requests(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
-    """What the sensor daemon does with the result's dynamic partition requests."""
+def apply_partition_requests(instance: dg.DagsterInstance, result: SensorExecutionData) -> None:
+    """What the sensor daemon does with the tick's dynamic partition requests."""
     for request in result.dynamic_partitions_requests or []:
         assert isinstance(request, dg.AddDynamicPartitionsRequest)
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
 
-def test_fresh_deployment_adds_paper_models_as_partitions_without_runs(quantbias_home, defs):
-    instance = dg.DagsterInstance.ephemeral()
+def test_fresh_deployment_adds_paper_models_as_partitions_without_runs(defs, instance):
     result = tick(defs, instance)
     [request] = result.dynamic_partitions_requests
     assert isinstance(request, dg.AddDynamicPartitionsRequest)
@@ -110,12 +121,11 @@ def test_fresh_deployment_adds_paper_models_as_partitions_without_runs(quantbias
 
     apply_partition_requests(instance, result)
     again = tick(defs, instance)
-    assert again.skip_reason is not None
+    assert again.skip_message == "no new model in the registry"
     assert again.dynamic_partitions_requests == [] and again.run_requests == []
 
 
-def test_new_model_gets_partition_and_backfill_of_every_method(quantbias_home, defs, local_model):
-    instance = dg.DagsterInstance.ephemeral()
+def test_new_model_gets_partition_and_backfill_of_every_method(defs, instance, local_model):
     instance.add_dynamic_partitions("model", sorted(PAPER_NICKNAMES))
     add_model(str(local_model), "tiny-a")
 
@@ -129,24 +139,14 @@ def test_new_model_gets_partition_and_backfill_of_every_method(quantbias_home, d
     for run, method in zip(result.run_requests, methods):
         assert run.partition_key.keys_by_dimension["model"] == "tiny-a"
         assert run.run_key == f"new-model:tiny-a:{method}"  # a second tick could not launch it again
-        assert run.tags == {"quantbias/model": "tiny-a", "quantbias/method": method}
+        assert run.tags["quantbias/model"] == "tiny-a" and run.tags["quantbias/method"] == method
+        # resolved by the daemon against the partition added in the same tick
+        assert (run.tags["dagster/partition/model"], run.tags["dagster/partition/method"]) == ("tiny-a", method)
         assert len(run.asset_selection) == 1 + 17 + 7
         assert set(run.asset_selection) == WORKER_KEYS
 
-    # Once the partition exists every requested key is a valid partition of every worker asset.
-    apply_partition_requests(instance, result)
-    asset_graph = defs.resolve_asset_graph()
-    with dg.partition_loading_context(dynamic_partitions_store=instance):
-        for run in result.run_requests:
-            for key in run.asset_selection:
-                assert asset_graph.get(key).partitions_def.has_partition_key(run.partition_key)
-        assert not asset_graph.get(dg.AssetKey("checkpoint")).partitions_def.has_partition_key(
-            dg.MultiPartitionKey({"model": "tiny-b", "method": "none"})
-        )
 
-
-def test_unchanged_registry_requests_nothing(quantbias_home, defs, local_model):
-    instance = dg.DagsterInstance.ephemeral()
+def test_unchanged_registry_requests_nothing(defs, instance, local_model):
     add_model(str(local_model), "tiny-a")
     first = tick(defs, instance)
     # A fresh deployment with one registered model: 10 + 1 partitions, a backfill of the one.
@@ -155,12 +155,11 @@ def test_unchanged_registry_requests_nothing(quantbias_home, defs, local_model):
     apply_partition_requests(instance, first)
 
     result = tick(defs, instance)
-    assert result.skip_reason.skip_message == "no new model in the registry"
+    assert result.skip_message == "no new model in the registry"
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
 
 
-def test_removed_model_keeps_its_partition(quantbias_home, defs, local_model):
-    instance = dg.DagsterInstance.ephemeral()
+def test_removed_model_keeps_its_partition(defs, instance, local_model, quantbias_home):
     add_model(str(local_model), "tiny-a")
     apply_partition_requests(instance, tick(defs, instance))
 
@@ -171,9 +170,7 @@ def test_removed_model_keeps_its_partition(quantbias_home, defs, local_model):
     assert len(instance.get_dynamic_partitions("model")) == 11
 
 
-def test_broken_registry_fails_the_tick_naming_file_record_and_field(quantbias_home, defs):
-    instance = dg.DagsterInstance.ephemeral()
-    quantbias_home.mkdir(parents=True)
+def test_broken_registry_fails_the_tick_naming_file_record_and_field(defs, instance, quantbias_home):
     registry = quantbias_home / "models.yaml"
     registry.write_text(yaml.safe_dump({"models": [{"nickname": "Bad Name", "source": "a/b"}]}))
     with pytest.raises(ValueError, match=rf"{re.escape(str(registry))}: record 0: nickname:"):
