@@ -53,6 +53,30 @@ def with_defaults(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dic
     return merged
 
 
+RUN_QUEUE_FIELDS = ("max_concurrent_runs", "tag_concurrency_limits", "block_op_concurrency_limited_runs")
+
+
+def configures_run_queue(config: Mapping[str, Any]) -> bool:
+    """Whether `config` sets up the run queue the older way (`run_queue`, or the
+    QueuedRunCoordinator's config), which Dagster refuses next to `concurrency: pools/runs`."""
+    run_queue = config.get("run_queue") or {}
+    coordinator = (config.get("run_coordinator") or {}).get("config") or {}
+    return any(name in run_queue or name in coordinator for name in RUN_QUEUE_FIELDS)
+
+
+def compatible_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The embedded settings minus those Dagster refuses next to what `config` already sets."""
+    defaults = dict(EMBEDDED_INSTANCE_SETTINGS)
+    concurrency = dict(defaults["concurrency"])
+    if configures_run_queue(config):
+        # the older spelling of the pools' default limit is the one allowed there
+        concurrency = {"default_op_concurrency_limit": GPU_POOL_LIMIT}
+    elif "default_op_concurrency_limit" in (config.get("concurrency") or {}):
+        del concurrency["pools"]
+    defaults["concurrency"] = concurrency
+    return defaults
+
+
 def ensure_dagster_home() -> Path:
     """Create DAGSTER_HOME (default $QUANTBIAS_HOME/dagster) with the embedded instance settings.
 
@@ -72,7 +96,7 @@ def ensure_dagster_home() -> Path:
             raise ValueError(f"{config_file}: not valid YAML: {error}") from None
         if not isinstance(current, dict):
             raise ValueError(f"{config_file}: expected a mapping of instance settings")
-    merged = with_defaults(current, EMBEDDED_INSTANCE_SETTINGS)
+    merged = with_defaults(current, compatible_defaults(current))
     if merged != current or not config_file.is_file():
         tmp = config_file.with_name(f".{config_file.name}.tmp")
         tmp.write_text(yaml.safe_dump(merged, sort_keys=False))

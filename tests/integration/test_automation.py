@@ -459,6 +459,36 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     assert ensure_dagster_home() == explicit and (explicit / "dagster.yaml").is_file()
 
 
+@pytest.mark.parametrize(
+    ("own_settings", "expected_concurrency", "gpu_slots"),
+    [
+        # the deprecated spelling of the pools' default limit: no `pools` added next to it
+        (
+            {"concurrency": {"default_op_concurrency_limit": 2}},
+            {"default_op_concurrency_limit": 2, "runs": {"max_concurrent_runs": 4}},
+            2,
+        ),
+        # a run queue configured on the run coordinator: only the older spelling is allowed
+        (
+            {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator",
+                                 "config": {"max_concurrent_runs": 2}}},
+            {"default_op_concurrency_limit": 1},
+            1,
+        ),
+    ],
+)  # fmt: skip
+def test_ensure_dagster_home_adds_nothing_dagster_would_refuse(
+    quantbias_home, own_settings, expected_concurrency, gpu_slots
+):
+    config_file = quantbias_home / "dagster" / "dagster.yaml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text(yaml.safe_dump(own_settings))
+    ensure_dagster_home()  # opens the instance: Dagster validates the whole file
+    assert yaml.safe_load(config_file.read_text())["concurrency"] == expected_concurrency
+    instance = dg.DagsterInstance.from_config(str(config_file.parent))
+    assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == gpu_slots
+
+
 def test_unreadable_dagster_yaml_names_the_file(quantbias_home):
     config_file = quantbias_home / "dagster" / "dagster.yaml"
     config_file.parent.mkdir(parents=True)
