@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -405,6 +406,27 @@ def test_embedded_instance_lets_one_model_worker_run_at_a_time(quantbias_home):
     assert storage.claim_concurrency_slot("gpu", "run-2", "checkpoint").slot_status.value == "BLOCKED"
     storage.free_concurrency_slot_for_step("run-1", "responses")
     assert storage.claim_concurrency_slot("gpu", "run-2", "checkpoint").slot_status.value == "CLAIMED"
+
+
+def test_a_gpu_step_waits_while_another_run_holds_the_slot(quantbias_home):
+    instance = dg.DagsterInstance.from_config(str(ensure_dagster_home()))
+    storage = instance.event_log_storage
+    assert storage.claim_concurrency_slot("gpu", "other-run", "responses").slot_status.value == "CLAIMED"
+    started: list[float] = []
+
+    @dg.asset(pool="gpu")
+    def model_step() -> None:
+        started.append(time.monotonic())
+
+    outcome: list[bool] = []
+    run = threading.Thread(target=lambda: outcome.append(dg.materialize([model_step], instance=instance).success))
+    run.start()
+    run.join(timeout=5)
+    assert started == [] and run.is_alive()  # waiting for the slot, not failed
+    released = time.monotonic()
+    storage.free_concurrency_slot_for_step("other-run", "responses")
+    run.join(timeout=60)
+    assert outcome == [True] and started[0] > released
 
 
 def test_a_dead_runs_gpu_slot_is_freed_once_the_run_is_marked_finished(quantbias_home):
