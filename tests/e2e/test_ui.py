@@ -161,11 +161,10 @@ def test_materialize_one_partition_from_the_ui(page: Page, dagster_dev, e2e_home
     with ui_step(page, "05-run-launched"):
         dialog.get_by_role("button", name="Launch 1 run").click()
         expect(dialog).to_be_hidden()
-        deadline = time.monotonic() + 60
-        while not (new_runs := [r for r in response_runs(url) if r["runId"] not in known_runs]):
-            assert time.monotonic() < deadline, "no run of (tiny, none) appeared after 'Launch 1 run'"
-            time.sleep(1)
-        assert len(new_runs) == 1, f"expected one run, the UI launched {len(new_runs)}"
+        toast = page.get_by_text(re.compile(r"^Launched run [0-9a-f]{8}"))
+        short_id = toast.inner_text().split()[-1]
+        new_runs = [run for run in response_runs(url) if run["runId"] not in known_runs]
+        assert [run["runId"][:8] for run in new_runs] == [short_id], f"runs launched: {new_runs}"
         run_id = new_runs[0]["runId"]
 
     status = wait_for_run(url, run_id, RUN_TIMEOUT_S)
@@ -175,13 +174,18 @@ def test_materialize_one_partition_from_the_ui(page: Page, dagster_dev, e2e_home
         assert status == "SUCCESS", f"run {run_id} ended {status}:\n{run_errors(url, run_id)}"
         expect(page.get_by_text("Success", exact=True).first).to_be_visible()
 
+    expected_ids = question_ids(data_dir)
+    assert len(expected_ids) == 800  # 4 axes x 200 questions
     with ui_step(page, "07-partition-materialized"):
         page.goto(f"{url}/assets/responses/{E2E_DATASET}?view=partitions", wait_until="domcontentloaded")
         expect(page.get_by_text("Materialized (1)", exact=True)).to_be_visible()
+        # Pick the partition in the method column, then the model column: its metadata shows.
+        page.get_by_text(METHOD, exact=True).first.click()
+        page.get_by_text(MODEL, exact=True).first.click()
+        expect(page.get_by_text(str(partition_key(MODEL, METHOD)), exact=True).first).to_be_visible()
+        expect(page.get_by_role("row", name=f"rows {len(expected_ids)}", exact=True)).to_be_visible()
 
     # The table the run wrote holds one row per question of the dataset, for (tiny, none) only.
     table = lake.read(lake.table_uri(str(e2e_home.home / "lake"), "responses", E2E_DATASET))
-    expected_ids = question_ids(data_dir)
-    assert len(expected_ids) == 800  # 4 axes x 200 questions
-    assert table.height == 800 and set(table["idx"]) == expected_ids
+    assert table.height == len(expected_ids) and set(table["idx"]) == expected_ids
     assert table.select("model", "method").unique().to_dicts() == [{"model": MODEL, "method": METHOD}]
