@@ -39,6 +39,7 @@ defs = dg.Definitions(
     jobs=[observe_dataset_files_job],
     schedules=[automation.observe_dataset_files_schedule(observe_dataset_files_job)],
     sensors=[
+        automation.automation_sensor(),
         automation.build_model_registry_sensor(
             lambda: list(load_registry()),
             [key for asset in worker_assets for key in asset.keys],

@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
 from quantbias_assets.catalog.methods import METHOD_SPECS
 from quantbias_assets.catalog.models import get_model
 from quantbias_assets.partitions import model_and_method, model_method_partitions
@@ -56,6 +57,7 @@ def quantize_extras(model: str, method: str, config: CheckpointConfig, model_sto
     key="checkpoint",
     partitions_def=model_method_partitions,
     pool="gpu",
+    backfill_policy=ONE_MODEL_LOAD_PER_RUN,
     group_name="checkpoints",
     kinds={"pytorch"},
     code_version=CHECKPOINT_CODE_VERSION,

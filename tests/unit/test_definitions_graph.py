@@ -48,7 +48,7 @@ ONE_PARTITION_PER_RUN = "multi_run(max_partitions_per_run=1)"
 EXPECTED: dict[str, dict] = {
     **{f"dataset_files/{name}": row("datasets") for name in DATASETS},
     **{f"questions/{name}": row("datasets", None, "questions-v1", "eager") for name in DATASETS},
-    "checkpoint": row("checkpoints", MODEL_X_METHOD, "1", None, ["gpu"]),
+    "checkpoint": row("checkpoints", MODEL_X_METHOD, "1", None, ["gpu"], ONE_PARTITION_PER_RUN),
     **{
         f"responses/{name}": row(
             "responses", MODEL_X_METHOD, "1", "refresh_existing_partitions", ["gpu"], ONE_PARTITION_PER_RUN
