@@ -21,6 +21,7 @@ from quantbias_assets.catalog.models import load_registry
 from resources.environments import resources_for
 
 worker_assets = [*checkpoint_assets, *response_assets, *verdict_assets]
+WORKER_ASSET_KEYS = [key for asset in worker_assets for key in asset.keys]
 assets = automation.with_automation(
     [
         *question_assets,
@@ -42,7 +43,7 @@ defs = dg.Definitions(
         automation.automation_sensor(),
         automation.build_model_registry_sensor(
             lambda: list(load_registry()),
-            [key for asset in worker_assets for key in asset.keys],
+            WORKER_ASSET_KEYS,
         )
     ],
     resources=resources_for(),

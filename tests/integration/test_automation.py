@@ -171,6 +171,28 @@ def test_removed_model_keeps_its_partition(defs, instance, local_model, quantbia
     assert len(instance.get_dynamic_partitions("model")) == 11
 
 
+def test_models_add_from_the_shell_adds_partition_and_backfill_and_the_sensor_then_skips_it(
+    defs, instance, local_model
+):
+    from quantbias_assets.cli import main
+
+    instance.add_dynamic_partitions("model", sorted(PAPER_NICKNAMES))
+    assert main(["models", "add", str(local_model), "--nickname", "tiny-a"]) == 0
+
+    assert "tiny-a" in instance.get_dynamic_partitions("model")
+    [backfill] = instance.get_backfills()
+    assert backfill.title == "new model tiny-a"
+    target = backfill.asset_backfill_data.target_subset
+    # the 6 backfill methods of tiny-a, for the checkpoint + 17 response + 7 verdict tables
+    assert target.num_partitions_and_non_partitioned_assets == 6 * len(WORKER_KEYS)
+    assert set(target.asset_keys) == WORKER_KEYS
+    checkpoint_keys = set(target.get_partitions_subset(dg.AssetKey("checkpoint")).get_partition_keys())
+    assert checkpoint_keys == {f"{method}|tiny-a" for method in BACKFILL_METHODS}  # method|model
+    # the registry sensor sees nothing new: no second backfill
+    result = tick(defs, instance)
+    assert result.run_requests == [] and result.dynamic_partitions_requests == []
+
+
 def test_broken_registry_fails_the_tick_naming_file_record_and_field(defs, instance, quantbias_home):
     registry = quantbias_home / "models.yaml"
     registry.write_text(yaml.safe_dump({"models": [{"nickname": "Bad Name", "source": "a/b"}]}))
