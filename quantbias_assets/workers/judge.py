@@ -40,7 +40,7 @@ from quantbias_assets.guard import (
 from quantbias_assets.workers.pipes_io import (
     PartitionTarget,
     keys_data_version,
-    report_failed_datasets,
+    materialize_each_dataset,
     require,
 )
 from quantbias_assets.workers.resume import ChunkProgress, ResumeReport, run_resumable
@@ -266,25 +266,17 @@ def main() -> None:
                 f"guard {request.guard_model} loaded with {engine.name} for "
                 f"{request.target.model}/{request.target.method}; datasets: {', '.join(request.datasets)}"
             )
-            failures: dict[str, str] = {}
-            for dataset in request.datasets:
-                try:
-                    result = judge_dataset(
-                        engine, request, dataset, config_hash=config_hash,
-                        log_info=pipes.log.info, log_error=pipes.log.error,
-                    )
-                except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
-                    failures[dataset] = f"verdicts/{dataset}: {type(error).__name__}: {error}"
-                    pipes.log.error(failures[dataset])
-                    continue
-                pipes.report_asset_materialization(
-                    asset_key=f"verdicts/{dataset}",
-                    metadata=result.metadata(engine, request, config_hash),
-                    data_version=result.data_version,
+
+            def build(dataset: str) -> tuple[dict[str, Any], str]:
+                result = judge_dataset(
+                    engine, request, dataset, config_hash=config_hash,
+                    log_info=pipes.log.info, log_error=pipes.log.error,
                 )
+                return result.metadata(engine, request, config_hash), result.data_version
+
+            materialize_each_dataset(pipes, "verdicts", request.datasets, build)
         finally:
             engine.close()
-        report_failed_datasets(pipes, failures)
 
 
 if __name__ == "__main__":

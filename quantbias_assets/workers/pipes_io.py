@@ -8,7 +8,7 @@ successes and then fail the step naming the others. Imports dagster-pipes only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,28 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def materialize_each_dataset(
+    pipes: PipesContext,
+    table: str,
+    datasets: Sequence[str],
+    build: Callable[[str], tuple[Mapping[str, Any], str]],
+) -> None:
+    """Build `<table>/<dataset>` for each dataset and report its materialization (metadata,
+    data version); a dataset that fails is logged and reported at the end, the others go on."""
+    failures: dict[str, str] = {}
+    for dataset in datasets:
+        try:
+            metadata, data_version = build(dataset)
+        except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
+            failures[dataset] = f"{table}/{dataset}: {type(error).__name__}: {error}"
+            pipes.log.error(failures[dataset])
+            continue
+        pipes.report_asset_materialization(
+            asset_key=f"{table}/{dataset}", metadata=dict(metadata), data_version=data_version
+        )
+    report_failed_datasets(pipes, failures)
 
 
 def report_failed_datasets(pipes: PipesContext, failures: Mapping[str, str]) -> None:

@@ -33,7 +33,7 @@ from quantbias_assets.engines.base import ChoiceSequence, Engine, GenerationSett
 from quantbias_assets.workers.pipes_io import (
     PartitionTarget,
     keys_data_version,
-    report_failed_datasets,
+    materialize_each_dataset,
     require,
 )
 from quantbias_assets.workers.resume import ChunkProgress, ResumeReport, read_partition_keys, run_resumable
@@ -506,26 +506,17 @@ def main() -> None:
             f"loaded {manifest.path} ({request.target.model}/{request.target.method}) with {engine.name}; "
             f"datasets: {', '.join(request.datasets)}"
         )
-        failures: dict[str, str] = {}
+
+        def build(dataset: str) -> tuple[dict[str, Any], str]:
+            result = respond_dataset(
+                engine, manifest.identity, request, dataset, log_info=pipes.log.info, log_error=pipes.log.error
+            )
+            return result.metadata(engine), result.data_version
+
         try:
-            for dataset in request.datasets:
-                try:
-                    result = respond_dataset(
-                        engine, manifest.identity, request, dataset,
-                        log_info=pipes.log.info, log_error=pipes.log.error,
-                    )
-                except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
-                    failures[dataset] = f"responses/{dataset}: {type(error).__name__}: {error}"
-                    pipes.log.error(failures[dataset])
-                    continue
-                pipes.report_asset_materialization(
-                    asset_key=f"responses/{dataset}",
-                    metadata=result.metadata(engine),
-                    data_version=result.data_version,
-                )
+            materialize_each_dataset(pipes, "responses", request.datasets, build)
         finally:
             engine.close()
-        report_failed_datasets(pipes, failures)
 
 
 if __name__ == "__main__":
