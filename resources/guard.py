@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from quantbias_assets.guard import DEFAULT_GUARD_MODEL
+from resources.inference import engine_kwargs
 
 
 class GuardResource(dg.ConfigurableResource):
@@ -46,18 +47,11 @@ class GuardResource(dg.ConfigurableResource):
 
     def engine_config(self) -> dict[str, Any]:
         """Keyword arguments of `engines.load_engine` for the chosen backend."""
-        if self.backend == "vllm":
-            return {
-                "dtype": self.dtype,
-                "max_model_len": self.max_model_len,
-                "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-                "tensor_parallel_size": self.vllm_tensor_parallel_size,
-                "enforce_eager": self.vllm_enforce_eager,
-            }
-        config: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
-        if self.torch_threads is not None:
-            config["torch_threads"] = self.torch_threads
-        return config
+        return engine_kwargs(
+            self.backend, dtype=self.dtype, device=self.device, torch_threads=self.torch_threads,
+            max_model_len=self.max_model_len, gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            tensor_parallel_size=self.vllm_tensor_parallel_size, enforce_eager=self.vllm_enforce_eager,
+        )
 
     def to_extras(self) -> dict[str, Any]:
         """The part of the judge worker's Pipes extras that this resource decides."""

@@ -14,6 +14,35 @@ REFERENCE_FMT_TEMPERATURE = 0.7
 REFERENCE_SEED = 1
 
 
+def engine_kwargs(
+    backend: str,
+    *,
+    dtype: str,
+    device: str,
+    torch_threads: int | None,
+    max_model_len: int,
+    gpu_memory_utilization: float,
+    tensor_parallel_size: int,
+    enforce_eager: bool,
+    max_batch_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of `engines.load_engine`: each backend takes only its own settings."""
+    if backend == "vllm":
+        return {
+            "dtype": dtype,
+            "max_model_len": max_model_len,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "tensor_parallel_size": tensor_parallel_size,
+            "enforce_eager": enforce_eager,
+        }
+    config: dict[str, Any] = {"device": device, "dtype": dtype}
+    if torch_threads is not None:
+        config["torch_threads"] = torch_threads
+    if max_batch_tokens is not None:
+        config["max_batch_tokens"] = max_batch_tokens
+    return config
+
+
 class InferenceResource(dg.ConfigurableResource):
     """How the respond worker loads its engine and answers questions.
 
@@ -48,20 +77,12 @@ class InferenceResource(dg.ConfigurableResource):
 
     def engine_config(self) -> dict[str, Any]:
         """Keyword arguments of `engines.load_engine` for the chosen backend."""
-        if self.backend == "vllm":
-            return {
-                "dtype": self.dtype,
-                "max_model_len": self.vllm_max_model_len,
-                "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-                "tensor_parallel_size": self.vllm_tensor_parallel_size,
-                "enforce_eager": self.vllm_enforce_eager,
-            }
-        config: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
-        if self.torch_threads is not None:
-            config["torch_threads"] = self.torch_threads
-        if self.max_batch_tokens is not None:
-            config["max_batch_tokens"] = self.max_batch_tokens
-        return config
+        return engine_kwargs(
+            self.backend, dtype=self.dtype, device=self.device, torch_threads=self.torch_threads,
+            max_batch_tokens=self.max_batch_tokens, max_model_len=self.vllm_max_model_len,
+            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            tensor_parallel_size=self.vllm_tensor_parallel_size, enforce_eager=self.vllm_enforce_eager,
+        )
 
     def generation_config(self) -> dict[str, dict[str, Any]]:
         """GenerationSettings fields for single-turn datasets and for each FMT10K turn."""
