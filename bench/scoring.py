@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,25m")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baseline-questions", type=int, default=100)
-    parser.add_argument("--max-batch-tokens", type=int, default=512)
+    parser.add_argument("--max-batch-tokens", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")

@@ -135,7 +135,7 @@ class HFEngine:
         device: str = "cpu",
         dtype: str = "float32",
         torch_threads: int | None = None,
-        max_batch_tokens: int = 512,
+        max_batch_tokens: int = 256,
         trust_remote_code: bool = False,
         generation_batch_size: int = 8,
     ) -> None:
