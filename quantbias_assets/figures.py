@@ -19,11 +19,10 @@ import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
-# Plot order of the paper (DATASET_ORDER), by dataset group.
+# Plot order of the paper (DATASET_ORDER), by dataset group (analysis.flags.DATASET_GROUPS).
 DATASET_ORDER = (
-    "CEB-Recognition", "CEB-Adult", "CEB-Credit", "CEB-Jigsaw", "StereoSet-Intersentence",
-    "SocialStigmaQA", "BBQ", "IAT", "BiasLens-Choices", "CEB-Continuation", "CEB-Conversation",
-    "BiasLens-GenWhy", "FMT10K",
+    "CEB-Recognition", "Adult", "Credit", "Jigsaw", "StereoSet", "SocialStigmaQA", "BBQ", "IAT",
+    "BiasLens-Choices", "CEB-Continuation", "CEB-Conversation", "BiasLens-GenWhy", "FMT10K",
 )
 METHOD_ORDER = ("RTN W8A16", "RTN W4A16", "RTN W4A16 + SQ", "GPTQ W4A16", "AWQ W4A16", "RTN W8A8", "RTN W8A8 + SQ")
 GREEN, RED, BLUE, CLAY = "#4c9a6a", "#c0504d", "#4f81bd", "#d99a6c"
