@@ -20,15 +20,18 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from quantbias_assets.engines.base import ChoiceSequence
+from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE, ChoiceSequence
 
 FALLBACK_TEMPLATE = "User: {prompt}\n\nAssistant: "
-# Llama-3.2's template writes today's date (strftime_now) unless `date_string` is given, so the
-# reference's prompts depend on the run date. We pin it (Llama-3.1's own fixed date) so a prompt,
-# and hence every score, is reproducible; date_string=None gives the reference behaviour.
-PINNED_TEMPLATE_DATE = "26 Jul 2024"
-# Bump when the rule that turns (prompt, choice) into scored tokens changes: it enters config_hash.
-PROMPT_RULE_VERSION = f"reference-v1;date_string={PINNED_TEMPLATE_DATE}"
+
+
+def prompt_rule_version(date_string: str = PINNED_TEMPLATE_DATE) -> str:
+    """Enters config_hash. Bump `v1` when the rule that turns (prompt, choice) into scored
+    tokens changes; the template date changes Llama-3.2 prompts, so it is part of it."""
+    return f"reference-v1;date_string={date_string}"
+
+
+PROMPT_RULE_VERSION = prompt_rule_version()
 
 
 class ChoiceNotFound(ValueError):

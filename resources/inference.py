@@ -7,6 +7,8 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE
+
 # What the reference code actually ran (spec §4): seeded T=1 sampling for single-turn
 # generation and T=0.7 for the FMT10K conversations, both with per-request seed 1.
 REFERENCE_TEMPERATURE = 1.0
@@ -72,6 +74,12 @@ class InferenceResource(dg.ConfigurableResource):
         description="tokenize templated prompts with special tokens (vLLM 0.8.3's double BOS)",
     )
 
+    template_date: str | None = Field(
+        default=PINNED_TEMPLATE_DATE,
+        description="the date Llama-3.x chat templates write into the system header; "
+        "None = the run's own date (the reference: its Llama-3.2 prompts depend on the day)",
+    )
+
     chunk_rows: int = Field(default=256, description="questions per Delta commit")
     sample_per_axis: int | None = Field(default=None, description="only the first N questions of each axis (demos)")
 
@@ -110,6 +118,7 @@ class InferenceResource(dg.ConfigurableResource):
             "engine_config": self.engine_config(),
             "generation": self.generation_config(),
             "add_special_tokens_reference": self.add_special_tokens_reference,
+            "template_date": self.template_date,
             "chunk_rows": self.chunk_rows,
             "sample_per_axis": self.sample_per_axis,
         }

@@ -10,6 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+# Llama-3.2's chat template writes today's date (strftime_now) unless `date_string` is given, so
+# the reference's prompts depend on the run date. We pin it (Llama-3.1's own fixed date) so a
+# prompt, and hence every score, is reproducible; the respond worker's `template_date` setting
+# puts the run date back (the reference behaviour).
+PINNED_TEMPLATE_DATE = "26 Jul 2024"
+
 
 @dataclass(frozen=True)
 class ChoiceSequence:
@@ -38,6 +44,7 @@ class GenerationSettings:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 1
+    template_date: str = PINNED_TEMPLATE_DATE  # the date Llama-3.x templates write (prompts.py)
 
 
 @dataclass(frozen=True)

@@ -265,7 +265,7 @@ class HFEngine:
         results: list[Generation] = []
         for begin in range(0, len(conversations), self.generation_batch_size):
             batch = conversations[begin : begin + self.generation_batch_size]
-            texts = [render_conversation(self.tokenizer, messages) for messages in batch]
+            texts = [render_conversation(self.tokenizer, messages, date_string=settings.template_date) for messages in batch]
             encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
             width = max(len(ids) for ids in encoded)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=self.device)

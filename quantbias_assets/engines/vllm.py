@@ -131,7 +131,7 @@ class VLLMEngine:
 
         prompts = []
         for index, conversation in enumerate(conversations):
-            token_ids = self.chat_token_ids(conversation)
+            token_ids = self.chat_token_ids(conversation, settings.template_date)
             if len(token_ids) >= self.max_model_len:
                 raise ValueError(
                     f"conversation {index}: prompt has {len(token_ids)} tokens, "
@@ -161,10 +161,10 @@ class VLLMEngine:
             )
         return generations
 
-    def chat_token_ids(self, conversation: list[dict[str, str]]) -> list[int]:
+    def chat_token_ids(self, conversation: list[dict[str, str]], template_date: str) -> list[int]:
         """The chat template with the generation prompt (rendered as the hf engine does), tokenized
         without adding special tokens (the template writes its own BOS where the model has one)."""
-        text = render_conversation(self.tokenizer, conversation)
+        text = render_conversation(self.tokenizer, conversation, date_string=template_date)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def versions(self) -> dict[str, str]:

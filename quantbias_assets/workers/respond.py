@@ -29,7 +29,7 @@ from dagster_pipes import open_dagster_pipes
 
 from quantbias_assets import lake
 from quantbias_assets.checkpoint_manifest import CheckpointManifest, manifest_path, read_manifest
-from quantbias_assets.engines.base import ChoiceSequence, Engine, GenerationSettings
+from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE, ChoiceSequence, Engine, GenerationSettings
 from quantbias_assets.workers.pipes_io import (
     PartitionTarget,
     keys_data_version,
@@ -207,6 +207,7 @@ def closed_rows(
     add_special_tokens: bool,
     stats: ChunkStats,
     log_error: ErrorLog,
+    template_date: str = PINNED_TEMPLATE_DATE,
 ) -> pl.DataFrame:
     """Score every choice of every question of the chunk: the closed responses schema."""
     from quantbias_assets import prompts, scoring
@@ -220,7 +221,7 @@ def closed_rows(
             problem = ("choices", "empty choice list")
         else:
             try:
-                templated = prompts.render_user_prompt(engine.tokenizer, prompt)
+                templated = prompts.render_user_prompt(engine.tokenizer, prompt, date_string=template_date)
                 sequences.append(
                     prompts.build_choice_sequences(
                         engine.tokenizer, templated, choices, add_special_tokens=add_special_tokens
@@ -362,22 +363,30 @@ class RespondRequest:
     engine_config: dict[str, Any]
     generation: dict[str, dict[str, Any]]
     add_special_tokens_reference: bool
+    template_date: str
     chunk_rows: int
     sample_per_axis: int | None
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any]) -> RespondRequest:
         generation = require(extras, "generation")
-        for style in ("single_turn", "multi_turn"):
-            GenerationSettings(**require(generation, style))  # fails early on unknown fields
+        # No date means the run's own date, as the reference's Llama-3.2 prompts had: it is
+        # resolved once here, so it is explicit in every prompt and in config_hash.
+        template_date = extras.get("template_date") or time.strftime("%d %b %Y")
+        generation = {
+            style: {**require(generation, style), "template_date": template_date} for style in ("single_turn", "multi_turn")
+        }
+        for settings in generation.values():
+            GenerationSettings(**settings)  # fails early on unknown fields
         return cls(
             target=PartitionTarget.from_extras(extras),
             datasets=tuple(require(extras, "datasets")),
             model_store_root=str(require(extras, "model_store_root")),
             backend=str(require(extras, "backend")),
             engine_config=dict(extras.get("engine_config") or {}),
-            generation={style: dict(generation[style]) for style in ("single_turn", "multi_turn")},
+            generation=generation,
             add_special_tokens_reference=bool(extras.get("add_special_tokens_reference", False)),
+            template_date=template_date,
             chunk_rows=int(require(extras, "chunk_rows")),
             sample_per_axis=extras.get("sample_per_axis"),
         )
@@ -437,7 +446,7 @@ def respond_dataset(
         backend=request.backend,
         dtype=str(request.engine_config.get("dtype", "default")),
         template_hash=prompts.template_hash(engine.tokenizer),
-        prompt_rule_version=prompts.PROMPT_RULE_VERSION,
+        prompt_rule_version=prompts.prompt_rule_version(request.template_date),
         # the double-BOS switch changes scored prompts only (generation never adds special tokens)
         add_special_tokens=request.add_special_tokens_reference and generation is None,
         generation=generation,
@@ -448,7 +457,7 @@ def respond_dataset(
         def process(chunk: pl.DataFrame) -> pl.DataFrame:
             return closed_rows(
                 chunk, engine, run, add_special_tokens=request.add_special_tokens_reference,
-                stats=stats, log_error=log_error,
+                stats=stats, log_error=log_error, template_date=request.template_date,
             )
     else:
         settings = GenerationSettings(**generation)

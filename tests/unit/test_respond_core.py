@@ -101,3 +101,16 @@ def test_request_from_extras_round_trips_the_resource_and_names_missing_keys() -
     assert request.target.uri("responses", "BBQ") == "/lake/responses/BBQ"
     with pytest.raises(ExtrasError, match="worker extras: model_store_root: missing"):
         RespondRequest.from_extras({key: value for key, value in extras.items() if key != "model_store_root"})
+
+
+def test_template_date_is_pinned_by_default_and_the_run_date_for_the_reference() -> None:
+    import time
+
+    base = {"lake_root": "/lake", "model": "m", "method": "none", "model_store_root": "/models", "datasets": ["BBQ"]}
+    pinned = RespondRequest.from_extras({**base, **InferenceResource().to_extras()})
+    assert pinned.template_date == "26 Jul 2024"
+    assert {settings["template_date"] for settings in pinned.generation.values()} == {"26 Jul 2024"}
+    reference = RespondRequest.from_extras({**base, **InferenceResource(template_date=None).to_extras()})
+    # resolved once, explicitly: the run's date, in the day-month-year form of Llama-3.2's template
+    assert reference.template_date == time.strftime("%d %b %Y")
+    assert reference.generation["multi_turn"]["template_date"] == reference.template_date
