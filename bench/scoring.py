@@ -175,8 +175,12 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    run_sizes(args, bench_size)
 
+
+def run_sizes(args: argparse.Namespace, bench_size) -> None:
+    """Build each requested model size once (tokenizer trained on BBQ) and benchmark it."""
+    torch.set_num_threads(args.threads)
     raw = load_bbq(args.data_dir, None if args.all else args.questions)
     if not raw:
         raise SystemExit(f"{args.data_dir}: no BBQ files found (set QUANTBIAS_DATA_DIR)")

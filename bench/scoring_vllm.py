@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,12 +21,11 @@ import numpy as np
 import torch
 
 # bench/scoring.py (run as a script, bench/ is on sys.path): same questions, models and trie count.
-from scoring import SIZES, count_trie, load_bbq
+from scoring import count_trie, run_sizes
 
 from quantbias_assets.engines.hf import HFEngine
 from quantbias_assets.engines.vllm import VLLMEngine
 from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
-from quantbias_assets.tiny_model import build_tiny_model
 
 
 def timed_score(engine, questions) -> tuple[list, float]:
@@ -80,19 +78,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    raw = load_bbq(args.data_dir, None if args.all else args.questions)
-    if not raw:
-        raise SystemExit(f"{args.data_dir}: no BBQ files found (set QUANTBIAS_DATA_DIR)")
-    corpus = [f"{p} {' '.join(c)}" for p, c in load_bbq(args.data_dir, None)]
-    with tempfile.TemporaryDirectory() as scratch:
-        models_dir = args.models_dir or Path(scratch)
-        for name in args.sizes.split(","):
-            model_dir = models_dir / f"bbq-{name}"
-            if not (model_dir / "config.json").is_file():
-                build_tiny_model(model_dir, seed=0, extra_texts=corpus, **SIZES[name])
-            bench_size(name, model_dir, raw, args)
+    run_sizes(args, bench_size)
 
 
 if __name__ == "__main__":
