@@ -159,11 +159,7 @@ class DatasetResult:
     def metadata(self, engine: Engine, request: JudgeRequest, config_hash: str) -> dict[str, Any]:
         seconds = self.report.seconds
         return {
-            "dagster/row_count": self.report.rows,
-            "rows": self.report.rows,
-            "new_rows": self.report.new,
-            "reused_rows": self.report.reused,
-            "deleted_stale_rows": self.report.deleted_stale,
+            **self.report.row_counts(),
             "failed_rows": self.report.failed,
             "responses_without_question": self.missing_questions,
             **self.counts,

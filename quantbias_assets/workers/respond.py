@@ -404,11 +404,7 @@ class DatasetResult:
         seconds = self.report.seconds
         failed = self.stats.failed_questions
         return {
-            "dagster/row_count": self.report.rows,
-            "rows": self.report.rows,
-            "new_rows": self.report.new,
-            "reused_rows": self.report.reused,
-            "deleted_stale_rows": self.report.deleted_stale,
+            **self.report.row_counts(),
             "failed_questions": self.report.failed,
             "failed_idx_sample": ", ".join(failed[:20]),
             "questions_per_s": round(self.stats.questions / seconds, 3) if seconds > 0 else None,

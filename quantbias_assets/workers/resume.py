@@ -51,6 +51,16 @@ class ResumeReport:
     deleted_stale: int
     seconds: float  # computing and committing the pending chunks
 
+    def row_counts(self) -> dict[str, int]:
+        """The materialization metadata every resumable worker reports."""
+        return {
+            "dagster/row_count": self.rows,
+            "rows": self.rows,
+            "new_rows": self.new,
+            "reused_rows": self.reused,
+            "deleted_stale_rows": self.deleted_stale,
+        }
+
 
 def _empty_keys(key: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame(schema={column: pl.String for column in key})
