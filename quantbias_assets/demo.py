@@ -59,7 +59,13 @@ def ensure_datasets() -> Path:
     say(f"no benchmark files in {data_dir}: fetching them (set QUANTBIAS_DATA_DIR to use a local copy)")
     from quantbias_assets.catalog.fetch import fetch_datasets
 
-    fetch_datasets(dest=data_dir)
+    report = fetch_datasets(dest=data_dir)
+    if not report.downloaded and not report.skipped:
+        failures = "\n  ".join(report.failed[:5])
+        raise SystemExit(
+            f"demo: no benchmark file could be fetched into {data_dir}; set QUANTBIAS_DATA_DIR to a "
+            f"local copy of the benchmark's data/ folder. First errors:\n  {failures}"
+        )
     return data_dir
 
 
