@@ -163,17 +163,23 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
     engine.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_parser(description: str, *, max_batch_tokens: int) -> argparse.ArgumentParser:
+    """The options both scoring benchmarks share: which questions, model sizes, threads, paths."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--all", action="store_true", help="every local BBQ question")
     parser.add_argument("--sizes", default="tiny,25m")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--baseline-questions", type=int, default=100)
-    parser.add_argument("--max-batch-tokens", type=int, default=256)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-batch-tokens", type=int, default=max_batch_tokens)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
+    return parser
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=256)
+    parser.add_argument("--baseline-questions", type=int, default=100)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     run_sizes(args, bench_size)
 

@@ -12,8 +12,6 @@ difference between their summed choice log-probs. Figures are recorded in docs/v
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 
 # bench/scoring.py (run as a script, bench/ is on sys.path): same questions, models and trie count.
-from scoring import count_trie, run_sizes
+from scoring import benchmark_parser, count_trie, run_sizes
 
 from quantbias_assets.engines.hf import HFEngine
 from quantbias_assets.engines.vllm import VLLMEngine
@@ -68,15 +66,8 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=500)
-    parser.add_argument("--all", action="store_true", help="every local BBQ question")
-    parser.add_argument("--sizes", default="tiny,25m")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-batch-tokens", type=int, default=512)
+    parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=512)
     parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
-    parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
     args = parser.parse_args()
     run_sizes(args, bench_size)
 

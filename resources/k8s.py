@@ -310,6 +310,15 @@ def default_worker_pods(
         "gpu": 1,
         "shm_size": "16Gi",
     }
+    # respond and judge run the same vLLM image with the same sizing.
+    vllm_worker = WorkerPodConfig(
+        image=f"{registry}/quantbias-vllm-worker:{tag}",
+        cpu_request="4",
+        cpu_limit="8",
+        memory_request="32Gi",
+        memory_limit="48Gi",
+        **gpu_pool,
+    )
     return {
         "quantize": WorkerPodConfig(
             image=f"{registry}/quantbias-quantizer-worker:{tag}",
@@ -319,20 +328,6 @@ def default_worker_pods(
             memory_limit="96Gi",
             **gpu_pool,
         ),
-        "respond": WorkerPodConfig(
-            image=f"{registry}/quantbias-vllm-worker:{tag}",
-            cpu_request="4",
-            cpu_limit="8",
-            memory_request="32Gi",
-            memory_limit="48Gi",
-            **gpu_pool,
-        ),
-        "judge": WorkerPodConfig(
-            image=f"{registry}/quantbias-vllm-worker:{tag}",
-            cpu_request="4",
-            cpu_limit="8",
-            memory_request="32Gi",
-            memory_limit="48Gi",
-            **gpu_pool,
-        ),
+        "respond": vllm_worker,
+        "judge": vllm_worker,
     }
