@@ -17,7 +17,7 @@ from quantbias_assets.assets.reports import paper_figures
 from quantbias_assets.assets.text_patterns import text_patterns
 from quantbias_assets.assets.responses import response_assets
 from quantbias_assets.assets.verdicts import verdict_assets
-from quantbias_assets.catalog.models import load_registry
+from quantbias_assets.catalog.models import load_user_entries
 from resources.environments import resources_for
 
 worker_assets = [*checkpoint_assets, *response_assets, *verdict_assets]
@@ -41,10 +41,10 @@ defs = dg.Definitions(
     schedules=[automation.observe_dataset_files_schedule(observe_dataset_files_job)],
     sensors=[
         automation.automation_sensor(),
+        # the user's entries only: the paper's models become partitions when asked for
         automation.build_model_registry_sensor(
-            lambda: list(load_registry()),
-            WORKER_ASSET_KEYS,
-        )
+            lambda: [entry.nickname for entry in load_user_entries()], WORKER_ASSET_KEYS
+        ),
     ],
     resources=resources_for(),
 )

@@ -6,9 +6,10 @@
   question table, the checkpoint, the responses) changed. Thanks to content-addressed rows the
   workers then re-score only the changed questions. New partitions are never started by
   automation: a new model is a backfill, requested by `model_registry_sensor`.
-- The paper's built-in models become `model` partitions on a fresh deployment, but are never
-  backfilled by themselves (up to 14B parameters, 60 runs): launch their backfill from the UI.
-  Models added to the registry file (`quantbias models add`) are backfilled at once.
+- Only models the user registered (`quantbias models add`, the registry file) become `model`
+  partitions, and they are backfilled at once. The paper's built-in models (up to 14B
+  parameters, 60 runs) get a partition only when asked for, so the UI counts missing
+  partitions of models someone wants, not of ten that nobody started.
 - Analysis assets refresh after the response / verdict partitions they scan are updated, and
   read whichever partitions exist (missing ones do not hold them). dbt models and figures are
   eager; the dbt seed, which has no inputs, is built once when first seen missing.
@@ -16,11 +17,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import dagster as dg
 
-from quantbias_assets.catalog.models import PAPER_MODELS
 from quantbias_assets.partitions import model_partitions, partition_key
 
 # What a new model gets without anyone asking: the native model and the paper's 5 variants.
@@ -139,15 +139,12 @@ def new_model_run_requests(
 
 
 def build_model_registry_sensor(
-    registered_models: Callable[[], Iterable[str]],
-    asset_keys: Sequence[dg.AssetKey],
-    not_backfilled: Collection[str] = tuple(entry.nickname for entry in PAPER_MODELS),
+    registered_models: Callable[[], Iterable[str]], asset_keys: Sequence[dg.AssetKey]
 ) -> dg.SensorDefinition:
     """A sensor on the model registry: a new nickname becomes a `model` partition and a backfill.
 
-    `registered_models()` returns the registry's nicknames; those in `not_backfilled` (the
-    built-in paper models) get their partition only. Removing a model from the registry
-    deletes nothing: its partitions and tables stay.
+    `registered_models()` returns the nicknames the user registered (not the built-in paper
+    models). Removing a model from the registry deletes nothing: its partitions and tables stay.
     """
 
     @dg.sensor(
@@ -166,7 +163,7 @@ def build_model_registry_sensor(
         context.log.info(f"new models in the registry: {', '.join(new)}")
         return dg.SensorResult(
             dynamic_partitions_requests=[model_partitions.build_add_request(new)],
-            run_requests=new_model_run_requests([m for m in new if m not in not_backfilled], asset_keys),
+            run_requests=new_model_run_requests(new, asset_keys),
         )
 
     return model_registry_sensor

@@ -35,7 +35,7 @@ from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_ite
 
 from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
 from quantbias_assets.automation import automation_sensor
-from quantbias_assets.catalog.models import add_model
+from quantbias_assets.catalog.models import add_model, load_registry
 from quantbias_assets.instance import ensure_dagster_home
 from resources.lake import LakeResource
 
@@ -111,19 +111,14 @@ def apply_partition_requests(instance: dg.DagsterInstance, result: SensorExecuti
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
 
 
-def test_fresh_deployment_adds_paper_models_as_partitions_without_runs(defs, instance):
+def test_fresh_deployment_adds_no_partition_for_the_built_in_paper_models(defs, instance):
+    # The 10 paper models are in the registry (`quantbias models list`) but nobody asked for them:
+    # no `model` partition, so the UI shows no "84 of 88 missing" for data nobody wants.
+    assert PAPER_NICKNAMES <= set(load_registry())
     result = tick(defs, instance)
-    [request] = result.dynamic_partitions_requests
-    assert isinstance(request, dg.AddDynamicPartitionsRequest)
-    assert request.partitions_def_name == "model"
-    assert len(request.partition_keys) == 10
-    assert set(request.partition_keys) == PAPER_NICKNAMES
-    assert result.run_requests == []
-
-    apply_partition_requests(instance, result)
-    again = tick(defs, instance)
-    assert again.skip_message == "no new model in the registry"
-    assert again.dynamic_partitions_requests == [] and again.run_requests == []
+    assert result.skip_message == "no new model in the registry"
+    assert result.dynamic_partitions_requests == [] and result.run_requests == []
+    assert instance.get_dynamic_partitions("model") == []
 
 
 def test_new_model_gets_partition_and_backfill_of_every_method(defs, instance, local_model):
@@ -150,8 +145,8 @@ def test_new_model_gets_partition_and_backfill_of_every_method(defs, instance, l
 def test_unchanged_registry_requests_nothing(defs, instance, local_model):
     add_model(str(local_model), "tiny-a")
     first = tick(defs, instance)
-    # A fresh deployment with one registered model: 10 + 1 partitions, a backfill of the one.
-    assert set(first.dynamic_partitions_requests[0].partition_keys) == PAPER_NICKNAMES | {"tiny-a"}
+    # A fresh deployment with one registered model: its partition only, and its backfill.
+    assert list(first.dynamic_partitions_requests[0].partition_keys) == ["tiny-a"]
     assert len(first.run_requests) == 6
     apply_partition_requests(instance, first)
 
@@ -167,8 +162,7 @@ def test_removed_model_keeps_its_partition(defs, instance, local_model, quantbia
     (quantbias_home / "models.yaml").write_text(yaml.safe_dump({"models": []}))
     result = tick(defs, instance)
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
-    assert "tiny-a" in instance.get_dynamic_partitions("model")
-    assert len(instance.get_dynamic_partitions("model")) == 11
+    assert instance.get_dynamic_partitions("model") == ["tiny-a"]
 
 
 def test_models_add_from_the_shell_adds_partition_and_backfill_and_the_sensor_then_skips_it(
