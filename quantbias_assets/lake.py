@@ -1,26 +1,34 @@
-"""Delta Lake access: table URIs, whole-table writes, partition replacement, chunked appends, scans.
+"""Delta Lake access: table URIs, whole-table writes, partition replacement, chunked appends,
+insert-if-absent merges, scans.
 
 A pure module (polars + deltalake, no Dagster) so that workers can write to the lake directly.
 Every table lives at `<root>/<asset key path>`; the root is a local folder or an object-store URI
 (s3://, gs://, az://, abfss://) reached with `storage_options`.
+
+Every commit retries when a concurrent writer wins the same table version; each retry is logged
+on the `quantbias_assets.lake` logger (`commit_retries_logged_to` forwards it, e.g. to Dagster).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TypeVar
 
 import polars as pl
-from deltalake import DeltaTable
+from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 PARTITION_COLUMNS = ("model", "method")
 COMMIT_ATTEMPTS = 12
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class LakeTableNotFoundError(FileNotFoundError):
@@ -86,7 +94,9 @@ def write_table(
             mode="overwrite",
             storage_options=_options(storage_options),
             delta_write_options=options,
-        )
+        ),
+        uri,
+        storage_options,
     )
 
 
@@ -110,7 +120,9 @@ def replace_partition(
             mode="overwrite",
             storage_options=_options(storage_options),
             delta_write_options={"partition_by": list(PARTITION_COLUMNS), "predicate": predicate},
-        )
+        ),
+        uri,
+        storage_options,
     )
 
 
@@ -135,7 +147,79 @@ def append_chunk(
             delta_write_options={"partition_by": list(partition_by)} if partition_by else None,
         )
 
-    _with_commit_retries(append)
+    _with_commit_retries(append, uri, storage_options)
+
+
+def insert_absent(
+    df: pl.DataFrame,
+    uri: str,
+    *,
+    partition: Mapping[str, str],
+    key: Sequence[str],
+    storage_options: Mapping[str, str] | None = None,
+) -> int:
+    """Insert the rows whose key is not yet in the partition, as one MERGE commit; returns how
+    many were inserted.
+
+    Idempotent on (partition, key): a key already committed, by this run or a concurrent one, is
+    never added again, and a key twice in `df` is inserted once. The merge predicate names the
+    partition's values, so the merge reads only that partition and a concurrent commit to it is a
+    conflict that is retried against the new table version (which then holds the other's keys).
+    """
+    _require_partition(df, partition)
+    source = df.unique(subset=list(key), keep="first", maintain_order=True)
+    predicate = " AND ".join(
+        [f"target.{column} = {sql_literal(value)}" for column, value in partition.items()]
+        + [f"target.{column} = source.{column}" for column in key]
+    )
+
+    def merge() -> int:
+        if not table_exists(uri, storage_options):
+            # mode "error": of two creators one commits, the other fails, retries and merges
+            source.write_delta(
+                uri,
+                mode="error",
+                storage_options=_options(storage_options),
+                delta_write_options={"partition_by": list(partition)},
+            )
+            return source.height
+        metrics = (
+            _open(uri, storage_options)
+            .merge(source, predicate, source_alias="source", target_alias="target")
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return int(metrics["num_target_rows_inserted"])
+
+    return _with_commit_retries(merge, uri, storage_options)
+
+
+def keep_one_row_per_key(
+    uri: str,
+    predicate: str,
+    *,
+    key: Sequence[str],
+    storage_options: Mapping[str, str] | None = None,
+) -> int:
+    """Among the rows matching `predicate`, keep the first row of each key; returns how many rows
+    were removed.
+
+    One commit replaces the matching rows with one row per key, so a reader sees either the
+    duplicates or the single row, never no row. The rows are read from the same table version the
+    commit starts from: a concurrent change to them is a conflict, and the retry reads them again.
+    """
+
+    def rewrite() -> int:
+        table = _open(uri, storage_options)
+        reader = QueryBuilder().register("t", table).execute(f"SELECT * FROM t WHERE {predicate}")
+        matching = pl.DataFrame(reader.read_all())
+        kept = matching.unique(subset=list(key), keep="first", maintain_order=True)
+        if kept.height == matching.height:
+            return 0
+        write_deltalake(table, kept, mode="overwrite", predicate=predicate)
+        return matching.height - kept.height
+
+    return _with_commit_retries(rewrite, uri, storage_options)
 
 
 def delete_where(
@@ -147,7 +231,7 @@ def delete_where(
         metrics = _open(uri, storage_options).delete(predicate)
         return int(metrics.get("num_deleted_rows", 0))
 
-    return _with_commit_retries(delete)
+    return _with_commit_retries(delete, uri, storage_options)
 
 
 def scan(
@@ -190,13 +274,18 @@ def _options(storage_options: Mapping[str, str] | None) -> dict[str, str] | None
 
 
 def _require_single_partition(df: pl.DataFrame, *, model: str, method: str) -> None:
-    for column, expected in (("model", model), ("method", method)):
+    _require_partition(df, {"model": model, "method": method})
+
+
+def _require_partition(df: pl.DataFrame, partition: Mapping[str, str]) -> None:
+    name = "/".join(partition.values())
+    for column, expected in partition.items():
         if column not in df.columns:
             raise ValueError(f"partition rows need a `{column}` column")
         found = set(df.get_column(column).unique().to_list())
         if found - {expected}:
             raise ValueError(
-                f"rows for partition {model}/{method} carry other {column} values: {sorted(map(str, found))}"
+                f"rows for partition {name} carry other {column} values: {sorted(map(str, found))}"
             )
 
 
@@ -207,12 +296,50 @@ def _is_retryable(error: Exception) -> bool:
     return isinstance(error, DeltaError) and "already exists" in str(error).lower()
 
 
-def _with_commit_retries(action: Callable[[], T]) -> T:
-    for attempt in range(COMMIT_ATTEMPTS):
+def _table_version(uri: str, storage_options: Mapping[str, str] | None) -> int | None:
+    try:
+        return _open(uri, storage_options).version()
+    except Exception:  # noqa: BLE001 - the version only enriches a log line
+        return None
+
+
+def _with_commit_retries(
+    action: Callable[[], T], uri: str, storage_options: Mapping[str, str] | None = None
+) -> T:
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             return action()
         except Exception as error:  # noqa: BLE001 - filtered by _is_retryable
-            if attempt == COMMIT_ATTEMPTS - 1 or not _is_retryable(error):
+            if attempt == COMMIT_ATTEMPTS or not _is_retryable(error):
                 raise
-            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+            delay = random.uniform(0.05, 0.2) * attempt
+            version = _table_version(uri, storage_options)
+            log.warning(
+                "%s: commit attempt %d of %d lost to a concurrent writer (table now at version %s); "
+                "retrying in %.2f s: %s",
+                uri, attempt, COMMIT_ATTEMPTS, "unknown" if version is None else version, delay,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
+            time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+class _CallbackHandler(logging.Handler):
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._emit(record.getMessage())
+
+
+@contextmanager
+def commit_retries_logged_to(emit: Callable[[str], None]) -> Iterator[None]:
+    """Forward this module's log lines (commit retries) to `emit` while the block runs: a worker
+    passes its Dagster Pipes logger, so each retry shows in the run's event log."""
+    handler = _CallbackHandler(emit)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from quantbias_assets import lake
-from quantbias_assets.workers.resume import plan_resume, run_resumable, stale_predicates
+from quantbias_assets.workers.resume import key_predicates, plan_resume, run_resumable
 
 KEY = ("question_hash", "config_hash")
 PARTITION = {"model": "tiny", "method": "none"}
@@ -38,15 +38,15 @@ def test_plan_with_empty_table_makes_everything_pending() -> None:
     assert plan.pending.height == 2 and plan.reused == 0 and plan.stale.height == 0
 
 
-def test_stale_predicates_group_by_config_and_split_long_lists() -> None:
+def test_key_predicates_group_by_config_and_split_long_lists() -> None:
     stale = pl.DataFrame({"question_hash": ["a", "b", "c", "it's"], "config_hash": ["c0", "c0", "c0", "c1"]})
-    predicates = stale_predicates(PARTITION, stale, KEY, max_values=2)
+    predicates = key_predicates(PARTITION, stale, KEY, max_values=2)
     assert predicates == [
         "model = 'tiny' AND method = 'none' AND config_hash = 'c0' AND question_hash IN ('a', 'b')",
         "model = 'tiny' AND method = 'none' AND config_hash = 'c0' AND question_hash IN ('c')",
         "model = 'tiny' AND method = 'none' AND config_hash = 'c1' AND question_hash IN ('it''s')",
     ]
-    assert stale_predicates(PARTITION, stale.clear(), KEY) == []
+    assert key_predicates(PARTITION, stale.clear(), KEY) == []
 
 
 def fake_outputs(chunk: pl.DataFrame) -> pl.DataFrame:
