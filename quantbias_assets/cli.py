@@ -39,6 +39,8 @@ def register_datasets(sub: argparse._SubParsersAction) -> None:
         errors = [line for load in loads for line in load.errors]
         for line in errors:
             print(line)
+        for line in (line for load in loads for line in load.warnings):
+            print(f"warning: {line}")  # not an error: the exit status stays 0
         return 1 if errors else 0
 
     def fetch(args: argparse.Namespace) -> int:

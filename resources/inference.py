@@ -80,6 +80,12 @@ class InferenceResource(dg.ConfigurableResource):
         "None = the run's own date (the reference: its Llama-3.2 prompts depend on the day)",
     )
 
+    max_context_tokens: int | None = Field(
+        default=None,
+        description="the most tokens one question may take (scored: prompt + choice; generated: prompt + "
+        "max_new_tokens); a longer question fails alone. None = the model's context",
+    )
+
     chunk_rows: int = Field(default=256, description="questions per Delta commit")
     sample_per_axis: int | None = Field(default=None, description="only the first N questions of each axis (demos)")
 
@@ -121,4 +127,5 @@ class InferenceResource(dg.ConfigurableResource):
             "template_date": self.template_date,
             "chunk_rows": self.chunk_rows,
             "sample_per_axis": self.sample_per_axis,
+            "max_context_tokens": self.max_context_tokens,
         }

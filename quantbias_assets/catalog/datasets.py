@@ -82,6 +82,7 @@ class DatasetLoad:
     axes_present: tuple[str, ...]
     axes_absent: tuple[str, ...]
     errors: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # valid but suspicious records (absurd sizes); they still load
 
     @property
     def ok(self) -> bool:
@@ -345,6 +346,11 @@ def question_hash(dataset: str, source_json: str) -> str:
     return hashlib.sha256(f"{dataset}\n{source_json}".encode()).hexdigest()
 
 
+# The largest record of the 13 benchmark files has ~1,600 characters of JSON; one 60x larger is
+# almost surely a broken file, and would exceed a small model's context (it fails alone when answered).
+RECORD_SIZE_WARNING_CHARS = 100_000
+
+
 def _record_label(record: object, position: int) -> str:
     if isinstance(record, Mapping) and isinstance(record.get("idx"), str):
         return str(record["idx"])
@@ -355,6 +361,7 @@ def build_questions(spec: DatasetSpec, files: Mapping[str, bytes | None]) -> Dat
     """Validate and load one dataset from the raw bytes of its files (None = absent file)."""
     columns: dict[str, list[Any]] = {name: [] for name in QUESTION_SCHEMA}
     errors: list[str] = []
+    warnings: list[str] = []
     first_seen: dict[str, str] = {}
     present = tuple(axis for axis in spec.axes if files.get(axis) is not None)
     absent = tuple(axis for axis in spec.axes if files.get(axis) is None)
@@ -384,6 +391,11 @@ def build_questions(spec: DatasetSpec, files: Mapping[str, bytes | None]) -> Dat
                 continue
             first_seen[idx] = f"{path} #{position}"
             source_json = canonical_json(record)
+            if len(source_json) > RECORD_SIZE_WARNING_CHARS:
+                warnings.append(
+                    f"{path}: record {label}: size: {len(source_json)} characters of JSON "
+                    f"(more than {RECORD_SIZE_WARNING_CHARS}); it will likely exceed the model's context and fail alone"
+                )
             row = {
                 **empty_row,
                 "choices": [],
@@ -398,7 +410,9 @@ def build_questions(spec: DatasetSpec, files: Mapping[str, bytes | None]) -> Dat
             for name, column in columns.items():
                 column.append(row[name])
     frame = pl.DataFrame(columns, schema=QUESTION_SCHEMA)
-    return DatasetLoad(spec=spec, frame=frame, axes_present=present, axes_absent=absent, errors=tuple(errors))
+    return DatasetLoad(
+        spec=spec, frame=frame, axes_present=present, axes_absent=absent, errors=tuple(errors), warnings=tuple(warnings)
+    )
 
 
 # ---------------------------------------------------------------- disk edge

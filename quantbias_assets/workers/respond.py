@@ -7,9 +7,11 @@ them chunk by chunk (one Delta commit each), deletes the partition's stale rows 
 materialization. Closed datasets are scored by choice log-probs; open ones are generated
 (FMT10K: 5 turns, the model's own replies fed back, spec §4.2).
 
-A question that cannot be answered (a choice that cannot be located in the tokens...) records
-nothing, is logged as `questions/<dataset>: record <idx>: <field>: <problem>` and counted; a
-dataset that fails as a whole is reported as failed after the others have been answered.
+A question that cannot be answered (a choice that cannot be located in the tokens, a prompt
+longer than the model's context or the `max_context_tokens` cap...) records nothing, is logged
+as `questions/<dataset>: record <idx>: <field>: <problem>` and counted; a dataset that fails as a
+whole is reported as failed after the others have been answered. The length is checked before
+the engine sees the question, so an oversized one costs no forward pass.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from dagster_pipes import open_dagster_pipes
 
 from quantbias_assets import lake
 from quantbias_assets.checkpoint_manifest import CheckpointManifest, manifest_path, read_manifest
-from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE, ChoiceSequence, Engine, GenerationSettings
+from quantbias_assets.engines.base import (
+    PINNED_TEMPLATE_DATE,
+    ChoiceSequence,
+    ContextTooLong,
+    Engine,
+    GenerationSettings,
+    LengthGuard,
+)
 from quantbias_assets.workers.pipes_io import (
     PartitionTarget,
     keys_data_version,
@@ -148,6 +157,11 @@ def question_error(dataset: str, idx: str, field_name: str, problem: object) -> 
     return f"questions/{dataset}: record {idx}: {field_name}: {problem}"
 
 
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Tokens of a rendered text as the engines tokenize it (the template writes its own specials)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 # ---------------------------------------------------------------- answering a chunk
 
 
@@ -208,10 +222,15 @@ def closed_rows(
     stats: ChunkStats,
     log_error: ErrorLog,
     template_date: str = PINNED_TEMPLATE_DATE,
+    guard: LengthGuard | None = None,
 ) -> pl.DataFrame:
-    """Score every choice of every question of the chunk: the closed responses schema."""
+    """Score every choice of every question of the chunk: the closed responses schema.
+
+    `guard` defaults to the engine's context; a question longer than its limit is never scored.
+    """
     from quantbias_assets import prompts, scoring
 
+    guard = guard or LengthGuard.for_engine(engine)
     kept: list[int] = []
     sequences: list[list[ChoiceSequence]] = []
     for position, (idx, prompt, choices) in enumerate(chunk.select("idx", "prompt", "choices").iter_rows()):
@@ -222,13 +241,19 @@ def closed_rows(
         else:
             try:
                 templated = prompts.render_user_prompt(engine.tokenizer, prompt, date_string=template_date)
-                sequences.append(
-                    prompts.build_choice_sequences(
+                # the prompt alone first: one tokenization, not one per choice, for an absurd prompt
+                too_long = guard and guard.text_problem(templated, token_counter(engine.tokenizer))
+                if too_long:
+                    problem = ("prompt", too_long)
+                else:
+                    question = prompts.build_choice_sequences(
                         engine.tokenizer, templated, choices, add_special_tokens=add_special_tokens
                     )
-                )
-                kept.append(position)
-                problem = None
+                    too_long = guard and guard.tokens_problem(max(len(s.token_ids) for s in question))
+                    problem = ("prompt", too_long) if too_long else None
+                    if problem is None:
+                        sequences.append(question)
+                        kept.append(position)
             except prompts.ChoiceNotFound as error:
                 problem = ("choices", error)
         if problem is not None:
@@ -269,17 +294,34 @@ def generate_conversations(
     turns: Sequence[Sequence[str]],
     settings: GenerationSettings,
     on_error: Callable[[int, Exception], None],
+    guard: LengthGuard | None = None,
 ) -> list[list[Any] | None]:
     """Answer every turn of every conversation, feeding each reply back (spec §4.2).
 
-    All conversations advance one turn per engine call; a conversation whose generation fails is
-    dropped from later turns and comes back as None.
+    All conversations advance one turn per engine call; a conversation whose generation fails, or
+    whose next prompt + max_new_tokens exceeds the guard's limit (ContextTooLong), is dropped from
+    later turns and comes back as None.
     """
+    from quantbias_assets.prompts import render_conversation
+
+    count_tokens = token_counter(engine.tokenizer)
     histories: list[list[dict[str, str]]] = [[] for _ in turns]
     replies: list[list[Any] | None] = [[] for _ in turns]
     n_turns = max((len(t) for t in turns), default=0)
     for turn in range(n_turns):
-        active = [i for i, t in enumerate(turns) if replies[i] is not None and turn < len(t)]
+        active = []
+        for i, t in enumerate(turns):
+            if replies[i] is None or turn >= len(t):
+                continue
+            if guard is not None:
+                conversation = [*histories[i], {"role": "user", "content": t[turn]}]
+                text = render_conversation(engine.tokenizer, conversation, date_string=settings.template_date)
+                problem = guard.text_problem(text, count_tokens, new_tokens=settings.max_new_tokens)
+                if problem is not None:
+                    replies[i] = None
+                    on_error(i, ContextTooLong(f"turn {turn + 1}: {problem}" if len(t) > 1 else problem))
+                    continue
+            active.append(i)
         conversations = [[*histories[i], {"role": "user", "content": turns[i][turn]}] for i in active]
 
         def failed(position: int, error: Exception) -> None:
@@ -304,8 +346,13 @@ def open_rows(
     multi_turn: bool,
     stats: ChunkStats,
     log_error: ErrorLog,
+    guard: LengthGuard | None = None,
 ) -> pl.DataFrame:
-    """Generate the reply (FMT10K: the 5 replies) of every question: the open responses schema."""
+    """Generate the reply (FMT10K: the 5 replies) of every question: the open responses schema.
+
+    `guard` defaults to the engine's context; a conversation longer than its limit is never generated.
+    """
+    guard = guard or LengthGuard.for_engine(engine)
     field_name = "turns" if multi_turn else "prompt"
     turns = [
         (question_turns if multi_turn else [prompt])
@@ -327,7 +374,8 @@ def open_rows(
         engine,
         [turns[i] for i in valid],
         settings,
-        lambda i, error: report(valid[i], f"generation failed: {error}"),
+        lambda i, error: report(valid[i], str(error) if isinstance(error, ContextTooLong) else f"generation failed: {error}"),
+        guard,
     )
     answered = [(valid[i], r) for i, r in enumerate(replies) if r is not None]
     rows = take_rows(chunk, [position for position, _ in answered])
@@ -366,6 +414,7 @@ class RespondRequest:
     template_date: str
     chunk_rows: int
     sample_per_axis: int | None
+    max_context_tokens: int | None = None
 
     @classmethod
     def from_extras(cls, extras: Mapping[str, Any]) -> RespondRequest:
@@ -389,6 +438,7 @@ class RespondRequest:
             template_date=template_date,
             chunk_rows=int(require(extras, "chunk_rows")),
             sample_per_axis=extras.get("sample_per_axis"),
+            max_context_tokens=extras.get("max_context_tokens"),
         )
 
 
@@ -449,18 +499,20 @@ def respond_dataset(
     )
     run = DatasetRun(target.model, target.method, dataset, digest, engine.name)
     stats = ChunkStats()
+    guard = LengthGuard.for_engine(engine, request.max_context_tokens)
     if generation is None:
         def process(chunk: pl.DataFrame) -> pl.DataFrame:
             return closed_rows(
                 chunk, engine, run, add_special_tokens=request.add_special_tokens_reference,
-                stats=stats, log_error=log_error, template_date=request.template_date,
+                stats=stats, log_error=log_error, template_date=request.template_date, guard=guard,
             )
     else:
         settings = GenerationSettings(**generation)
 
         def process(chunk: pl.DataFrame) -> pl.DataFrame:
             return open_rows(
-                chunk, engine, run, settings=settings, multi_turn=multi_turn, stats=stats, log_error=log_error
+                chunk, engine, run, settings=settings, multi_turn=multi_turn, stats=stats, log_error=log_error,
+                guard=guard,
             )
 
     def progress(p: ChunkProgress) -> None:
