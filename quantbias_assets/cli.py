@@ -45,10 +45,14 @@ def register_datasets(sub: argparse._SubParsersAction) -> None:
 
     def fetch(args: argparse.Namespace) -> int:
         from quantbias_assets import settings
-        from quantbias_assets.catalog.fetch import DEFAULT_BASE_URL, fetch_datasets
+        from quantbias_assets.catalog.fetch import DEFAULT_BASE_URL, DEFAULT_MAX_FILE_BYTES, fetch_datasets
 
         dest = args.dest or settings.quantbias_home() / "datasets"
-        report = fetch_datasets(dest, base_url=args.base_url or DEFAULT_BASE_URL)
+        max_bytes = DEFAULT_MAX_FILE_BYTES if args.max_file_mib is None else args.max_file_mib * 1024 * 1024
+        report = fetch_datasets(
+            dest, base_url=args.base_url or DEFAULT_BASE_URL, max_bytes=max_bytes,
+            allow_file_urls=args.allow_file_url,
+        )
         print(
             f"{dest}: {len(report.downloaded)} downloaded, {len(report.skipped)} already present, "
             f"{len(report.absent)} absent upstream, {len(report.failed)} failed"
@@ -72,6 +76,12 @@ def register_datasets(sub: argparse._SubParsersAction) -> None:
         "--base-url", default=None, help="default: raw GitHub files of stan-hua/PostTrainingBiasBenchmark at ce5adb0"
     )
     fetching.add_argument("--dest", type=Path, default=None, help="default: $QUANTBIAS_HOME/datasets")
+    fetching.add_argument(
+        "--max-file-mib", type=int, default=None, help="abandon a file larger than this many MiB (default: 512)",
+    )
+    fetching.add_argument(
+        "--allow-file-url", action="store_true", help="also fetch from a file:// base URL (a local mirror)"
+    )
     fetching.set_defaults(handler=fetch)
 
 
@@ -204,22 +214,25 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
         try:
             spec = get_dataset(args.dataset)
         except KeyError as error:
-            print(f"quantbias score: {error.args[0]}", file=sys.stderr)
+            print(f"error: dataset: {error.args[0]}", file=sys.stderr)
             return 2
         if spec.style != "closed":
-            print(f"quantbias score: {spec.name} is open-ended; only closed datasets are scored", file=sys.stderr)
+            print(f"error: dataset: {spec.name} is open-ended; only closed datasets are scored", file=sys.stderr)
             return 2
         config_file = Path(args.model) / "config.json"
         if not config_file.is_file():
-            print(f"quantbias score: {args.model}: model folder not found (no config.json)", file=sys.stderr)
+            print(f"error: {config_file}: model folder not found (no config.json)", file=sys.stderr)
             return 2
+        from quantbias_assets.quantize import check_model_files
+
+        check_model_files(Path(args.model))  # name a broken config.json or weights file up front
         load = load_dataset(spec, args.data_dir or settings.data_dir())
         for line in load.errors:
             print(line, file=sys.stderr)
         questions = load.frame if args.limit is None else load.frame.head(args.limit)
         if questions.is_empty():
-            print(f"quantbias score: {spec.name}: no questions (absent: {', '.join(load.axes_absent)})", file=sys.stderr)
-            return 1
+            print(f"error: {spec.name}: no questions (absent: {', '.join(load.axes_absent)})", file=sys.stderr)
+            return 2
         engine_config = {"torch_threads": args.threads} if args.backend == "hf" and args.threads else {}
         engine = load_engine(args.backend, args.model, **engine_config)
         digest = config_hash(
@@ -309,9 +322,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a user's input or machine can cause (a broken file, an unwritable folder): reported as
+# one `error:` line with exit status 2. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError)
+
+
+def error_line(error: BaseException) -> str:
+    """One line naming the file: OSError's str() omits it when a message was given."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        text = f"{names}: {error.strerror}"
+    else:
+        text = str(error) or type(error).__name__
+    return "error: " + " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except USER_ERRORS as error:
+        print(error_line(error), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

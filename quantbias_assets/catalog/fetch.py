@@ -5,6 +5,10 @@ catalog reads) and `<dest>/manifest.json` records the sha256 and size of every f
 remote has no such file. A file already present with the checksum recorded in the manifest is
 not downloaded again. A 404 is "absent" (several files of the paper are not in the repository),
 never fatal; any other failure is reported per file and leaves the files already fetched intact.
+
+Bodies are streamed to disk (never held in memory) and a file larger than `max_bytes`
+(default 512 MiB; the largest benchmark file is a few MiB) is abandoned as a failure. Only
+http(s) base URLs are fetched unless `allow_file_urls` admits a local `file://` mirror.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +31,13 @@ REFERENCE_REPOSITORY = "stan-hua/PostTrainingBiasBenchmark"
 REFERENCE_COMMIT = "ce5adb0"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/{REFERENCE_REPOSITORY}/{REFERENCE_COMMIT}/data"
 MANIFEST_NAME = "manifest.json"
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+WEB_SCHEMES = ("http", "https")
+_BLOCK = 1 << 20
+
+
+class FileTooLarge(Exception):
+    """A body went past the size cap; the partial file is already removed."""
 
 
 @dataclass
@@ -60,8 +72,13 @@ def fetch_datasets(
     paths: Iterable[str] | None = None,
     progress: bool = True,
     timeout_s: float = 60.0,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    allow_file_urls: bool = False,
 ) -> FetchReport:
     """Fetch the catalog's files (or `paths`) from `base_url` into `dest`."""
+    schemes = check_base_url(base_url, allow_file_urls)
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes: {max_bytes}: expected at least 1")
     dest.mkdir(parents=True, exist_ok=True)
     wanted = list(paths) if paths is not None else dataset_file_paths()
     manifest = read_manifest(dest)
@@ -76,7 +93,7 @@ def fetch_datasets(
             continue
         url = f"{base_url.rstrip('/')}/{relative}"
         try:
-            payload = _download(url, timeout_s)
+            sha256, size = _download_to(url, target, timeout_s=timeout_s, max_bytes=max_bytes, schemes=schemes)
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 report.absent.append(relative)
@@ -84,16 +101,13 @@ def fetch_datasets(
             else:
                 report.failed.append(f"{relative}: HTTP {error.code} from {url}")
             continue
+        except FileTooLarge as error:
+            report.failed.append(f"{relative}: {error} ({url})")
+            continue
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             report.failed.append(f"{relative}: {error} ({url})")
             continue
-        _write_atomically(target, payload)
-        manifest[relative] = {
-            "status": "present",
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "bytes": len(payload),
-            "url": url,
-        }
+        manifest[relative] = {"status": "present", "sha256": sha256, "bytes": size, "url": url}
         report.downloaded.append(relative)
         # the manifest is rewritten after every file so an interrupted fetch keeps its progress
         _write_manifest(dest, base_url, manifest)
@@ -101,9 +115,43 @@ def fetch_datasets(
     return report
 
 
-def _download(url: str, timeout_s: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - http(s) base URL
-        return response.read()
+def check_base_url(base_url: str, allow_file_urls: bool = False) -> tuple[str, ...]:
+    """The schemes a download may use (redirects included); ValueError for any other base URL."""
+    schemes = WEB_SCHEMES + (("file",) if allow_file_urls else ())
+    scheme = urllib.parse.urlsplit(base_url).scheme.lower()
+    if scheme not in schemes:
+        hint = "; a local file:// mirror needs --allow-file-url" if scheme == "file" else ""
+        raise ValueError(f"base_url: {base_url!r}: expected an http:// or https:// URL{hint}")
+    return schemes
+
+
+def _download_to(url: str, target: Path, *, timeout_s: float, max_bytes: int, schemes: tuple[str, ...]) -> tuple[str, int]:
+    """Stream `url` into `target` (through `<target>.part`, renamed when complete); returns
+    (sha256, bytes). Stops at `max_bytes` whatever the server announced."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - scheme checked
+        final = urllib.parse.urlsplit(response.geturl()).scheme.lower()
+        if final not in schemes:  # a redirect may point anywhere urllib follows (ftp://)
+            raise urllib.error.URLError(f"redirected to a {final}:// URL, which is not fetched")
+        announced = response.headers.get("Content-Length") if response.headers else None
+        if announced and announced.isdigit() and int(announced) > max_bytes:
+            raise FileTooLarge(f"{announced} bytes announced, over the cap of {max_bytes} bytes")
+        try:
+            with partial.open("wb") as out:
+                while block := response.read(_BLOCK):
+                    size += len(block)
+                    if size > max_bytes:
+                        raise FileTooLarge(f"more than the cap of {max_bytes} bytes")
+                    digest.update(block)
+                    out.write(block)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    os.replace(partial, target)
+    return digest.hexdigest(), size
 
 
 def _write_atomically(target: Path, payload: bytes) -> None:

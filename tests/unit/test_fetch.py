@@ -106,3 +106,86 @@ def test_unreachable_server_is_reported_per_file_not_raised(tmp_path: Path) -> N
     assert not report.ok
     assert report.failed[0].startswith("closed_datasets/IAT/age.json: ")
     assert not (tmp_path / "d" / "closed_datasets/IAT/age.json").exists()
+
+
+def test_a_file_over_the_size_cap_fails_alone_and_leaves_no_partial_file(
+    served: tuple[str, Path, list[str]], tmp_path: Path
+) -> None:
+    base_url, remote, _ = served
+    dest = tmp_path / "home" / "datasets"
+    small, large = "closed_datasets/IAT/age.json", "closed_datasets/CEB-Adult/gender.json"
+    cap = (remote / small).stat().st_size
+    assert (remote / large).stat().st_size > cap
+    report = fetch_datasets(dest, base_url=base_url, paths=[small, large], progress=False, max_bytes=cap)
+
+    assert report.downloaded == [small]
+    assert report.failed == [f"{large}: {(remote / large).stat().st_size} bytes announced, over the cap of {cap} bytes ({base_url}/{large})"]
+    assert (dest / small).read_bytes() == (remote / small).read_bytes()
+    assert not (dest / large).exists() and not (dest / (large + ".part")).exists()
+    assert large not in json.loads((dest / MANIFEST_NAME).read_text())["files"]
+
+
+class UnannouncedLengthHandler(http.server.BaseHTTPRequestHandler):
+    """A body without Content-Length (as a chunked or streaming server sends it): the cap must
+    stop the download while reading, not trust a header."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        self.send_response(200)
+        self.end_headers()
+        for _ in range(64):
+            self.wfile.write(b"x" * 1024)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def test_the_cap_stops_a_body_without_a_length_header(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), UnannouncedLengthHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{server.server_address[1]}/data"
+        path = "closed_datasets/IAT/age.json"
+        report = fetch_datasets(tmp_path / "d", base_url=base_url, paths=[path], progress=False, max_bytes=10_000)
+        fits = fetch_datasets(tmp_path / "e", base_url=base_url, paths=[path], progress=False, max_bytes=65_536)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report.failed == [f"{path}: more than the cap of 10000 bytes ({base_url}/{path})"]
+    assert list((tmp_path / "d" / "closed_datasets" / "IAT").iterdir()) == []
+    assert fits.downloaded == [path] and (tmp_path / "e" / path).read_bytes() == b"x" * 65_536
+
+
+@pytest.mark.parametrize(
+    ("base_url", "message"),
+    [
+        ("file:///srv/mirror/data", "base_url: 'file:///srv/mirror/data': expected an http:// or https:// URL; a local file:// mirror needs --allow-file-url"),
+        ("ftp://mirror.example/data", "base_url: 'ftp://mirror.example/data': expected an http:// or https:// URL"),
+        ("/srv/mirror/data", "base_url: '/srv/mirror/data': expected an http:// or https:// URL"),
+    ],
+)
+def test_non_http_base_urls_are_refused(base_url: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as raised:
+        fetch_datasets(tmp_path / "d", base_url=base_url, paths=["closed_datasets/IAT/age.json"], progress=False)
+    assert str(raised.value) == message
+    assert not (tmp_path / "d").exists()
+
+
+def test_file_urls_only_when_allowed(data_dir: Path, tmp_path: Path) -> None:
+    path = "closed_datasets/IAT/age.json"
+    report = fetch_datasets(
+        tmp_path / "d", base_url=(data_dir).as_uri(), paths=[path], progress=False, allow_file_urls=True
+    )
+    assert report.downloaded == [path]
+    assert (tmp_path / "d" / path).read_bytes() == (data_dir / path).read_bytes()
+
+
+def test_cli_refuses_a_file_url_with_one_error_line(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from quantbias_assets.cli import main
+
+    dest = tmp_path / "d"
+    assert main(["datasets", "fetch", "--base-url", data_dir.as_uri(), "--dest", str(dest)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: base_url: {data_dir.as_uri()!r}: expected an http:// or https:// URL; "
+        "a local file:// mirror needs --allow-file-url\n"
+    )
+    assert not dest.exists()
