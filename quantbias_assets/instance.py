@@ -5,6 +5,11 @@ holds one slot, so two workers never load models into the same memory at once; e
 (question tables, analysis, dbt) runs beside them. In a cluster the limit is the number of GPUs
 workers may hold at once: `dagster instance concurrency set gpu N`, or the Helm values'
 `concurrency.pools.defaultLimit` (docs/automation.md).
+
+A run whose process dies (`kill -9`, out of memory) would keep its gpu slot for good: the default
+run launcher cannot tell a dead run from a slow one. `LocalRunLauncher` can (the run's process id
+is in its event log), so the daemon's run monitoring marks such a run failed and then frees its
+slot, with no one clicking Terminate.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dagster import DagsterRun
+from dagster._core.events import DagsterEventType
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 
 from quantbias_assets import settings
 
@@ -23,6 +31,8 @@ GPU_POOL_LIMIT = 1
 # Each run is a process importing the code location; on a small machine a few at once is plenty.
 MAX_CONCURRENT_RUNS = 4
 FREE_SLOTS_AFTER_RUN_END_SECONDS = 30
+# How often the daemon checks that every started run's process is alive.
+RUN_MONITORING_POLL_SECONDS = 15
 
 EMBEDDED_INSTANCE_SETTINGS: dict[str, Any] = {
     "concurrency": {
@@ -31,10 +41,16 @@ EMBEDDED_INSTANCE_SETTINGS: dict[str, Any] = {
         "pools": {"default_limit": GPU_POOL_LIMIT, "granularity": "op"},
         "runs": {"max_concurrent_runs": MAX_CONCURRENT_RUNS},
     },
-    # A run whose process died (SIGKILL, out of memory) keeps its gpu slot until it is marked
-    # finished (Terminate in the UI); the daemon then frees the slot instead of blocking every
-    # later model worker.
-    "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_RUN_END_SECONDS},
+    # A run whose process died (SIGKILL, out of memory) is marked failed by the daemon's run
+    # monitoring (LocalRunLauncher's health check), which then frees its gpu slot instead of
+    # blocking every later model worker. A dead local run cannot be resumed: fail it at once.
+    "run_launcher": {"module": "quantbias_assets.instance", "class": "LocalRunLauncher"},
+    "run_monitoring": {
+        "enabled": True,
+        "poll_interval_seconds": RUN_MONITORING_POLL_SECONDS,
+        "max_resume_run_attempts": 0,
+        "free_slots_after_run_end_seconds": FREE_SLOTS_AFTER_RUN_END_SECONDS,
+    },
     # No network on the machines this targets; never phone home, no "join the community" dialog.
     "telemetry": {"enabled": False},
     "nux": {"enabled": False},
@@ -67,6 +83,8 @@ def configures_run_queue(config: Mapping[str, Any]) -> bool:
 def compatible_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     """The embedded settings minus those Dagster refuses next to what `config` already sets."""
     defaults = dict(EMBEDDED_INSTANCE_SETTINGS)
+    if "run_launcher" in config:
+        del defaults["run_launcher"]  # the user's launcher, whole: never a mix of two
     concurrency = dict(defaults["concurrency"])
     if configures_run_queue(config):
         # the older spelling of the pools' default limit is the one allowed there
@@ -117,3 +135,51 @@ def register_gpu_pool(home: Path) -> None:
         current = {pool.name: pool for pool in storage.get_pool_limits()}.get(GPU_POOL)
         if current is None or (current.from_default and current.limit != instance.global_op_concurrency_default_limit):
             storage.initialize_concurrency_limit_to_default(GPU_POOL)
+
+
+def run_process_id(instance: Any, run_id: str) -> int | None:
+    """The process that executes the run: the first process id its engine events record
+    ("Started process for run", "Executing steps in process", the multiprocess parent)."""
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        data = record.dagster_event.engine_event_data if record.dagster_event else None
+        pid = (data.metadata or {}).get("pid") if data else None
+        if pid is not None:
+            return int(pid.value)
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        # the state follows the parenthesised command name, which may itself hold spaces
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill(0) is all we know
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    """The default launcher (runs through the code server, on this machine) plus a health
+    check of the run's process, so run monitoring can fail a run whose process is gone. It
+    checks runs started by `dagster asset materialize` too: they record their process id alike.
+    """
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        pid = run_process_id(self._instance, run.run_id)
+        if pid is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no process recorded yet")
+        if process_alive(pid):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"process {pid} is running")
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"the run's process {pid} is gone (killed or crashed) while the run was STARTED"
+        )

@@ -8,8 +8,13 @@ and the tests check what Dagster would request or show.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import shutil
 import threading
 import time
@@ -32,6 +37,7 @@ from dagster._core.loader import LoadingContextForTest
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test, freeze_time
 from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
+from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 
 from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
 from quantbias_assets.automation import automation_sensor
@@ -463,12 +469,80 @@ def test_a_dead_runs_gpu_slot_is_freed_once_the_run_is_marked_finished(quantbias
     assert storage.get_concurrency_info("gpu").claimed_slots == []
 
 
+GPU_STEP_DEFINITIONS = """
+import os, pathlib, time
+import dagster as dg
+
+@dg.asset(pool="gpu")
+def model_step() -> None:
+    pathlib.Path(os.environ["STEP_STARTED"]).write_text(str(os.getpid()))
+    time.sleep(600)
+
+defs = dg.Definitions(assets=[model_step])
+"""
+
+
+def test_a_killed_run_process_is_failed_by_run_monitoring_and_its_gpu_slot_freed(quantbias_home, tmp_path):
+    """`kill -9` of a real `dagster asset materialize` holding the gpu slot; then what the
+    daemon does by itself: run monitoring fails the run, slot monitoring frees the slot."""
+    home = ensure_dagster_home()
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert type(instance.run_launcher).__name__ == "LocalRunLauncher"
+    code = tmp_path / "gpu_step.py"
+    code.write_text(GPU_STEP_DEFINITIONS)
+    started = tmp_path / "step-started"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "STEP_STARTED": str(started)}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-f", str(code), "--select", "model_step"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not started.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        assert started.exists(), "the gpu step never started"
+        [run] = instance.get_runs()
+        assert run.status == DagsterRunStatus.STARTED
+        storage = instance.event_log_storage
+        assert [slot.run_id for slot in storage.get_concurrency_info("gpu").claimed_slots] == [run.run_id]
+
+        def monitoring_iteration() -> None:
+            """One pass of the daemon's run monitoring (it needs the instance only)."""
+            context = SimpleNamespace(instance=instance, create_request_context=lambda: None)
+            errors = [error for error in execute_run_monitoring_iteration(context, logging.getLogger("test")) if error]
+            assert errors == []
+
+        monitoring_iteration()  # alive: left alone
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED
+
+        os.kill(process.pid, signal.SIGKILL)  # the run process; its step process may live on
+        process.wait(timeout=30)
+        monitoring_iteration()
+        failed = instance.get_run_by_id(run.run_id)
+        assert failed.status == DagsterRunStatus.FAILURE
+        [message] = [
+            event.message for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        ]
+        assert f"the run's process {process.pid} is gone" in message
+
+        list(execute_concurrency_slots_iteration(SimpleNamespace(instance=instance), logging.getLogger("test")))
+        assert storage.get_concurrency_info("gpu").claimed_slots != []  # freed 30 s after the run's end
+        with freeze_time(time.time() + 31):
+            list(execute_concurrency_slots_iteration(SimpleNamespace(instance=instance), logging.getLogger("test")))
+        assert storage.get_concurrency_info("gpu").claimed_slots == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the orphaned step process
+
+
 def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_home, monkeypatch):
     config_file = ensure_dagster_home() / "dagster.yaml"
     written = config_file.read_text()
     assert yaml.safe_load(written) == {
         "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
-        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 30},
+        "run_launcher": {"module": "quantbias_assets.instance", "class": "LocalRunLauncher"},
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": 15, "max_resume_run_attempts": 0,
+                           "free_slots_after_run_end_seconds": 30},
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
@@ -479,7 +553,9 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     ensure_dagster_home()
     assert yaml.safe_load(config_file.read_text()) == {
         "concurrency": {"pools": {"default_limit": 2, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
-        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 30},
+        "run_launcher": {"module": "quantbias_assets.instance", "class": "LocalRunLauncher"},
+        "run_monitoring": {"enabled": True, "poll_interval_seconds": 15, "max_resume_run_attempts": 0,
+                           "free_slots_after_run_end_seconds": 30},
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
