@@ -175,14 +175,14 @@ def insert_absent(
 
     def merge() -> int:
         if not table_exists(uri, storage_options):
-            # mode "error": of two creators one commits, the other fails, retries and merges
-            source.write_delta(
+            # MERGE needs a table. Create it empty: a creating commit is never checked against a
+            # concurrent one (both may land, at versions 0 and 1), so it must not carry rows.
+            source.clear().write_delta(
                 uri,
-                mode="error",
+                mode="append",
                 storage_options=_options(storage_options),
                 delta_write_options={"partition_by": list(partition)},
             )
-            return source.height
         metrics = (
             _open(uri, storage_options)
             .merge(source, predicate, source_alias="source", target_alias="target")
@@ -201,8 +201,8 @@ def keep_one_row_per_key(
     key: Sequence[str],
     storage_options: Mapping[str, str] | None = None,
 ) -> int:
-    """Among the rows matching `predicate`, keep the first row of each key; returns how many rows
-    were removed.
+    """Among the rows matching `predicate`, keep one row of each key (which one is unspecified);
+    returns how many rows were removed.
 
     One commit replaces the matching rows with one row per key, so a reader sees either the
     duplicates or the single row, never no row. The rows are read from the same table version the
@@ -213,7 +213,7 @@ def keep_one_row_per_key(
         table = _open(uri, storage_options)
         reader = QueryBuilder().register("t", table).execute(f"SELECT * FROM t WHERE {predicate}")
         matching = pl.DataFrame(reader.read_all())
-        kept = matching.unique(subset=list(key), keep="first", maintain_order=True)
+        kept = matching.unique(subset=list(key), keep="any")
         if kept.height == matching.height:
             return 0
         write_deltalake(table, kept, mode="overwrite", predicate=predicate)

@@ -36,6 +36,11 @@ class LakeResource(dg.ConfigurableResource):
     ) -> None:
         lake.append_chunk(df, uri, partition_by=partition_by, storage_options=self.storage_options)
 
+    def insert_absent(
+        self, df: pl.DataFrame, uri: str, *, partition: Mapping[str, str], key: Sequence[str]
+    ) -> int:
+        return lake.insert_absent(df, uri, partition=partition, key=key, storage_options=self.storage_options)
+
     def delete_where(self, uri: str, predicate: str) -> int:
         return lake.delete_where(uri, predicate, storage_options=self.storage_options)
 

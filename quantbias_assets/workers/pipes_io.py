@@ -80,16 +80,17 @@ def materialize_each_dataset(
     """Build `<table>/<dataset>` for each dataset and report its materialization (metadata,
     data version); a dataset that fails is logged and reported at the end, the others go on."""
     failures: dict[str, str] = {}
-    for dataset in datasets:
-        try:
-            metadata, data_version = build(dataset)
-        except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
-            failures[dataset] = f"{table}/{dataset}: {type(error).__name__}: {error}"
-            pipes.log.error(failures[dataset])
-            continue
-        pipes.report_asset_materialization(
-            asset_key=f"{table}/{dataset}", metadata=dict(metadata), data_version=data_version
-        )
+    with lake.commit_retries_logged_to(pipes.log.warning):
+        for dataset in datasets:
+            try:
+                metadata, data_version = build(dataset)
+            except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
+                failures[dataset] = f"{table}/{dataset}: {type(error).__name__}: {error}"
+                pipes.log.error(failures[dataset])
+                continue
+            pipes.report_asset_materialization(
+                asset_key=f"{table}/{dataset}", metadata=dict(metadata), data_version=data_version
+            )
     report_failed_datasets(pipes, failures)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from pathlib import Path
 
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 from quantbias_assets import lake
 from resources.lake import LakeResource
@@ -112,6 +114,74 @@ def test_delete_where_returns_deleted_count(tmp_path: Path) -> None:
     assert sorted_rows(lake.read(uri)) == [("m1", "none", 1), ("m2", "none", 4)]
 
 
+def keyed(model: str, values: list[int], note: str) -> pl.DataFrame:
+    return rows(model, "none", values).with_columns(note=pl.lit(note))
+
+
+def test_insert_absent_adds_only_keys_missing_from_the_partition(tmp_path: Path) -> None:
+    uri = lake.table_uri(str(tmp_path), "responses", "BBQ")
+    partition = {"model": "m1", "method": "none"}
+    assert lake.insert_absent(keyed("m1", [1, 2, 2], "first"), uri, partition=partition, key=["value"]) == 2
+    lake.append_chunk(keyed("m2", [3], "other partition"), uri)
+    # 2 is there already (kept as it was); 3 exists only in another partition, so it is absent here
+    assert lake.insert_absent(keyed("m1", [2, 3], "second"), uri, partition=partition, key=["value"]) == 1
+    assert lake.insert_absent(keyed("m1", [1, 3], "third"), uri, partition=partition, key=["value"]) == 0
+    assert sorted(lake.read(uri).select("model", "value", "note").rows()) == [
+        ("m1", 1, "first"), ("m1", 2, "first"), ("m1", 3, "second"), ("m2", 3, "other partition"),
+    ]
+    with pytest.raises(ValueError, match="m1/none carry other model values"):
+        lake.insert_absent(keyed("m2", [9], "x"), uri, partition=partition, key=["value"])
+
+
+def test_keep_one_row_per_key_in_one_commit(tmp_path: Path) -> None:
+    uri = lake.table_uri(str(tmp_path), "responses", "BBQ")
+    lake.append_chunk(keyed("m1", [1, 2, 3], "a"), uri)
+    lake.append_chunk(keyed("m1", [1, 2], "b"), uri)
+    lake.append_chunk(keyed("m2", [1, 1], "c"), uri)
+    version = DeltaTable(uri).version()
+    assert lake.keep_one_row_per_key(uri, "model = 'm1' AND value IN (1, 2)", key=["value"]) == 2
+    assert DeltaTable(uri).version() == version + 1
+    assert lake.keep_one_row_per_key(uri, "model = 'm1' AND value IN (1, 2)", key=["value"]) == 0
+    assert DeltaTable(uri).version() == version + 1  # nothing to remove, nothing committed
+    assert sorted(lake.read(uri).select("model", "value").rows()) == [
+        ("m1", 1), ("m1", 2), ("m1", 3), ("m2", 1), ("m2", 1),
+    ]
+
+
+def test_commit_conflict_is_retried_and_each_retry_logged(tmp_path: Path, caplog) -> None:
+    uri = lake.table_uri(str(tmp_path), "responses", "BBQ")
+    lake.append_chunk(rows("m1", "none", [1]), uri)
+    read_versions: list[int] = []
+
+    def merge_racing_another_writer() -> int:
+        table = DeltaTable(uri)
+        if not read_versions:
+            lake.append_chunk(rows("m1", "none", [2]), uri)  # another writer commits to the partition first
+        read_versions.append(table.version())
+        merge = table.merge(
+            rows("m1", "none", [3]),
+            "target.model = 'm1' AND target.method = 'none' AND target.value = source.value",
+            source_alias="source",
+            target_alias="target",
+        )
+        return merge.when_not_matched_insert_all().execute()["num_target_rows_inserted"]
+
+    forwarded: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="quantbias_assets.lake"):
+        with lake.commit_retries_logged_to(forwarded.append):
+            assert lake._with_commit_retries(merge_racing_another_writer, uri) == 1
+        lake.append_chunk(rows("m1", "none", [4]), uri)
+    assert read_versions == [0, 1]  # the retry started from the winner's version
+    assert len(forwarded) == 1
+    assert forwarded[0].startswith(
+        f"{uri}: commit attempt 1 of {lake.COMMIT_ATTEMPTS} lost to a concurrent writer "
+        "(table now at version 1); retrying in "
+    )
+    assert "concurrent transaction" in forwarded[0]
+    assert [record.getMessage() for record in caplog.records] == forwarded
+    assert sorted_rows(lake.read(uri)) == [("m1", "none", 1), ("m1", "none", 2), ("m1", "none", 3), ("m1", "none", 4)]
+
+
 def test_absent_table_error_names_the_uri(tmp_path: Path) -> None:
     uri = lake.table_uri(str(tmp_path), "questions", "Nothing")
     with pytest.raises(FileNotFoundError, match=f"no Delta table at {uri}"):
@@ -153,6 +223,8 @@ def test_lake_resource_delegates_to_the_module(tmp_path: Path) -> None:
     resource.replace_partition(rows("m1", "none", [5, 6]), uri, model="m1", method="none")
     resource.append_chunk(rows("m2", "none", [7]), uri)
     assert resource.read(uri, filters={"model": "m1"}, columns=["value"]).to_series().sort().to_list() == [5, 6]
-    assert resource.scan(uri).select(pl.len()).collect().item() == 3
+    partition = {"model": "m1", "method": "none"}
+    assert resource.insert_absent(rows("m1", "none", [5, 8]), uri, partition=partition, key=["value"]) == 1
+    assert resource.scan(uri).select(pl.len()).collect().item() == 4
     resource.write_table(pl.DataFrame({"idx": ["q"]}), resource.uri("questions", "Q"))
     assert resource.read(resource.uri("questions", "Q")).rows() == [("q",)]

@@ -30,6 +30,7 @@ def test_plan_splits_pending_reused_and_stale() -> None:
     assert plan.pending["idx"].to_list() == ["D/a/2", "D/a/3"]  # wanted columns and order kept
     assert plan.reused == 2
     assert plan.stale.rows() == [("q3", "c0"), ("q9", "c1")]
+    assert plan.duplicated.rows() == [("q2", "c1")]  # wanted and twice in the partition
 
 
 def test_plan_with_empty_table_makes_everything_pending() -> None:
@@ -69,7 +70,8 @@ def test_run_resumable_commits_chunks_and_deletes_stale(tmp_path) -> None:
     assert [(p.chunk, p.chunks, p.rows_written, p.rows_failed, p.done) for p in progress] == [
         (1, 3, 2, 0, 2), (2, 3, 1, 1, 4), (3, 3, 1, 0, 5),
     ]
-    assert len(list((tmp_path / "responses" / "D" / "_delta_log").glob("*.json"))) == 3  # one commit per chunk
+    # the empty table's creation, then one commit per chunk
+    assert len(list((tmp_path / "responses" / "D" / "_delta_log").glob("*.json"))) == 1 + 3
 
     # another partition of the same table must survive this partition's stale deletion
     lake.append_chunk(
