@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import dagster as dg
 
+from quantbias_assets.catalog.models import is_valid_nickname, validate_nickname
 from quantbias_assets.partitions import model_partitions, partition_key
 
 # What a new model gets without anyone asking: the native model and the paper's 5 variants.
@@ -157,7 +158,11 @@ def build_model_registry_sensor(
     )
     def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         known = set(context.instance.get_dynamic_partitions(model_partitions.name))
-        new = sorted(set(registered_models()) - known)
+        registered = set(registered_models())
+        unsafe = sorted(name for name in registered - known if not is_valid_nickname(name))
+        if unsafe:
+            context.log.warning(f"not adding model partitions with invalid nicknames: {', '.join(map(repr, unsafe))}")
+        new = sorted(registered - known - set(unsafe))
         if not new:
             return dg.SensorResult(skip_reason="no new model in the registry")
         context.log.info(f"new models in the registry: {', '.join(new)}")
@@ -187,7 +192,7 @@ def backfill_new_model(
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
-    instance.add_dynamic_partitions(model_partitions.name, [nickname])
+    instance.add_dynamic_partitions(model_partitions.name, [validate_nickname(nickname)])
     backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(),
         asset_graph=asset_graph,

@@ -68,8 +68,25 @@ class CheckpointManifest:
         return cls(**data)
 
 
+def path_component(value: str, field_name: str) -> str:
+    """`value` when it names one visible folder; partition keys become model-store folders, and
+    `..`, `.` or a `/` would reach another model's checkpoints (or outside the store)."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or value.startswith(".")
+        or any(char in value for char in "/\\\0")
+        or len(value.encode("utf-8")) > 255
+    ):
+        raise ValueError(
+            f"{field_name}: {value!r} is not a safe folder name (empty, '.', '..', hidden, "
+            "over 255 bytes, or holding '/', '\\' or NUL)"
+        )
+    return value
+
+
 def manifest_path(store_root: str | Path, model: str, method: str) -> Path:
-    return Path(store_root) / model / method / MANIFEST_NAME
+    return Path(store_root) / path_component(model, "model") / path_component(method, "method") / MANIFEST_NAME
 
 
 def write_manifest_file(folder: str | Path, manifest: CheckpointManifest) -> Path:

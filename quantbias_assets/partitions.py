@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quantbias_assets.catalog.models import validate_nickname
+
 METHODS = (
     "none",
     "rtn-w8a16",
@@ -28,4 +30,5 @@ def partition_key(model: str, method: str) -> dg.MultiPartitionKey:
 
 def model_and_method(context: dg.AssetExecutionContext) -> tuple[str, str]:
     keys = context.partition_key.keys_by_dimension  # type: ignore[union-attr]
-    return keys["model"], keys["method"]
+    # A key added by hand (UI, API) skipped the registry's rules; it names folders downstream.
+    return validate_nickname(keys["model"]), keys["method"]

@@ -246,6 +246,47 @@ def check_base_folder(folder: Path) -> None:
         raise FileNotFoundError(f"{folder}: base model folder has no weight files (*.safetensors, *.bin)")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: base model folder has no config.json")
+    check_model_files(folder)
+
+
+def check_model_files(folder: Path) -> None:
+    """Read config.json and every safetensors header, so a broken file fails with its name
+    (transformers' own errors for both do not say which file)."""
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            document = json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{config}: not valid JSON: {error}") from None
+        if not isinstance(document, dict):
+            raise ValueError(f"{config}: expected a JSON object, got {type(document).__name__}")
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """The file holds its whole header and exactly the bytes its tensors' data_offsets announce."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        header_bytes = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        if header_bytes is None or 8 + header_bytes > size:
+            raise ValueError(f"{path}: header: truncated safetensors file ({size} bytes)")
+        try:
+            header = json.loads(handle.read(header_bytes))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: header: not valid JSON ({error})") from None
+    try:
+        end = max(
+            (int(tensor["data_offsets"][1]) for name, tensor in header.items() if name != "__metadata__"),
+            default=0,
+        )
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        raise ValueError(f"{path}: header: data_offsets: missing or malformed") from None
+    expected = 8 + header_bytes + end
+    if size != expected:
+        problem = "truncated" if size < expected else "longer than its tensors"
+        raise ValueError(f"{path}: data_offsets: {problem}: the tensors need {expected} bytes, the file has {size}")
 
 
 def peak_memory_bytes() -> int:
@@ -257,15 +298,39 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def is_project_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a checkpoint manifest this project wrote (any version of it)."""
+    try:
+        document = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and {"model", "method", "source"} <= document.keys()
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse to replace anything but nothing, an empty folder, or a checkpoint written here:
+    a wrong target (a typo in --out, a model's own folder) must never lose its files."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise FileExistsError(f"{target}: exists and is not a checkpoint folder; refusing to replace it")
+    if target.is_dir() and any(target.iterdir()) and not is_project_checkpoint(target):
+        raise FileExistsError(
+            f"{target}: folder exists without a {MANIFEST_NAME} written by quantbias; refusing to "
+            "replace it (remove it yourself or choose another target)"
+        )
+
+
 @contextlib.contextmanager
 def staged_folder(target: Path) -> Iterator[Path]:
     """Yield a temp folder next to `target`; on success it replaces `target` by renames, on
-    failure it is removed. Readers see the old folder or the complete new one, never a part."""
+    failure it is removed. Readers see the old folder or the complete new one, never a part.
+    Only an absent target, an empty folder or a checkpoint this project wrote is replaced."""
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     try:
         yield staging
+        check_replaceable(target)  # again: something may have appeared while building
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -19,7 +19,9 @@ import yaml
 from quantbias_assets import settings
 from quantbias_assets.catalog.methods import METHOD_SPECS
 
-NICKNAME_PATTERN = re.compile(r"^[a-z0-9._-]+$")
+# A single, visible path component: `.`, `..` and hidden names cannot start with a letter or digit.
+NICKNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+NICKNAME_MAX_LENGTH = 100
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The account that holds the paper authors' own llmcompressor checkpoints (spec §6.1, `U`).
 PAPER_HUB_USER = "stan-hua"
@@ -54,12 +56,26 @@ class ModelEntry:
 
 
 def validate_nickname(nickname: str) -> str:
-    if not isinstance(nickname, str) or not NICKNAME_PATTERN.match(nickname):
+    """The nickname itself, or ValueError: it becomes a partition key and a model-store folder."""
+    if (
+        not isinstance(nickname, str)
+        or not NICKNAME_PATTERN.fullmatch(nickname)  # fullmatch: `$` admits a trailing newline
+        or len(nickname) > NICKNAME_MAX_LENGTH
+    ):
         raise ValueError(
-            f"nickname: {nickname!r} is not a valid model partition key; "
-            "use only lower-case letters, digits, '.', '_' and '-' (no '/' or spaces)"
+            f"nickname: {nickname!r} is not a valid model partition key; use only lower-case "
+            "letters, digits, '.', '_' and '-', starting with a letter or digit (no '/', spaces, "
+            f"'.' or '..'), at most {NICKNAME_MAX_LENGTH} characters"
         )
     return nickname
+
+
+def is_valid_nickname(nickname: str) -> bool:
+    try:
+        validate_nickname(nickname)
+    except ValueError:
+        return False
+    return True
 
 
 def is_local_source(source: str) -> bool:
@@ -148,8 +164,11 @@ def _parse_entry(path: Path, idx: int, raw: Any) -> ModelEntry:
             raise _record_error(path, idx, f"published.{method}", f"{hub_id!r} is not a hub id")
     if not isinstance(raw.get("trust_remote_code", False), bool):
         raise _record_error(path, idx, "trust_remote_code", "expected true or false")
+    for optional_text in ("family", "revision"):
+        if raw.get(optional_text) is not None and not isinstance(raw[optional_text], str):
+            raise _record_error(path, idx, optional_text, "expected a string")
     size_b = raw.get("size_b")
-    if size_b is not None and not isinstance(size_b, (int, float)):
+    if size_b is not None and (isinstance(size_b, bool) or not isinstance(size_b, (int, float))):
         raise _record_error(path, idx, "size_b", "expected a number (billions of parameters)")
     return ModelEntry(
         nickname=raw["nickname"],
@@ -162,6 +181,14 @@ def _parse_entry(path: Path, idx: int, raw: Any) -> ModelEntry:
     )
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: PyYAML's own message spans several lines with a caret drawing."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
 def load_user_entries(path: Path | None = None) -> list[ModelEntry]:
     path = Path(path) if path is not None else settings.registry_file()
     if not path.is_file():
@@ -169,7 +196,7 @@ def load_user_entries(path: Path | None = None) -> list[ModelEntry]:
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+        raise ValueError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     records = document.get("models", []) if isinstance(document, dict) else None
     if not isinstance(records, list):
         raise ValueError(f"{path}: models: expected a list of model entries")
@@ -200,9 +227,18 @@ def default_nickname(source: str) -> str:
 
 def _local_family(folder: Path) -> str | None:
     config = folder / "config.json"
-    if config.is_file():
-        return json.loads(config.read_text()).get("model_type")
-    return None
+    if not config.is_file():
+        return None
+    try:
+        document = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config}: not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{config}: expected a JSON object, got {type(document).__name__}")
+    family = document.get("model_type")
+    if family is not None and not isinstance(family, str):
+        raise ValueError(f"{config}: model_type: expected a string, got {family!r}")
+    return family
 
 
 def add_model(

@@ -7,6 +7,7 @@ computation (hashlib over the files, random.Random over the indices).
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from quantbias_assets.checkpoint_manifest import (
     read_manifest,
     weights_digest,
     write_manifest,
+    write_manifest_file,
 )
 from quantbias_assets.cli import main as cli_main
 from quantbias_assets.quantize import (
@@ -121,10 +123,25 @@ def test_schemes_per_method():
 
 # ------------------------------------------------------------------ user registry file
 
-@pytest.mark.parametrize("bad", ["org/model", "my model", "Qwen2", "", "a\tb"])
+@pytest.mark.parametrize(
+    "bad",
+    ["org/model", "my model", "Qwen2", "", "a\tb", ".", "..", ".hidden", "-flag", "_x", "a\\b", "a\0b",
+     "ok\n", "x" * 101],
+)
 def test_invalid_nicknames_are_refused(bad):
     with pytest.raises(ValueError, match="nickname: .* not a valid model partition key"):
         validate_nickname(bad)
+
+
+def test_valid_nicknames_keep_dots_inside():
+    for good in ("qwen2.5-0.5b-instruct", "a..b", "9", "x" * 100, "smollm2_135m."):
+        assert validate_nickname(good) == good
+
+
+@pytest.mark.parametrize(("model", "method"), [("..", "none"), (".", "none"), ("a/b", "none"), ("ok", ".."), ("ok", "")])
+def test_checkpoint_paths_refuse_unsafe_partition_keys(tmp_path, model, method):
+    with pytest.raises(ValueError, match=r"^(model|method): .* is not a safe folder name"):
+        manifest_path(tmp_path / "store", model, method)
 
 
 def test_add_model_local_folder_and_hub_id(tmp_path):
@@ -187,6 +204,31 @@ def test_registry_file_errors_name_file_record_and_field(tmp_path):
     registry_file.write_text(yaml.safe_dump({"models": [{"source": "org/ok"}]}))
     with pytest.raises(ValueError, match=r"record 0: nickname: missing or not a string"):
         load_registry(registry_file)
+
+
+def test_registry_file_refuses_dot_nicknames(tmp_path):
+    registry_file = tmp_path / "models.yaml"
+    for bad in ("..", "."):
+        registry_file.write_text(yaml.safe_dump({"models": [{"nickname": bad, "source": "org/x"}]}))
+        with pytest.raises(ValueError, match=rf"^{registry_file}: record 0: nickname: '{re.escape(bad)}' is not a valid"):
+            load_registry(registry_file)
+
+
+@pytest.mark.parametrize("bad", ["..", "."])
+def test_cli_models_add_refuses_dot_nicknames_and_writes_nothing(tmp_path, monkeypatch, capsys, bad):
+    """Before the fix `--nickname ..` registered a model whose checkpoints landed in
+    $QUANTBIAS_HOME/<method>/ and `.` in <store>/<method>/ (replacing what was there)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUANTBIAS_HOME", str(home))
+    folder = tmp_path / "My-Model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    assert cli_main(["models", "add", str(folder), "--nickname", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: nickname: '{bad}' is not a valid model partition key;") and err.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # home not even created
 
 
 def test_cli_models_add_and_list(tmp_path, monkeypatch, capsys):
@@ -265,12 +307,87 @@ def test_staged_folder_replaces_whole_or_leaves_nothing(tmp_path):
             raise RuntimeError("quantization failed")
     assert list((tmp_path / "store" / "tiny").iterdir()) == []
 
+    manifest = CheckpointManifest(model="tiny", method="rtn-w4a16", source="quantized", path=str(target))
     with staged_folder(target) as staging:
+        write_manifest_file(staging, manifest)
         (staging / "v1").write_text("1")
     with staged_folder(target) as staging:
+        write_manifest_file(staging, manifest)
         (staging / "v2").write_text("2")
-    assert [p.name for p in target.iterdir()] == ["v2"]
+    assert sorted(p.name for p in target.iterdir()) == ["checkpoint.json", "v2"]
     assert [p.name for p in target.parent.iterdir()] == ["rtn-w4a16"]
+
+
+def test_staged_folder_refuses_to_replace_a_foreign_folder_and_keeps_its_files(tmp_path):
+    """`nickname .` made the target <store>/<method>/, another folder; only a checkpoint this
+    project wrote (its checkpoint.json) or an empty folder may be replaced."""
+    target = tmp_path / "store" / "none"
+    (target / "tiny").mkdir(parents=True)
+    (target / "tiny" / "checkpoint.json").write_text("{}")
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=rf"^{target}: folder exists without a checkpoint.json written by quantbias"):
+        with staged_folder(target) as staging:
+            (staging / "model.safetensors").write_bytes(b"x")
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert (target / "tiny" / "checkpoint.json").read_text() == "{}"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["none"]  # no staging folder left
+
+    # a file where a folder should go, and a foreign checkpoint.json, are refused the same way
+    (tmp_path / "file").write_text("data")
+    with pytest.raises(FileExistsError, match="exists and is not a checkpoint folder"):
+        with staged_folder(tmp_path / "file"):
+            pass
+    (target / "checkpoint.json").write_text(json.dumps({"name": "someone else's"}))
+    with pytest.raises(FileExistsError):
+        with staged_folder(target):
+            pass
+    assert (tmp_path / "file").read_text() == "data" and (target / "notes.txt").exists()
+
+
+def test_staged_folder_refuses_a_folder_that_appears_while_building(tmp_path):
+    target = tmp_path / "store" / "tiny" / "none"
+    with pytest.raises(FileExistsError, match="refusing to replace it"):
+        with staged_folder(target) as staging:
+            (staging / "v1").write_text("1")
+            target.mkdir(parents=True)
+            (target / "theirs").write_text("2")
+    assert [p.name for p in target.parent.iterdir()] == ["none"]
+    assert [p.name for p in target.iterdir()] == ["theirs"]
+
+
+def test_staged_folder_replaces_an_empty_folder_and_its_own_checkpoints(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    manifest = CheckpointManifest(model="tiny", method="none", source="base", path="/m")
+    with staged_folder(target) as staging:
+        write_manifest_file(staging, manifest)
+        (staging / "v1").write_text("1")
+    with staged_folder(target) as staging:
+        write_manifest_file(staging, manifest)
+    assert sorted(p.name for p in target.iterdir()) == ["checkpoint.json"]
+
+
+def test_cli_quantize_refuses_a_foreign_out_folder(tmp_path, monkeypatch, capsys):
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(base / "model.safetensors"))
+    out = tmp_path / "Documents"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    assert cli_main(["quantize", "--model", str(base), "--method", "none", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out}: folder exists without a checkpoint.json written by quantbias; refusing to replace it "
+        "(remove it yourself or choose another target)\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert cli_main(["quantize", "--model", str(base), "--method", "none", "--out", str(tmp_path / "fresh")]) == 0
+    assert cli_main(["quantize", "--model", str(base), "--method", "none", "--out", str(tmp_path / "fresh")]) == 0
+    assert json.loads((tmp_path / "fresh" / "checkpoint.json").read_text())["source"] == "base"
 
 
 def test_cli_quantize_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
