@@ -398,3 +398,15 @@ def test_cli_quantize_bad_input_exits_2_and_writes_nothing(tmp_path, monkeypatch
     assert cli_main(["quantize", "--model", str(tmp_path), "--method", "int3", "--out", str(out)]) == 2
     assert "error: method: unknown method 'int3'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_registry_sensor_never_adds_an_unsafe_partition():
+    import dagster as dg
+
+    from quantbias_assets.automation import build_model_registry_sensor
+
+    sensor = build_model_registry_sensor(lambda: ["good-model", "..", "."], [dg.AssetKey("checkpoint")])
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance))
+    assert [request.partition_keys for request in result.dynamic_partitions_requests] == [["good-model"]]
+    assert {request.partition_key.keys_by_dimension["model"] for request in result.run_requests} == {"good-model"}
