@@ -41,6 +41,12 @@ class CheckpointManifest:
     seconds: float | None = None
     peak_memory_bytes: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    # Where the base weights came from: "transformers" (a checkpoint folder or hub id) or "gguf"
+    # (dequantized from a GGUF file whose llama.cpp quantization, e.g. Q4_1, is source_quant_type).
+    source_format: str = "transformers"
+    source_quant_type: str | None = None
+    source_file: str | None = None
+    source_sha256: str | None = None
     created_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -51,10 +57,18 @@ class CheckpointManifest:
 
     @property
     def identity(self) -> dict[str, str | None]:
-        """What identifies the weights for a response's config_hash."""
-        if self.digest is not None:
-            return {"digest": self.digest}
-        return {"path": self.path, "revision": self.revision}
+        """What identifies the weights for a response's config_hash (so every response row's
+        provenance says when its "native" model is a dequantized GGUF, and of which type)."""
+        identity: dict[str, str | None] = (
+            {"digest": self.digest} if self.digest is not None else {"path": self.path, "revision": self.revision}
+        )
+        if self.source_format != "transformers":
+            identity.update(source_format=self.source_format, source_quant_type=self.source_quant_type)
+        return identity
+
+    def provenance(self) -> dict[str, str | None]:
+        """The source format and GGUF quantization type, for materialization metadata."""
+        return {"source_format": self.source_format, "source_quant_type": self.source_quant_type}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

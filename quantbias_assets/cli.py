@@ -164,8 +164,11 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     models_sub.add_parser("list", help="paper models and $QUANTBIAS_HOME/models.yaml entries").set_defaults(
         handler=list_models
     )
-    add_parser = models_sub.add_parser("add", help="register a hub model or a local folder")
-    add_parser.add_argument("source", metavar="HUB_ID_OR_DIR")
+    add_parser = models_sub.add_parser("add", help="register a hub model, a local folder or a local .gguf file")
+    add_parser.add_argument(
+        "source", metavar="HUB_ID_DIR_OR_GGUF",
+        help="a .gguf file is dequantized into the model store when its `none` checkpoint is built",
+    )
     add_parser.add_argument("--nickname", help="partition key, [a-z0-9._-] (default: the source's last part, lower-cased)")
     add_parser.add_argument("--family")
     add_parser.add_argument("--size-b", type=float, help="parameters, billions")

@@ -20,7 +20,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -398,6 +398,8 @@ class BuildRequest:
     published: str | None = None  # hub id of a published checkpoint for this method
     group_size: int = DEFAULT_GROUP_SIZE
     calibration: CalibrationSettings = CalibrationSettings()
+    # the manifest's source_* fields when the base was imported from another format (GGUF)
+    base_provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_base_folder(request: BuildRequest) -> Path | None:
@@ -441,7 +443,7 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
     method = get_method(request.method)
     common = {
         "model": request.model, "method": request.method, "trust_remote_code": request.trust_remote_code,
-        "versions": library_versions(),
+        "versions": library_versions(), **request.base_provenance,
     }
     base_folder = resolve_base_folder(request)
     if base_folder is not None:

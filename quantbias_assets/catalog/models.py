@@ -2,7 +2,8 @@
 and user entries from `$QUANTBIAS_HOME/models.yaml` (format in docs/models.md).
 
 A model's nickname is its `model` partition key, so it may hold only `[a-z0-9._-]`.
-A source is a hub id (`owner/name`) or a local folder holding a transformers checkpoint.
+A source is a hub id (`owner/name`), a local folder holding a transformers checkpoint, or a
+local `.gguf` file (an absolute path; imported as a dequantized checkpoint by gguf_import.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 
 from quantbias_assets import settings
 from quantbias_assets.catalog.methods import METHOD_SPECS
+from quantbias_assets.gguf_import import is_gguf_source
 
 # A single, visible path component: `.`, `..` and hidden names cannot start with a letter or digit.
 NICKNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -80,7 +82,7 @@ def is_valid_nickname(nickname: str) -> bool:
 
 def is_local_source(source: str) -> bool:
     """A source is local when it is an existing folder or written as a path (not owner/name)."""
-    if Path(source).expanduser().is_dir():
+    if Path(source).expanduser().is_dir() or is_gguf_source(source):
         return True
     return not HUB_ID_PATTERN.match(source)
 
@@ -154,6 +156,8 @@ def _parse_entry(path: Path, idx: int, raw: Any) -> ModelEntry:
         validate_nickname(raw["nickname"])
     except ValueError as error:
         raise _record_error(path, idx, "nickname", str(error).removeprefix("nickname: ")) from None
+    if is_gguf_source(raw["source"]) and not Path(raw["source"]).is_absolute():
+        raise _record_error(path, idx, "source", "a GGUF file must be given as an absolute path")
     published = raw.get("published") or {}
     if not isinstance(published, dict):
         raise _record_error(path, idx, "published", "expected a mapping method -> hub id")
@@ -222,7 +226,8 @@ def get_model(nickname: str, path: Path | None = None) -> ModelEntry:
 
 
 def default_nickname(source: str) -> str:
-    return Path(source.rstrip("/")).name.lower()
+    name = Path(source.rstrip("/"))
+    return (name.stem if is_gguf_source(source) else name.name).lower()
 
 
 def _local_family(folder: Path) -> str | None:
@@ -256,7 +261,13 @@ def add_model(
     registry_path = Path(path) if path is not None else settings.registry_file()
     nickname = validate_nickname(nickname if nickname is not None else default_nickname(source))
     folder = Path(source).expanduser()
-    if folder.is_dir():
+    if is_gguf_source(source):
+        from quantbias_assets.gguf_import import check_gguf_file
+
+        info = check_gguf_file(folder)  # GGUFImportError (a ValueError) names the file
+        source = info.path
+        family = family or info.architecture
+    elif folder.is_dir():
         source = str(folder.absolute())
         family = family or _local_family(folder)
     elif not HUB_ID_PATTERN.match(source):

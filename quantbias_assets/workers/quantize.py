@@ -9,6 +9,8 @@ Run as `python -m quantbias_assets.workers.quantize`. Extras:
   prefer_published  record a published checkpoint instead of quantizing when one is registered
 The checkpoint lands in <model_store_root>/<model>/<method>/ with its checkpoint.json, written
 into a temp folder and renamed; unchanged recipe + base weights + calibration are "reused".
+A GGUF model is first imported (dequantized) into <model_store_root>/.gguf/<sha256>/, once per
+file; that folder is the base of every method, and `none` points at it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 from quantbias_assets.catalog.methods import get_method
 from quantbias_assets.catalog.models import ModelEntry, validate_nickname
 from quantbias_assets.checkpoint_manifest import CheckpointManifest
+from quantbias_assets.gguf_import import GGUFImport, import_gguf, is_gguf_source
 from quantbias_assets.quantize import DEFAULT_GROUP_SIZE, BuildRequest, CalibrationSettings, build_checkpoint
 from quantbias_assets.workers.pipes_io import require
 
@@ -36,7 +39,8 @@ def local_store_root(root: str) -> Path:
     return Path(root)
 
 
-def request_from_extras(extras: Mapping[str, Any]) -> BuildRequest:
+def request_from_extras(extras: Mapping[str, Any], gguf: GGUFImport | None = None) -> BuildRequest:
+    """The build request; for a GGUF model, `gguf` is its import, whose folder is the base."""
     entry = ModelEntry.from_dict(dict(require(extras, "model_entry")))
     validate_nickname(entry.nickname)
     method = get_method(str(require(extras, "method")))
@@ -46,14 +50,24 @@ def request_from_extras(extras: Mapping[str, Any]) -> BuildRequest:
     return BuildRequest(
         model=entry.nickname,
         method=method.key,
-        base_source=entry.source,
+        base_source=str(gguf.folder) if gguf else entry.source,
         target=root / entry.nickname / method.key,
         revision=entry.revision,
         trust_remote_code=entry.trust_remote_code,
         published=published,
         group_size=int(extras.get("group_size") or DEFAULT_GROUP_SIZE),
         calibration=calibration,
+        base_provenance=gguf.info.provenance() if gguf else {},
     )
+
+
+def import_gguf_base(extras: Mapping[str, Any], log_info: Any = print) -> GGUFImport | None:
+    """Import the entry's GGUF file into the model store (or reuse its import); None otherwise."""
+    entry = ModelEntry.from_dict(dict(require(extras, "model_entry")))
+    if not is_gguf_source(entry.source):
+        return None
+    root = local_store_root(str(require(extras, "model_store_root")))
+    return import_gguf(entry.source, root, log=log_info)
 
 
 def materialization_metadata(manifest: CheckpointManifest, status: str) -> dict[str, Any]:
@@ -64,6 +78,7 @@ def materialization_metadata(manifest: CheckpointManifest, status: str) -> dict[
         "trust_remote_code": manifest.trust_remote_code,
         "versions": {"raw_value": manifest.versions, "type": "json"},
         "created_at": manifest.created_at,
+        **manifest.provenance(),
     }
     optional = {
         "digest": manifest.digest,
@@ -73,6 +88,8 @@ def materialization_metadata(manifest: CheckpointManifest, status: str) -> dict[
         "compression_ratio": manifest.compression_ratio,
         "seconds": manifest.seconds,
         "peak_memory_bytes": manifest.peak_memory_bytes,
+        "source_file": manifest.source_file,
+        "source_sha256": manifest.source_sha256,
     }
     metadata.update({key: value for key, value in optional.items() if value is not None})
     if manifest.recipe:
@@ -89,13 +106,18 @@ def data_version(manifest: CheckpointManifest) -> str:
 
 
 def run(pipes: PipesContext) -> None:
-    request = request_from_extras(pipes.extras)
+    gguf = import_gguf_base(pipes.extras, pipes.log.info)
+    request = request_from_extras(pipes.extras, gguf)
     pipes.log.info(f"checkpoint {request.model}/{request.method} -> {request.target}")
     manifest, status = build_checkpoint(request)
-    pipes.log.info(f"checkpoint {request.model}/{request.method}: {status} ({manifest.path})")
-    pipes.report_asset_materialization(
-        metadata=materialization_metadata(manifest, status), data_version=data_version(manifest)
-    )
+    metadata = materialization_metadata(manifest, status)
+    if gguf is not None:
+        # `none` of a GGUF model is its import: "imported" once per file, "reused" after that
+        metadata["gguf_import"] = gguf.status
+        metadata["status"] = gguf.status if request.method == "none" else status
+        pipes.log.info(f"{gguf.info.path}: {gguf.status} as {gguf.folder}")
+    pipes.log.info(f"checkpoint {request.model}/{request.method}: {metadata['status']} ({manifest.path})")
+    pipes.report_asset_materialization(metadata=metadata, data_version=data_version(manifest))
 
 
 def main() -> None:

@@ -568,7 +568,8 @@ def main() -> None:
             result = respond_dataset(
                 engine, manifest.identity, request, dataset, log_info=pipes.log.info, log_error=pipes.log.error
             )
-            return result.metadata(engine), result.data_version
+            # the source format and GGUF type also enter every row's config_hash (manifest.identity)
+            return {**result.metadata(engine), **manifest.provenance()}, result.data_version
 
         try:
             materialize_each_dataset(pipes, "responses", request.datasets, build)
