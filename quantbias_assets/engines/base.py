@@ -169,8 +169,8 @@ class LengthGuard:
             f"at least {at_least} tokens ({n_chars} characters, at most {self.chars_per_token} per token)", new_tokens
         )
 
-    def tokens_problem(self, n_tokens: int, *, new_tokens: int = 0) -> str | None:
-        return self._exceeds(f"{n_tokens} tokens", new_tokens) if n_tokens + new_tokens > self.limit else None
+    def tokens_problem(self, n_tokens: int, *, new_tokens: int = 0, what: str = "tokens") -> str | None:
+        return self._exceeds(f"{n_tokens} {what}", new_tokens) if n_tokens + new_tokens > self.limit else None
 
     def text_problem(self, text: str, count_tokens: Callable[[str], int], *, new_tokens: int = 0) -> str | None:
         """Characters first; tokenize only a text that might not fit (at most one token per byte for
