@@ -27,7 +27,7 @@ from typing import Any
 from resources.dbt import dbt_resource
 from resources.guard import GuardResource
 from resources.inference import InferenceResource
-from resources.k8s import CREDENTIAL_NAME, K8sWorkerLauncher, default_worker_pods
+from resources.k8s import K8sWorkerLauncher, default_worker_pods, storage_options_problem
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
@@ -101,12 +101,10 @@ def storage_options_from_env(raw: str) -> dict[str, str]:
     for key, value in options.items():
         if not isinstance(value, str):
             raise ValueError(f"QUANTBIAS_STORAGE_OPTIONS: {key}: expected a string, got {value!r}")
-        if CREDENTIAL_NAME.search(key):
-            # Storage options travel to workers in the Pipes context, i.e. in clear text.
-            raise ValueError(
-                f"QUANTBIAS_STORAGE_OPTIONS: {key}: credentials belong in a Kubernetes secret "
-                "exposed as an environment variable, not in storage options"
-            )
+    # Storage options travel to workers in the Pipes context, i.e. in clear text.
+    problem = storage_options_problem(options)
+    if problem:
+        raise ValueError(f"QUANTBIAS_STORAGE_OPTIONS: {problem}")
     return options
 
 

@@ -6,8 +6,11 @@ Pipes invocation. The pod for each worker kind comes from resource config (`Work
 `base_pod_spec` that `dagster_k8s.PipesK8sClient.run` takes, as plain data so tests can build
 the exact pod with dagster-k8s's own `build_pod_body` and validate it offline.
 
-Secrets only ever reach a pod as `secretKeyRef`s: plain env whose name looks like a credential
-is refused, so a token never sits in clear text in a pod spec, which anyone who may read pods sees.
+Secrets only ever reach a pod as `secretKeyRef`s. Plain env is an allow-list (the project's own
+`QUANTBIAS_*` settings and named non-secret runtime knobs, plus `plain_env_names` from config),
+and a name that looks like a credential is refused even there; storage options that travel in
+the Pipes context are checked the same way. A token never sits in clear text in a pod spec,
+which anyone who may read pods sees.
 """
 
 from __future__ import annotations
@@ -22,8 +25,59 @@ import dagster as dg
 from resources.workers import WORKER_KINDS, worker_command
 
 GPU_RESOURCE = "nvidia.com/gpu"
-# Plain env names that must come from a Kubernetes secret instead.
-CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|SAS", re.IGNORECASE)
+
+# Plain env a worker may get without a secret: prefixes of non-secret settings of the project and
+# of the libraries in the worker images, and single names (regions, endpoints, locale).
+PLAIN_ENV_PREFIXES = (
+    "QUANTBIAS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "VLLM_", "TORCH_", "PYTORCH_", "CUDA_",
+    "NCCL_", "OMP_", "MKL_",
+)
+PLAIN_ENV_NAMES = frozenset({
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AZURE_STORAGE_ACCOUNT_NAME",
+    "GOOGLE_CLOUD_PROJECT", "TZ", "LANG", "LC_ALL", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
+})
+# A name "looks like a credential" by its words (split at `_`, `-`, `.`): a word ending in one of
+# these (HF_TOKEN, WANDB_API_KEY, PGPASS, master_key), containing one of the next ones
+# (AZURE_CLIENT_SECRET, PGPASSWORD, GOOGLE_APPLICATION_CREDENTIALS), or being one of the last.
+_CREDENTIAL_WORD_ENDINGS = ("TOKEN", "KEY", "PASS", "PASSWD", "PWD", "SECRET")
+_CREDENTIAL_WORD_PARTS = ("SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE", "COOKIE", "APIKEY")
+_CREDENTIAL_WORDS = frozenset({"SAS", "PAT", "AUTH", "JWT", "SIG"})
+# Connection strings carry an account key inside (Azure's AccountKey=...).
+_CREDENTIAL_PHRASES = ("CONNECTION_STRING", "CONN_STR")
+
+
+def looks_like_credential(name: str) -> bool:
+    upper = name.upper()
+    words = [word for word in re.split(r"[^A-Z0-9]+", upper) if word]
+    return (
+        any(word.endswith(_CREDENTIAL_WORD_ENDINGS) for word in words)
+        or any(part in word for word in words for part in _CREDENTIAL_WORD_PARTS)
+        or any(word in _CREDENTIAL_WORDS for word in words)
+        or any(phrase in upper for phrase in _CREDENTIAL_PHRASES)
+    )
+
+
+def plain_env_problem(name: str, extra_names: frozenset[str] | set[str] = frozenset()) -> str | None:
+    """Why `name` may not be plain env in a pod (None when it may)."""
+    if looks_like_credential(name):
+        return "looks like a credential; pass it through secret_env (a Kubernetes secretKeyRef), not as a plain value"
+    if name in PLAIN_ENV_NAMES or name in extra_names or name.startswith(PLAIN_ENV_PREFIXES):
+        return None
+    return (
+        "not in the allow-list of plain env names (QUANTBIAS_* and non-secret settings); pass it "
+        "through secret_env, or name it in plain_env_names when it is not a secret"
+    )
+
+
+def storage_options_problem(options: Mapping[str, Any]) -> str | None:
+    """`<key>: <problem>` for the first storage option that carries a credential in clear text."""
+    for key, value in options.items():
+        if looks_like_credential(str(key)) and value not in (None, ""):
+            return (
+                f"{key}: credentials belong in a Kubernetes secret exposed to the pods as an "
+                "environment variable (deltalake reads it there), not in storage options"
+            )
+    return None
 
 
 class SecretEnv(dg.Config):
@@ -68,6 +122,8 @@ class WorkerPodConfig(dg.Config):
     shm_size: str | None = None
     secret_env: list[SecretEnv] = []
     env: dict[str, str] = {}
+    # Further plain env names that are not secrets (still refused when they look like one).
+    plain_env_names: list[str] = []
     run_as_user: int = 1000
     run_as_group: int = 1000
     active_deadline_seconds: int | None = None
@@ -117,12 +173,13 @@ _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 def _config_problem(config: WorkerPodConfig) -> str | None:
     """`<field>: <problem>` for the first setting Kubernetes would reject or that would leak a secret."""
+    for name in config.plain_env_names:
+        if looks_like_credential(name):
+            return f"plain_env_names: {name}: looks like a credential; pass it through secret_env"
     for name in config.env:
-        if CREDENTIAL_NAME.search(name):
-            return (
-                f"env: {name}: looks like a credential; pass it through secret_env "
-                "(a Kubernetes secretKeyRef), not as a plain value"
-            )
+        problem = plain_env_problem(name, set(config.plain_env_names))
+        if problem:
+            return f"env: {name}: {problem}"
     if config.image_pull_policy not in _PULL_POLICIES:
         return f"image_pull_policy: {config.image_pull_policy!r}: expected one of {', '.join(_PULL_POLICIES)}"
     if config.gpu < 0:
@@ -253,6 +310,9 @@ class K8sWorkerLauncher(dg.ConfigurableResource):
     ) -> dg.PipesClientCompletedInvocation:
         from dagster_k8s import PipesK8sClient
 
+        problem = extras_problem(extras)
+        if problem:
+            raise ValueError(f"{worker} worker extras: {problem}")
         annotations = {"quantbias/run-id": context.run.run_id}
         if context.has_partition_key:
             # Multi-partition keys contain "|", which label values forbid; annotations allow it.
@@ -274,6 +334,23 @@ class K8sWorkerLauncher(dg.ConfigurableResource):
             pod_wait_timeout=self.pod_wait_timeout_seconds,
             delete_pod_on_completion=self.delete_pod_on_completion,
         )
+
+
+def extras_problem(extras: Mapping[str, Any]) -> str | None:
+    """Extras reach the pod inside DAGSTER_PIPES_CONTEXT, a plain env var of its spec: any
+    `storage_options` among them (the lake's, the model store's) must hold no credential."""
+    pending: list[tuple[str, Any]] = [("", extras)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                where = f"{path}{key}"
+                if key == "storage_options" and isinstance(inner, Mapping):
+                    problem = storage_options_problem(inner)
+                    if problem:
+                        return f"{where}.{problem}"
+                pending.append((f"{where}.", inner))
+    return None
 
 
 def default_worker_pods(

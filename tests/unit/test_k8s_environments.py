@@ -91,6 +91,12 @@ def test_unknown_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ('{"aws_secret_access_key": "x"}', "aws_secret_access_key: credentials belong in a Kubernetes secret"),
         ('{"AZURE_STORAGE_SAS_KEY": "x"}', "AZURE_STORAGE_SAS_KEY: credentials belong"),
+        # passed in the clear before the fix
+        ('{"azure_storage_master_key": "x"}', "azure_storage_master_key: credentials belong"),
+        ('{"master_key": "x"}', "master_key: credentials belong"),
+        ('{"azure_storage_account_key": "x"}', "azure_storage_account_key: credentials belong"),
+        ('{"google_service_account_key": "{}"}', "google_service_account_key: credentials belong"),
+        ('{"azure_storage_connection_string": "AccountKey=x"}', "azure_storage_connection_string: credentials belong"),
         ('{"AWS_REGION": 3}', "AWS_REGION: expected a string, got 3"),
         ('["AWS_REGION"]', "expected a JSON object of strings"),
         ("{region", "not JSON"),
@@ -104,3 +110,7 @@ def test_storage_options_refuse_credentials_and_bad_json(raw: str, message: str)
 def test_empty_storage_options() -> None:
     assert storage_options_from_env("") == {}
     assert storage_options_from_env('{"endpoint": "http://minio:9000"}') == {"endpoint": "http://minio:9000"}
+    public = '{"aws_skip_signature": "true", "allow_http": "true", "azure_storage_account_name": "acct"}'
+    assert storage_options_from_env(public) == {
+        "aws_skip_signature": "true", "allow_http": "true", "azure_storage_account_name": "acct",
+    }

@@ -129,3 +129,29 @@ def test_a_failing_worker_pod_fails_the_step_and_is_still_deleted(monkeypatch: p
     assert result.get_asset_materialization_events() == []
     [(_, pod)] = api.created
     assert api.deleted == [("quantbias-test", pod.metadata.name)]
+
+
+@dg.asset(partitions_def=model_method_partitions, required_resource_keys={"workers"})
+def leaky_responses(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    # what a LakeResource configured with an account key would hand the respond worker
+    extras = {"datasets": ["bbq"], "storage_options": {"azure_storage_master_key": "c2VjcmV0"}}
+    return context.resources.workers.run(context, "respond", extras).get_materialize_result()
+
+
+def test_storage_option_credentials_never_reach_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = FakeKubernetesApi(run_container=pipes_in_process(fake_worker))
+    api.install(monkeypatch)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("model", ["tiny-llama"])
+    result = dg.materialize(
+        [leaky_responses], resources={"workers": launcher()}, instance=instance,
+        partition_key=partition_key("tiny-llama", "gptq-w4a16"), raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    error = failure.step_failure_data.error.cause  # dagster wraps the asset's own error
+    assert (error.cls_name, error.message.split(" in a Kubernetes")[0]) == (
+        "ValueError", "ValueError: respond worker extras: storage_options.azure_storage_master_key: credentials belong"
+    )
+    assert "c2VjcmV0" not in error.message
+    assert api.created == []

@@ -9,7 +9,17 @@ import pytest
 from dagster_k8s.pipes import build_pod_body
 from kubernetes.client import ApiClient
 
-from resources.k8s import K8sWorkerLauncher, Toleration, WorkerPodConfig, default_worker_pods, worker_pod
+from resources.k8s import (
+    K8sWorkerLauncher,
+    SecretEnv,
+    Toleration,
+    WorkerPodConfig,
+    default_worker_pods,
+    extras_problem,
+    looks_like_credential,
+    plain_env_problem,
+    worker_pod,
+)
 
 KUBERNETES_VERSIONS = ("1.32", major_minor(latest_version()))
 CREDENTIAL_ENV = {"HF_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_ACCOUNT_KEY"}
@@ -173,6 +183,88 @@ def test_runtime_class_and_deadline_from_config() -> None:
 def test_bad_pod_config_is_refused_naming_the_field(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=f"^respond worker pod: {message}"):
         worker_pod(WorkerPodConfig(image="img:1", **fields), "respond")
+
+
+CREDENTIAL_NAMES = (
+    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "PGPASS", "PGPASSWORD",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING", "AZURE_CLIENT_SECRET", "azure_storage_master_key", "master_key",
+    "GOOGLE_APPLICATION_CREDENTIALS", "GITHUB_PAT", "QUANTBIAS_API_KEY", "VLLM_API_KEY", "HF_HUB_TOKEN",
+)
+
+
+@pytest.mark.parametrize("name", CREDENTIAL_NAMES)
+def test_credential_names_never_reach_a_pod_as_plain_env(name: str) -> None:
+    """Before the allow-list, WANDB_API_KEY, OPENAI_API_KEY and PGPASS passed as plain values."""
+    with pytest.raises(ValueError, match=rf"^respond worker pod: env: {name}: looks like a credential; pass it through secret_env"):
+        worker_pod(WorkerPodConfig(image="img:1", env={name: "sentinel-secret"}), "respond")
+    # naming it as a non-secret does not help
+    with pytest.raises(ValueError, match=rf"^respond worker pod: plain_env_names: {name}: looks like a credential"):
+        worker_pod(WorkerPodConfig(image="img:1", plain_env_names=[name], env={name: "x"}), "respond")
+
+
+def test_plain_env_outside_the_allow_list_is_refused_unless_named() -> None:
+    with pytest.raises(ValueError, match="^respond worker pod: env: MY_FEATURE_FLAG: not in the allow-list of plain env names"):
+        worker_pod(WorkerPodConfig(image="img:1", env={"MY_FEATURE_FLAG": "on"}), "respond")
+    spec = worker_pod(
+        WorkerPodConfig(image="img:1", plain_env_names=["MY_FEATURE_FLAG"], env={"MY_FEATURE_FLAG": "on"}), "respond"
+    ).base_pod_spec
+    assert spec["containers"][0]["env"] == [{"name": "MY_FEATURE_FLAG", "value": "on"}]
+
+
+def test_allowed_plain_env_and_secrets_in_the_built_pod() -> None:
+    plain = {
+        "QUANTBIAS_LAKE": "s3://b/lake", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "AWS_REGION": "eu-west-1", "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "4",
+    }
+    secrets = [
+        SecretEnv(name="WANDB_API_KEY", secret_name="tracking", secret_key="api-key"),
+        SecretEnv(name="PGPASS", secret_name="db", secret_key="password"),
+    ]
+    pod = worker_pod(WorkerPodConfig(image="img:1", env=plain, secret_env=secrets), "respond")
+    body = build_pod_body(
+        pod_name="dagster-0123456789abcdef01-respond-0000000000", image=pod.image, command=pod.command,
+        env_vars={"DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30="},
+        base_pod_meta=pod.base_pod_meta, base_pod_spec=pod.base_pod_spec,
+    )
+    env = ApiClient().sanitize_for_serialization(body)["spec"]["containers"][0]["env"]
+    assert {var["name"]: var["value"] for var in env if "value" in var} == {
+        **plain, "DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30=",
+    }
+    assert {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env if "valueFrom" in var} == {
+        "WANDB_API_KEY": {"name": "tracking", "key": "api-key", "optional": False},
+        "PGPASS": {"name": "db", "key": "password", "optional": False},
+    }
+
+
+@pytest.mark.parametrize("worker", ["quantize", "respond", "judge"])
+def test_every_plain_env_of_the_default_pods_is_allowed_and_no_credential_is_plain(worker: str) -> None:
+    env = pod_manifest(worker)["spec"]["containers"][0]["env"]
+    plain = [var["name"] for var in env if "value" in var]
+    assert all(plain_env_problem(name) is None for name in plain if not name.startswith("DAGSTER_PIPES_"))
+    assert not any(looks_like_credential(name) for name in plain)
+
+
+@pytest.mark.parametrize(
+    ("name", "credential"),
+    [
+        ("TOKENIZERS_PARALLELISM", False), ("HF_HOME", False), ("max_new_tokens", False),
+        ("aws_skip_signature", False), ("AWS_REGION", False), ("endpoint", False),
+        ("HF_TOKEN", True), ("sas_token", True), ("account_key", True), ("access_key", True),
+        ("secret_key", True), ("google_service_account_key", True), ("bearer_token", True),
+    ],
+)
+def test_credential_names_by_their_words(name: str, credential: bool) -> None:
+    assert looks_like_credential(name) is credential
+
+
+def test_storage_options_in_worker_extras_must_hold_no_credential() -> None:
+    assert extras_problem({"storage_options": {"AWS_REGION": "eu-west-1"}, "datasets": ["BBQ"]}) is None
+    assert extras_problem({"target": {"storage_options": {"azure_storage_master_key": "k=="}}}) == (
+        "target.storage_options.azure_storage_master_key: credentials belong in a Kubernetes secret "
+        "exposed to the pods as an environment variable (deltalake reads it there), not in storage options"
+    )
+    assert extras_problem({"storage_options": {"master_key": "k=="}}).startswith("storage_options.master_key: ")
 
 
 def test_unknown_worker_kind_is_refused() -> None:
