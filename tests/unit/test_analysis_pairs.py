@@ -191,3 +191,34 @@ def test_a_question_without_its_target_drops_only_that_row() -> None:
     assert result.errors[0] == (
         "responses/CEB-Recognition-S: record R/1 (m/none): target: missing or out of range in the question table"
     )
+
+
+def test_a_verdict_counts_by_response_hash_and_the_latest_of_several_wins() -> None:
+    """docs/schemas.md: the judge keeps verdicts current by (conversation_hash, guard_config_hash);
+    the analysis pairs a response with the verdict on its response_hash, the latest if several."""
+    from datetime import datetime, timezone
+
+    questions = pl.DataFrame({"idx": ["O/0"], "question_hash": ["o0"], "group": ["male"]})
+    responses = pl.DataFrame({"model": "m", "method": ["none", "rtn-w4a16"], "idx": "O/0", "axis": "gender",
+                              "question_hash": "o0", "response_hash": ["r-base", "r-quant"]})  # fmt: skip
+    verdicts = pl.DataFrame(
+        {
+            "model": "m",
+            "method": ["none", "none", "rtn-w4a16"],
+            "idx": "O/0",
+            "response_hash": ["r-base", "r-base", "r-quant"],
+            # a second guard configuration judged the same base response later: its verdict counts
+            "guard_config_hash": ["g-old", "g-new", "g-new"],
+            "conversation_hash": ["c-base", "c-base", "c-quant"],
+            "is_safe": [True, False, False],
+            "is_safe_reference": [True, False, False],
+            "created_at": [datetime(2026, 1, d, tzinfo=timezone.utc) for d in (1, 2, 1)],
+        }
+    )
+    frame = build_pairs("FMT10K-IM-S", responses, questions, verdicts).frame
+    assert frame.select("is_biased_base", "is_biased_quant", "bias_flipped").rows() == [(True, True, False)]
+    older_last = verdicts.with_columns(
+        created_at=pl.Series([datetime(2026, 1, d, tzinfo=timezone.utc) for d in (3, 2, 1)])
+    )
+    frame = build_pairs("FMT10K-IM-S", responses, questions, older_last).frame
+    assert frame.select("is_biased_base", "is_biased_quant", "bias_flipped").rows() == [(False, True, True)]

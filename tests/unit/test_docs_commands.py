@@ -128,7 +128,7 @@ def test_the_docs_show_quantbias_dagster_commands_and_partition_keys() -> None:
     programs = {program for _, program, _ in CALLS}
     assert programs == {"quantbias", "dagster"}
     assert ("docs/responses.md:12", "dagster", [
-        "asset", "materialize", "-m", "definitions", "--select", "responses/*", "--partition",
+        "asset", "materialize", "-m", "definitions", "--select", 'key:"responses/*"', "--partition",
         "none|qwen2.5-0.5b-instruct",
     ]) in CALLS
     assert len(KEYS) >= 4
