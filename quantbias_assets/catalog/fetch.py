@@ -101,6 +101,13 @@ def fetch_datasets(
             else:
                 report.failed.append(f"{relative}: HTTP {error.code} from {url}")
             continue
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, FileNotFoundError):  # a file:// mirror's 404
+                report.absent.append(relative)
+                manifest[relative] = {"status": "absent", "url": url}
+            else:
+                report.failed.append(f"{relative}: {error} ({url})")
+            continue
         except FileTooLarge as error:
             report.failed.append(f"{relative}: {error} ({url})")
             continue

@@ -171,11 +171,11 @@ def test_non_http_base_urls_are_refused(base_url: str, message: str, tmp_path: P
 
 
 def test_file_urls_only_when_allowed(data_dir: Path, tmp_path: Path) -> None:
-    path = "closed_datasets/IAT/age.json"
+    path, missing = "closed_datasets/IAT/age.json", "closed_datasets/IAT/race.json"
     report = fetch_datasets(
-        tmp_path / "d", base_url=(data_dir).as_uri(), paths=[path], progress=False, allow_file_urls=True
+        tmp_path / "d", base_url=data_dir.as_uri(), paths=[path, missing], progress=False, allow_file_urls=True
     )
-    assert report.downloaded == [path]
+    assert (report.downloaded, report.absent, report.failed) == ([path], [missing], [])
     assert (tmp_path / "d" / path).read_bytes() == (data_dir / path).read_bytes()
 
 
