@@ -91,8 +91,9 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     def list_models(args: argparse.Namespace) -> int:
         from quantbias_assets.catalog.models import load_registry
 
+        registry = load_registry()  # before the header: a broken models.yaml prints only its error
         print("nickname\tfamily\tsize_b\tsource\tpublished methods")
-        for entry in load_registry().values():
+        for entry in registry.values():
             published = ",".join(entry.published) or "-"
             print(f"{entry.nickname}\t{entry.family or '-'}\t{entry.size_b or '-'}\t{entry.source}\t{published}")
         return 0

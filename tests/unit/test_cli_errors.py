@@ -43,7 +43,7 @@ def test_malformed_models_yaml_on_models_list(tmp_path: Path) -> None:
     registry = home / "models.yaml"
     registry.write_text("models:\n  - nickname: [unclosed\n")
     result = run_cli("models", "list", home=home)
-    assert result.returncode == 2
+    assert (result.returncode, result.stdout) == (2, "")
     assert "Traceback" not in result.stderr
     assert result.stderr == (
         f"error: {registry}: not valid YAML: expected ',' or ']', but got '<stream end>' (line 3, column 1)\n"
