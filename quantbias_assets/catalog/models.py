@@ -1,7 +1,9 @@
 """The model registry: the paper's 10 base models, their published quantized checkpoints,
 and user entries from `$QUANTBIAS_HOME/models.yaml` (format in docs/models.md).
 
-A model's nickname is its `model` partition key, so it may hold only `[a-z0-9._-]`.
+A model's nickname is its `model` partition key and a folder name in the model store, so it
+may hold only `[a-z0-9._-]`, must start with a letter or digit (never `.`, `..` or a hidden
+name) and has at most 100 characters.
 A source is a hub id (`owner/name`), a local folder holding a transformers checkpoint, or a
 local `.gguf` file (an absolute path; imported as a dequantized checkpoint by gguf_import.py).
 """
