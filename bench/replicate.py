@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--home", type=Path, default=None, help="QUANTBIAS_HOME (default .quantbias/replication/<nickname>)")
     parser.add_argument("--out", type=Path, default=Path("docs/replication.md"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
+    parser.add_argument("--report-only", action="store_true",
+                        help="skip the asset runs: KL and the report from what the last run materialized")
     for name, default in FULL.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
                             help=f"default {default} ({QUICK[name]} with --quick)")
@@ -150,7 +152,9 @@ def calibration_and_held_out(run: Run, lake_root: str, folder: Path) -> tuple[Pa
     from quantbias_assets.quantize import CalibrationSettings, select_calibration_texts
 
     args = run.args
-    pool, evaluated = prompt_pool(lake_root, args.closed_per_axis, args.open_per_axis)
+    # Outside the FULL sample too, so a quick and a full run calibrate on the same pool.
+    pool, evaluated = prompt_pool(lake_root, max(args.closed_per_axis, FULL["closed_per_axis"]),
+                                  max(args.open_per_axis, FULL["open_per_axis"]))
     calibration = select_calibration_texts(
         sorted(set(pool)), CalibrationSettings(source="pool", num_samples=args.calibration_samples), "prompt pool"
     )
@@ -158,7 +162,7 @@ def calibration_and_held_out(run: Run, lake_root: str, folder: Path) -> tuple[Pa
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "calibration.jsonl"
     path.write_text("".join(json.dumps({"text": text}) + "\n" for text in calibration))
-    run.say(f"{len(pool)} prompts outside the {evaluated} evaluated ones: {len(calibration)} for calibration "
+    run.say(f"{len(pool)} prompts outside the {evaluated} a full run evaluates: {len(calibration)} for calibration "
             f"({path}), {len(held_out)} held out for KL")
     return path, held_out
 
@@ -178,44 +182,29 @@ def materialize(run: Run, label: str, assets, selection, **kwargs) -> None:
 
 def native_note(manifest: dict) -> str:
     """What the native model is, from its checkpoint manifest."""
-    fmt = manifest.get("source_format") or manifest.get("format")
-    gguf_type = manifest.get("gguf_quantization") or manifest.get("gguf_type") or manifest.get("quantization_type")
-    if fmt == "gguf" or gguf_type:
-        return (f"The \"native\" model is the GGUF file dequantized to float32 (GGUF type {gguf_type or 'unknown'}), "
-                "so native already carries that quantization's error; the paper's native models are bf16.")
+    if manifest.get("source_format") == "gguf":
+        return (f"The \"native\" model is the GGUF file dequantized to float32 (GGUF type "
+                f"{manifest.get('source_quant_type') or 'unknown'}), so native already carries that "
+                "quantization's error; the paper's native models are the published bf16 weights.")
     return "The native model is the registered folder as it is (float32 inference)."
 
 
-def replicate(args: argparse.Namespace) -> int:
-    run = Run(args)
-    started = time.perf_counter()
-    nickname, source, parameters = model_source(args.model)
-    home = (args.home or Path(".quantbias") / "replication" / nickname).absolute()
-    os.environ["QUANTBIAS_HOME"] = str(home)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
-
-    from quantbias_assets import settings
-    from quantbias_assets.demo import RUN_LOGGING, ensure_datasets, prepare_environment
-
-    prepare_environment()
-    data_dir = ensure_datasets()
-    t = time.perf_counter()
-    register(nickname, source)
-    run.step("register model", time.perf_counter() - t)
-
+def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
+    """Questions, checkpoints, responses, verdicts, analysis, marts and figures through the real
+    assets on the run's persistent instance; returns the held-out texts."""
     import dagster as dg
 
     import definitions
+    from quantbias_assets import settings
     from quantbias_assets.catalog.datasets import DATASETS
     from quantbias_assets.checkpoint_manifest import read_manifest
+    from quantbias_assets.demo import RUN_LOGGING
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
     from resources.guard import GuardResource
     from resources.inference import InferenceResource
 
-    run.say(f"model {nickname} ({source}); methods {', '.join(args.methods)}; QUANTBIAS_HOME={home}; "
-            f"data {data_dir}; sizes: " + ", ".join(f"{name}={getattr(args, name)}" for name in FULL))
+    args = run.args
     instance = dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(model_partitions.name, nickname):
         instance.add_dynamic_partitions(model_partitions.name, [nickname])
@@ -226,8 +215,7 @@ def replicate(args: argparse.Namespace) -> int:
                 resources=base_resources, run_config=RUN_LOGGING)
 
     t = time.perf_counter()
-    lake_root = settings.lake_root()
-    calibration, held_out = calibration_and_held_out(run, lake_root, home / "replication")
+    calibration, held_out = calibration_and_held_out(run, settings.lake_root(), home / "replication")
     run.step("calibration and held-out text", time.perf_counter() - t)
     checkpoint_config = {"calibration_source": str(calibration), "calibration_samples": args.calibration_samples,
                          "calibration_max_seq_length": args.calibration_max_seq_length}
@@ -256,6 +244,36 @@ def replicate(args: argparse.Namespace) -> int:
                     instance=instance, resources=open_resources, run_config=RUN_LOGGING, partition_key=key)
     materialize(run, "analysis, dbt marts, figures", assets, dg.AssetSelection.groups("analysis"),
                 instance=instance, resources=base_resources, run_config=RUN_LOGGING)
+    return held_out
+
+
+def replicate(args: argparse.Namespace) -> int:
+    run = Run(args)
+    started = time.perf_counter()
+    nickname, source, parameters = model_source(args.model)
+    home = (args.home or Path(".quantbias") / "replication" / nickname).absolute()
+    os.environ["QUANTBIAS_HOME"] = str(home)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
+
+    from quantbias_assets import settings
+    from quantbias_assets.checkpoint_manifest import read_manifest
+    from quantbias_assets.demo import ensure_datasets, prepare_environment
+
+    prepare_environment()
+    data_dir = ensure_datasets()
+    run.say(f"model {nickname} ({source}); methods {', '.join(args.methods)}; QUANTBIAS_HOME={home}; "
+            f"data {data_dir}; sizes: " + ", ".join(f"{name}={getattr(args, name)}" for name in FULL))
+    timings_file = home / "replication" / "timings.json"
+    if args.report_only:
+        run.timings.update(json.loads(timings_file.read_text()) if timings_file.is_file() else {})
+        _, held_out = calibration_and_held_out(run, settings.lake_root(), home / "replication")
+    else:
+        t = time.perf_counter()
+        register(nickname, source)
+        run.step("register model", time.perf_counter() - t)
+        held_out = run_graph(run, nickname, home)
+        timings_file.write_text(json.dumps(run.timings, indent=1))
 
     from quantbias_assets.analysis.drift import measure_drift
 
@@ -291,12 +309,11 @@ def replicate(args: argparse.Namespace) -> int:
         machine=f"{os.cpu_count()} CPU cores, {platform.machine()}",
     )
     t = time.perf_counter()
-    inputs = read_inputs(settings.analysis_duckdb_path(), lake_root, drift)
+    inputs = read_inputs(settings.analysis_duckdb_path(), settings.lake_root(), drift)
     run.timings["report"] = time.perf_counter() - t
     write_report(args.out, inputs, info)
     run.say(f"wrote {args.out}; figures in {settings.figures_dir()}; total {time.perf_counter() - started:.1f} s")
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(replicate(parse_args()))

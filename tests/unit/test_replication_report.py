@@ -153,6 +153,7 @@ def test_report_shows_our_numbers_next_to_the_paper():
     assert ("| largest group worsening / improvement (U→B − B→U) | +7.5% (old, BBQ, RTN W4A16) / "
             "-3.4% (young, BBQ, GPTQ W4A16) | +18.6% / −14.1%") in text
     assert "| low | 40 | 50.0 | 2.5 | 0.0 |" in text  # pooled Table 1
+    assert "| IAT | 0.00 | 30.00 | – |" in text  # no low-bin flips: no ratio
     assert "- GPTQ W4A16 < RTN W4A16: yes\n- AWQ W4A16 < RTN W4A16: no\n" in text
     assert "| none: checkpoint + closed responses | 20.5 |\n| total | 30.5 |" in text
     assert "one 134.5M-parameter model on a sample" in text
