@@ -8,6 +8,11 @@ attention mask (a token attends to its ancestors only) and position ids = depth 
 The nodes before a chunk that its tokens can see are exactly the ancestors of the chunk's first
 node (depth-first order), so their key/values are carried from chunk to chunk as one path cache.
 The output projection (lm_head) runs only on the nodes that predict a scored choice token.
+
+Attention runs per block of `attention_block` query tokens over only the keys that some token of
+the block can see (`tree_attention_blocks`): a dense tree mask over the whole chunk would spend
+most of its attention work on masked pairs (on SmolLM2 and BBQ a token sees ~80 of the ~330
+keys of a 256-token chunk and its carried path), and that waste grows with the chunk size.
 """
 
 from __future__ import annotations
@@ -106,6 +111,62 @@ def tree_attention_visibility(tree: PrefixTree, start: int, stop: int, n_past: i
     return visible
 
 
+@dataclass
+class TreeAttentionBlocks:
+    """One chunk's attention work: per block of query rows, the keys it may see and their mask.
+
+    `mask` is the chunk's full additive mask, passed to the model as its attention mask; the
+    block path is taken only when a layer receives exactly that tensor (a model that rewrites
+    the mask, e.g. for a sliding window, gets plain SDPA over what it passes).
+    """
+
+    mask: object  # torch.Tensor [1, 1, chunk, n_past + chunk]
+    blocks: list[tuple[int, int, object, object]]  # (row start, row stop, key index [k], additive mask [1, 1, rows, k])
+
+
+def tree_attention_blocks(visible: np.ndarray, block: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Split a chunk's visibility into blocks of `block` query rows, each with its visible key columns."""
+    blocks = []
+    for start in range(0, visible.shape[0], block):
+        rows = visible[start : start + block]
+        keys = np.flatnonzero(rows.any(axis=0))
+        blocks.append((start, start + len(rows), keys, rows[:, keys]))
+    return blocks
+
+
+TREE_ATTENTION = "quantbias_tree_sdpa"
+
+
+def tree_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, tree_blocks=None, **kwargs):
+    """transformers attention function: SDPA per query block over its visible keys (exact), else plain SDPA."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if tree_blocks is None or attention_mask is not tree_blocks.mask or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    gqa = query.shape[1] != key.shape[1]
+    out = query.new_empty((*query.shape[:-1], value.shape[-1]))
+    for start, stop, index, mask in tree_blocks.blocks:
+        out[:, :, start:stop] = torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:stop],
+            key.index_select(2, index),
+            value.index_select(2, index),
+            attn_mask=mask,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register_tree_attention() -> None:
+    """Make TREE_ATTENTION a transformers attention implementation (masks built as for SDPA)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(TREE_ATTENTION, tree_sdpa_attention)
+    AttentionMaskInterface.register(TREE_ATTENTION, sdpa_mask)
+
+
 def compressed_tensors_loading(model_dir: Path) -> dict[str, object]:
     """Load compressed-tensors checkpoints decompressed to the engine dtype.
 
@@ -138,6 +199,7 @@ class HFEngine:
         max_batch_tokens: int = 256,
         trust_remote_code: bool = False,
         generation_batch_size: int = 8,
+        attention_block: int = 64,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -150,14 +212,16 @@ class HFEngine:
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.max_batch_tokens = max_batch_tokens
+        self.attention_block = attention_block
         self.generation_batch_size = generation_batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
+        register_tree_attention()
         self.model = (
             AutoModelForCausalLM.from_pretrained(
                 self.model_path,
                 dtype=self.dtype,
                 trust_remote_code=trust_remote_code,
-                attn_implementation="sdpa",
+                attn_implementation=TREE_ATTENTION,
                 **compressed_tensors_loading(Path(self.model_path)),
             )
             .to(self.device)
@@ -210,15 +274,21 @@ class HFEngine:
                 cache = DynamicCache()
                 for layer, (keys, values) in enumerate(path_kv):
                     cache.update(keys, values, layer)
-                visible = torch.from_numpy(tree_attention_visibility(tree, start, stop, n_past)).to(self.device)
-                mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
-                mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
+                visible = tree_attention_visibility(tree, start, stop, n_past)
+                blocks = TreeAttentionBlocks(
+                    mask=self._additive_mask(visible)[None, None],
+                    blocks=[
+                        (lo, hi, torch.from_numpy(keys).to(self.device), self._additive_mask(rows)[None, None])
+                        for lo, hi, keys, rows in tree_attention_blocks(visible, self.attention_block)
+                    ],
+                )
                 hidden = decoder(
                     input_ids=torch.from_numpy(tree.tokens[start:stop]).to(self.device)[None],
                     position_ids=torch.from_numpy(tree.depths[start:stop]).to(self.device)[None],
-                    attention_mask=mask[None, None],
+                    attention_mask=blocks.mask,
                     past_key_values=cache,
                     use_cache=True,
+                    tree_blocks=blocks,
                 ).last_hidden_state[0]
                 self.tokens_run += stop - start
                 # Log-probs only where a scored token is predicted.
@@ -233,6 +303,12 @@ class HFEngine:
                 if stop < tree.size:
                     path_nodes, path_kv = self._carry_path(tree, cache, path_nodes, start, stop)
         return out
+
+    def _additive_mask(self, visible: np.ndarray):
+        import torch
+
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
+        return mask.masked_fill_(~torch.from_numpy(visible).to(self.device), torch.finfo(self.dtype).min)
 
     def _carry_path(self, tree: PrefixTree, cache, path_nodes: list[int], start: int, stop: int):
         """Key/values of the ancestors of node `stop`, gathered from the carried path and this chunk."""

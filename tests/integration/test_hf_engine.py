@@ -9,7 +9,13 @@ import torch
 from quantbias_assets.catalog.datasets import closed_datasets, load_dataset
 from quantbias_assets.engines import load_engine
 from quantbias_assets.engines.base import ChoiceSequence, GenerationSettings
-from quantbias_assets.engines.hf import HFEngine, build_prefix_tree
+from quantbias_assets.engines.hf import (
+    HFEngine,
+    ancestors,
+    build_prefix_tree,
+    tree_attention_blocks,
+    tree_attention_visibility,
+)
 from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
 from quantbias_assets.scoring import choice_probabilities, chosen_index
 
@@ -88,8 +94,10 @@ def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
     expected = engine.score(questions)
     reference = [[sum(one_forward_per_choice(engine.model, s)) for s in q] for q in questions]
     small = HFEngine(tiny_model_dir, torch_threads=1)
-    for chunk in (3, 5, second_root):  # second_root: a chunk boundary exactly at the new root
-        small.max_batch_tokens = chunk
+    # second_root: a chunk boundary exactly at the new root; attention blocks of 1 row, of a few
+    # rows, and larger than the chunk.
+    for chunk, block in ((3, 64), (5, 2), (second_root, 1), (16, 3), (64, 7)):
+        small.max_batch_tokens, small.attention_block = chunk, block
         got = small.score(questions)
         assert small.tokens_run == engine.tokens_run == engine.tree_size == tree.size
         for expected_q, got_q, reference_q in zip(expected, got, reference):
@@ -98,6 +106,22 @@ def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
                 assert g.sum_logprob == pytest.approx(e.sum_logprob, abs=1e-4)
                 assert g.sum_logprob == pytest.approx(r, abs=1e-4)
     small.close()
+
+
+def test_attention_blocks_keep_exactly_the_visible_pairs():
+    sequences = [(1, 2, 3, 4), (1, 2, 5, 6), (1, 2, 5, 7), (8, 9), (1, 3)]
+    tree = build_prefix_tree(sequences)
+    start, stop = 2, 7
+    n_past = len(ancestors(tree, start))
+    visible = tree_attention_visibility(tree, start, stop, n_past)
+    blocks = tree_attention_blocks(visible, 2)
+    assert [(lo, hi) for lo, hi, _, _ in blocks] == [(0, 2), (2, 4), (4, 5)]
+    for lo, hi, keys, rows in blocks:
+        # Only keys some row of the block sees, and for each row exactly the keys it sees.
+        assert visible[lo:hi][:, keys].any(axis=0).all()
+        expanded = np.zeros((hi - lo, visible.shape[1]), dtype=bool)
+        expanded[:, keys] = rows
+        assert (expanded == visible[lo:hi]).all()
 
 
 def test_choice_without_context_is_rejected(engine):
