@@ -47,4 +47,8 @@ defs = dg.Definitions(
         ),
     ],
     resources=resources_for(),
+    # Every step runs in its run's process: the light ones (file hashing, question tables,
+    # analysis, dbt) take seconds, while a process per step costs an import of this code
+    # location each; the model steps already run their work in a Pipes subprocess or pod.
+    executor=dg.in_process_executor,
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import dagster as dg
+from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
 from quantbias_assets.catalog.models import is_valid_nickname, validate_nickname
 from quantbias_assets.partitions import model_partitions, partition_key
@@ -32,10 +33,25 @@ BACKFILL_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a1
 ONE_MODEL_LOAD_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
 
+def any_deps_changed() -> dg.AutomationCondition:
+    """`any_deps_updated`, counting only updates that changed a data version.
+
+    Every table reports its content as its data version (questions: the table's hash; responses
+    and verdicts: their content-hash keys; checkpoints: their digest), so rebuilding the same
+    questions, or a worker run that found nothing pending, refreshes nothing downstream.
+    """
+    return dg.AutomationCondition.any_deps_match(
+        (
+            dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target()
+        ).with_label("data_version_changed_without_root")
+        | dg.AutomationCondition.will_be_requested()
+    ).with_label("any_deps_changed")
+
+
 def refresh_existing_partitions() -> dg.AutomationCondition:
-    """Re-run a partition that exists when one of its inputs was updated."""
+    """Re-run a partition that exists when the data of one of its inputs changed."""
     return (
-        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        any_deps_changed().since_last_handled()
         & ~dg.AutomationCondition.missing()
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
@@ -58,7 +74,7 @@ def refresh_over_existing_partitions() -> dg.AutomationCondition:
       re-run first, and their updates trigger the analysis once, not twice.
     """
     return (
-        dg.AutomationCondition.any_deps_updated().ignore(QUESTION_TABLES).since_last_handled()
+        any_deps_changed().ignore(QUESTION_TABLES).since_last_handled()
         & ~dg.AutomationCondition.any_deps_missing().ignore(SCANNED_LAKE_TABLES)
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
@@ -94,6 +110,46 @@ def with_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Seq
         return spec if condition is None else spec.replace_attributes(automation_condition=condition)
 
     return dg.map_asset_specs(attach, list(assets))
+
+
+WORKER_SETTINGS = "worker_settings"  # materialization metadata: the settings a worker ran with
+
+
+def requested_by_automation(context: dg.AssetExecutionContext) -> bool:
+    # runs of a backfill the automation sensor submitted carry the sensor's tags
+    return context.run.tags.get(AUTOMATION_CONDITION_TAG) == "true"
+
+
+def recorded_settings(context: dg.AssetExecutionContext) -> dict | None:
+    """The settings the run's partition was last materialized with (any selected table)."""
+    for key in sorted(context.selected_asset_keys, key=lambda key: key.to_user_string()):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1
+        ).records
+        event = records[0].asset_materialization if records else None
+        value = getattr(event.metadata.get(WORKER_SETTINGS), "value", None) if event else None
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def worker_settings(context: dg.AssetExecutionContext, configured: dict) -> dict:
+    """What a model worker runs with, recorded on each materialization.
+
+    A refresh requested by automation re-runs the partition with the settings it was built with
+    (a sampled demo partition stays sampled, with its token budget and guard); any other run
+    uses the resources as configured. Settings added since the recording take their configured
+    value.
+    """
+    settings = dict(configured)
+    if requested_by_automation(context):
+        recorded = recorded_settings(context)
+        if recorded is not None:
+            settings.update(recorded)
+            context.log.info("automation refresh: re-using the settings this partition was materialized with")
+    for key in context.selected_asset_keys:
+        context.add_asset_metadata({WORKER_SETTINGS: dg.MetadataValue.json(settings)}, asset_key=key)
+    return settings
 
 
 def automation_sensor(minimum_interval_seconds: int = 30) -> dg.AutomationConditionSensorDefinition:

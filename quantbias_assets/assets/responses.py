@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
+from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN, worker_settings
 from quantbias_assets.catalog.datasets import DATASETS
 from quantbias_assets.partitions import model_and_method, model_method_partitions
 from quantbias_assets.workers.pipes_io import FAILED_DATASETS
@@ -76,7 +76,8 @@ def respond_extras(
         "model": model,
         "method": method,
         "datasets": [name for name in DATASETS if name in selected],  # catalog order
-        **inference.to_extras(),
+        # a refresh by automation keeps the partition's recorded settings (automation.py)
+        **worker_settings(context, inference.to_extras()),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 
 from quantbias_assets.assets.responses import response_key, worker_results
-from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
+from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN, worker_settings
 from quantbias_assets.catalog.datasets import open_datasets
 from quantbias_assets.partitions import model_and_method, model_method_partitions
 from quantbias_assets.workers.pipes_io import FAILED_DATASETS
@@ -52,7 +52,8 @@ def judge_extras(context: dg.AssetExecutionContext, *, lake: Any, guard: Any) ->
         "model": model,
         "method": method,
         "datasets": [name for name in OPEN_DATASETS if name in selected],  # catalog order
-        **guard.to_extras(),
+        # a refresh by automation keeps the partition's recorded settings (automation.py)
+        **worker_settings(context, guard.to_extras()),
     }
 
 

@@ -235,7 +235,7 @@ def judge_dataset(
 def main() -> None:
     from quantbias_assets import prompts
     from quantbias_assets.catalog.models import is_local_source
-    from quantbias_assets.engines import load_engine
+    from quantbias_assets.workers.lazy_engine import LazyEngine
 
     with open_dagster_pipes() as pipes:
         request = JudgeRequest.from_extras(pipes.extras)
@@ -246,7 +246,8 @@ def main() -> None:
                 f"guard model: {request.guard_model}: no such folder; give a local Llama Guard folder "
                 f"(e.g. `huggingface-cli download {DEFAULT_GUARD_MODEL} --local-dir DIR`) or a hub id"
             )
-        engine = load_engine(request.backend, request.guard_model, **request.engine_config)
+        # loaded on first use: a partition with no new response never loads the guard
+        engine = LazyEngine(request.backend, request.guard_model, **request.engine_config)
         try:
             config = GuardConfig(
                 model_identity=guard_identity(request.guard_model, request.guard_revision),
@@ -259,7 +260,7 @@ def main() -> None:
             )
             config_hash = guard_config_hash(config)
             pipes.log.info(
-                f"guard {request.guard_model} loaded with {engine.name} for "
+                f"guard {request.guard_model} opened with {engine.name} for "
                 f"{request.target.model}/{request.target.method}; datasets: {', '.join(request.datasets)}"
             )
 

@@ -541,7 +541,7 @@ def respond_dataset(
 def load_checkpoint_engine(request: RespondRequest) -> tuple[Engine, CheckpointManifest]:
     """Load the partition's checkpoint once; trust_remote_code only when its manifest says so."""
     from quantbias_assets.catalog.models import is_local_source
-    from quantbias_assets.engines import load_engine
+    from quantbias_assets.workers.lazy_engine import LazyEngine
 
     target = request.target
     manifest = read_manifest(request.model_store_root, target.model, target.method)
@@ -550,7 +550,8 @@ def load_checkpoint_engine(request: RespondRequest) -> tuple[Engine, CheckpointM
             f"{manifest.path}: model folder not found (checkpoint manifest "
             f"{manifest_path(request.model_store_root, target.model, target.method)})"
         )
-    engine = load_engine(
+    # loaded on first use: a partition with nothing pending never loads the model
+    engine = LazyEngine(
         request.backend, manifest.path, trust_remote_code=manifest.trust_remote_code, **request.engine_config
     )
     return engine, manifest
@@ -561,7 +562,7 @@ def main() -> None:
         request = RespondRequest.from_extras(pipes.extras)
         engine, manifest = load_checkpoint_engine(request)
         pipes.log.info(
-            f"loaded {manifest.path} ({request.target.model}/{request.target.method}) with {engine.name}; "
+            f"opened {manifest.path} ({request.target.model}/{request.target.method}) with {engine.name}; "
             f"datasets: {', '.join(request.datasets)}"
         )
 

@@ -9,6 +9,7 @@ and the tests check what Dagster would request or show.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -229,10 +231,15 @@ class Deployment:
             dg.AssetObservation(["dataset_files", dataset], tags={DATA_VERSION_TAG: data_version})
         )
 
-    def materialized(self, key: dg.AssetKey, partitions: Iterable = (None,)) -> None:
+    def materialized(self, key: dg.AssetKey, partitions: Iterable = (None,), data_version: str | None = None) -> None:
+        """Every asset reports its content as its data version: new content unless `data_version`
+        repeats what it had."""
         for partition in partitions:
+            version = data_version or uuid.uuid4().hex
             self.instance.report_runless_asset_event(
-                dg.AssetMaterialization(key, partition=None if partition is None else str(partition))
+                dg.AssetMaterialization(
+                    key, partition=None if partition is None else str(partition), tags={DATA_VERSION_TAG: version}
+                )
             )
 
     def tick(self) -> dict[dg.AssetKey, set]:
@@ -250,6 +257,15 @@ class Deployment:
         """The runs of a tick's requests succeed."""
         for key, partitions in requested.items():
             self.materialized(key, partitions)
+
+    def settle(self, ticks: int = 6) -> None:
+        """Tick and run what is requested until a tick requests nothing."""
+        for _ in range(ticks):
+            requested = self.tick()
+            if not requested:
+                return
+            self.run(requested)
+        raise AssertionError(f"still requesting after {ticks} ticks")
 
 
 def questions(name: str) -> dg.AssetKey:
@@ -307,6 +323,20 @@ def test_data_version_change_refreshes_questions_then_existing_partitions_then_a
     assert not any(key.path[0] in ("checkpoint", "responses", "verdicts", "questions") for key in requested)
     assert SEED_KEY not in requested
     d.run(requested)
+    assert d.tick() == {}
+
+
+def test_rebuilt_identical_inputs_refresh_nothing(deployment):
+    d = deployment
+    d.materialized(questions("BBQ"), data_version="same-questions")
+    d.settle()
+    # the table is rebuilt with the same content (same data version): nothing downstream moves
+    d.materialized(questions("BBQ"), data_version="same-questions")
+    assert d.tick() == {}
+    # a refresh run that found nothing pending reports the same keys: no analysis re-run
+    d.materialized(responses("BBQ"), [pk("tiny-a", "none")], data_version="same-keys")
+    d.settle()
+    d.materialized(responses("BBQ"), [pk("tiny-a", "none")], data_version="same-keys")
     assert d.tick() == {}
 
 
@@ -624,3 +654,82 @@ def test_automation_sensor_runs_from_the_start_and_covers_every_condition(defs):
     with_condition = {key for key in asset_graph.materializable_asset_keys if asset_graph.get(key).automation_condition}
     assert len(with_condition) == 17 + 17 + 7 + 4 + 14 + 1  # all but checkpoint
     assert with_condition <= sensor.asset_selection.resolve(asset_graph)
+
+
+# --- the demo leaves a quiet instance ------------------------------------------------------
+
+DEMO_CLOSED, DEMO_OPEN = "CEB-Recognition-S", "CEB-Continuation-T"
+
+
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return records[0].asset_materialization
+
+
+@pytest.mark.slow
+def test_demo_leaves_a_quiet_instance_and_an_edited_question_refreshes_only_its_partition(
+    quantbias_home, tmp_path, monkeypatch, tiny_model_dir, data_dir
+):
+    """`quantbias demo` (tiny model, one method, 1 question per axis); then what
+    the daemon does: the observe schedule, the registry sensor, automation ticks: nothing. One
+    edited question: its question table, then the one partition that answered it."""
+    from quantbias_assets.demo import DemoOptions, run_demo
+
+    files = tmp_path / "data"  # a copy, to edit one question
+    shutil.copytree(data_dir, files, ignore=shutil.ignore_patterns(".*"))
+    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(files))
+    assert run_demo(DemoOptions(model=str(tiny_model_dir), nickname="tiny-demo", methods=("none",), sample=1,
+                                max_new_tokens=4)) == 0  # fmt: skip
+
+    import definitions
+
+    defs = definitions.defs
+    instance = dg.DagsterInstance.get()
+    partition = str(pk("tiny-demo", "none"))
+    rows_before = latest_materialization(instance, responses(DEMO_CLOSED), partition).metadata["rows"].value
+    assert rows_before > 0
+    observe = defs.resolve_job_def("observe_dataset_files")
+    deployment = Deployment.__new__(Deployment)  # the demo's instance, evaluated as the daemon does
+    deployment.defs, deployment.instance, deployment.cursor = defs, instance, None
+
+    assert deployment.tick() == {}  # the automation sensor's first tick after `dagster dev` starts
+    assert observe.execute_in_process(instance=instance).success  # the schedule, 15 minutes later
+    assert deployment.tick() == {}
+    assert tick(defs, instance).skip_message == "no new model in the registry"
+    observation = instance.fetch_observations(dg.AssetKey(["dataset_files", DEMO_CLOSED]), limit=1).records[0]
+    assert observation.asset_observation.metadata["files_hashed"].value == 0  # size + mtime unchanged
+
+    # One question of the sample edited (the first record of an axis file).
+    [edited] = sorted((files / "closed_datasets" / DEMO_CLOSED).glob("*.json"))[:1]
+    records = json.loads(edited.read_text())
+    records[0]["prompt"] = records[0]["prompt"] + " Please answer."
+    edited.write_text(json.dumps(records))
+    assert observe.execute_in_process(instance=instance).success
+    observation = instance.fetch_observations(dg.AssetKey(["dataset_files", DEMO_CLOSED]), limit=1).records[0]
+    assert observation.asset_observation.metadata["files_hashed"].value == 1
+    assert deployment.tick() == {questions(DEMO_CLOSED): {None}}
+    resources = defs.resources
+    assert dg.materialize(list(defs.assets), selection=[questions(DEMO_CLOSED)], instance=instance,
+                          resources=resources).success  # fmt: skip
+    assert deployment.tick() == {responses(DEMO_CLOSED): {pk("tiny-demo", "none")}}
+
+    # The refresh, as automation runs it (its backfill's tags), with the definitions' own settings
+    # (full datasets): the demo's sample is kept, and only the edited question is re-scored.
+    automation_tags = {"dagster/from_automation_condition": "true", "dagster/auto_materialize": "true"}
+    def refresh(dataset: str) -> dict:
+        assert dg.materialize(
+            list(defs.assets), selection=[responses(dataset)], partition_key=partition, instance=instance,
+            resources=resources, tags=automation_tags,
+        ).success  # fmt: skip
+        return latest_materialization(instance, responses(dataset), partition).metadata
+
+    closed = refresh(DEMO_CLOSED)
+    assert closed["rows"].value == rows_before and closed["new_rows"].value == 1
+    assert closed["worker_settings"].value["sample_per_axis"] == 1
+    assert deployment.tick() != {}  # the analysis follows the changed responses
+    # nothing pending (the open dataset is unchanged): the worker never loads the model
+    opened = refresh(DEMO_OPEN)
+    assert opened["new_rows"].value == 0
+    assert opened["versions"].value == {"engine": "hf", "model": "not loaded: nothing was pending"}
