@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
+
+from quantbias_assets import settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_analysis"
 
@@ -52,18 +55,23 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     """Parse the project when its manifest is missing or older than any model, seed or macro.
 
     dagster-dbt builds the asset graph from target/manifest.json; parsing takes a few seconds
-    and needs no database, so a fresh clone gets its manifest on first import.
+    and needs no database, so a fresh clone gets its manifest on first import. It parses against
+    a database file named like the warehouse (`warehouse.duckdb`, in a scratch folder): dbt-duckdb
+    names the database after the file, and the marts' table names (`warehouse.main.<model>`) come
+    from the manifest. A change to this file re-parses too.
     """
     manifest = Path(project.manifest_path)
     sources = [p for p in DBT_PROJECT_DIR.rglob("*") if p.suffix in {".sql", ".yml", ".csv"} and "target" not in p.parts]
-    newest = max(p.stat().st_mtime for p in sources)
+    newest = max(p.stat().st_mtime for p in [*sources, Path(__file__)])
     if manifest.exists() and manifest.stat().st_mtime >= newest:
         return manifest
-    env = {**os.environ, **dbt_env(os.environ.get("QUANTBIAS_LAKE", "lake"), ":memory:")}
-    result = subprocess.run(
-        [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-        env=env, capture_output=True, text=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="quantbias-dbt-parse-") as scratch:
+        database = str(Path(scratch) / settings.analysis_duckdb_path().name)
+        env = {**os.environ, **dbt_env(os.environ.get("QUANTBIAS_LAKE", "lake"), database)}
+        result = subprocess.run(
+            [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+            env=env, capture_output=True, text=True,
+        )
     if result.returncode != 0:
         raise RuntimeError(f"dbt parse failed for {DBT_PROJECT_DIR}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     return manifest

@@ -1,18 +1,24 @@
 """dbt marts as Dagster assets: the paper's tables, built by dbt-duckdb over the lake.
 
 dbt sources are the upstream Delta assets (`analysis/paired_responses`, ...), through the
-`meta.dagster.asset_key` of dbt_analysis/models/sources.yml.
+`meta.dagster.asset_key` of dbt_analysis/models/sources.yml. Every built model and seed is
+recorded with its row count, typed column schema (read back from the warehouse after the
+build, when dbt has released its lock on the DuckDB file) and a preview of its first rows.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+import polars as pl
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 
 from quantbias_assets import settings
+from quantbias_assets.assets.datasets import _markdown_table
 from resources.dbt import dbt_env, dbt_project, ensure_manifest, temporary_env
 from resources.lake import LakeResource
+
+PREVIEW_ROWS = 5
 
 
 class MartTranslator(DagsterDbtTranslator):
@@ -27,16 +33,54 @@ class MartTranslator(DagsterDbtTranslator):
         return "analysis"
 
 
-@dbt_assets(
-    manifest=ensure_manifest(dbt_project),
-    project=dbt_project,
-    dagster_dbt_translator=MartTranslator(),
-)
+def preview(invocation: DbtCliInvocation, unique_id: str) -> dg.MetadataValue:
+    """The first rows of a built model or seed, read through dbt's own adapter: in this process
+    it holds the DuckDB file open, and a second connection with other settings is refused."""
+    relation = invocation.manifest["nodes"][unique_id]["relation_name"]
+    with invocation.adapter.connection_named(f"preview_{unique_id}"):
+        _, table = invocation.adapter.execute(f"select * from {relation} limit {PREVIEW_ROWS}", fetch=True)
+    rows = [[None if value is None else str(value) for value in row] for row in table.rows]
+    return dg.MetadataValue.md(
+        _markdown_table(pl.DataFrame(rows, schema=list(table.column_names), orient="row"))
+    )
+
+
+def with_preview(events: Iterator[Any], invocation: DbtCliInvocation) -> Iterator[Any]:
+    """Each model's and seed's materialization (those with a row count) with a preview of its first rows."""
+    for event in events:
+        if isinstance(event, dg.Output | dg.AssetMaterialization) and "dagster/row_count" in event.metadata:
+            unique_id = event.metadata["unique_id"].value
+            event = event.with_metadata({**event.metadata, "preview": preview(invocation, unique_id)})
+        yield event
+
+
+def release_warehouse(invocation: DbtCliInvocation) -> None:
+    """Close the DuckDB file dbt-duckdb keeps open in this process for the row counts, columns and
+    previews: a later step in the same process (the figures, in-process runs) opens it read-only,
+    which DuckDB refuses while a read-write handle is open."""
+    if invocation.adapter is None:
+        return
+    invocation.adapter.cleanup_connections()
+    manager = type(invocation.adapter.connections)
+    environment = getattr(manager, "_ENV", None)  # dbt-duckdb's process-wide database handle
+    if environment is not None:
+        environment.close()
+        manager.close_all_connections()
+
+
+# No `project=`: dagster-dbt would put the DbtProject object into every mart's metadata, where the
+# UI can only show it as "[DbtProject] (unserializable)"; the resource names the project instead.
+@dbt_assets(manifest=ensure_manifest(dbt_project), dagster_dbt_translator=MartTranslator())
 def analysis_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
     """`dbt build` (models, seeds and their data tests) over the current lake."""
     duckdb_path = settings.analysis_duckdb_path()
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    # dbt reads the lake root and the database path from the environment (profiles.yml, sources.yml).
+    # dbt reads the lake root and the database path from the environment (profiles.yml, sources.yml);
+    # the row counts and column types are read through dbt's adapter, under the same environment.
     with temporary_env(dbt_env(lake.root, str(duckdb_path))):
         invocation = dbt.cli(["build"], context=context)
-    yield from invocation.stream()
+        try:
+            events = invocation.stream().fetch_row_counts().fetch_column_metadata()
+            yield from with_preview(events, invocation)
+        finally:
+            release_warehouse(invocation)

@@ -1,9 +1,13 @@
-"""`reports/paper_figures`: the paper's figures as PNG files, with a markdown summary in metadata.
+"""`reports/paper_figures`: the paper's figures as PNG files, shown on the asset page.
 
 Everything is read from the dbt warehouse (the marts and the staged paired rows), so the
-figures show exactly what the marts say.
+figures show exactly what the marts say. The materialization carries the headline numbers and
+Table 1 as markdown tables (`summary`) and every figure embedded in markdown as a base64 data
+URI (`figures`): the Dagster UI renders `data:` images in markdown metadata, so the figures are
+on the asset page, not only paths on the orchestrator's disk.
 """
 
+import base64
 from pathlib import Path
 
 import dagster as dg
@@ -77,19 +81,30 @@ def summary_markdown(data: dict[str, pl.DataFrame]) -> str:
     )
 
 
+def figures_markdown(paths: dict[str, Path]) -> str:
+    """Each figure under its name, embedded as a PNG data URI."""
+    sections = []
+    for name, path in paths.items():
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+        sections.append(f"### {name}\n![{name}](data:image/png;base64,{encoded})\n\n`{path.name}`")
+    return "\n\n".join(sections) or "No figure has data yet."
+
+
 @dg.asset(
     key=["reports", "paper_figures"],
     deps=MART_DEPS,
     group_name="analysis",
     kinds={"matplotlib"},
-    code_version="1",
-    description="The paper's figures (Fig 2a-5b) as PNG files, and Table 1 as markdown.",
+    code_version="2",
+    description="The paper's figures (Fig 2a-5b) as PNG files, shown in the `figures` metadata; Table 1 and "
+    "the headline numbers as markdown tables in `summary`.",
 )
 def paper_figures(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     data = read_warehouse(settings.analysis_duckdb_path())
     out_dir = settings.figures_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, skipped = {}, []
+    written: dict[str, Path] = {}
+    skipped = []
     for name, figure in draw_all(data).items():
         if figure is None:
             skipped.append(name)
@@ -97,14 +112,14 @@ def paper_figures(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         path = out_dir / f"{name}.png"
         figure.savefig(path, dpi=150)
         figures.plt.close(figure)
-        written[name] = dg.MetadataValue.path(str(path))
+        written[name] = path
     context.log.info(f"wrote {len(written)} figures to {out_dir}; no data yet for {skipped or 'none'}")
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md(summary_markdown(data)),
+            "figures": dg.MetadataValue.md(figures_markdown(written)),
             "figures_dir": dg.MetadataValue.path(str(out_dir)),
             "figures_written": len(written),
             "figures_without_data": ", ".join(skipped) or "none",
-            **written,
         }
     )

@@ -3,6 +3,8 @@
 Expected values are computed by hand from the rows written here.
 """
 
+import base64
+
 import duckdb
 import polars as pl
 import pytest
@@ -36,9 +38,20 @@ def unit_row(axis: str, method: str, *, n: int, significant: bool | None, flip_r
     )
 
 
-@pytest.fixture
-def built_marts(tmp_path, monkeypatch):
-    monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
+@pytest.fixture(scope="module")
+def marts_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("marts")
+
+
+@pytest.fixture(scope="module")
+def built_marts(marts_home):
+    """One dbt build (the slow part) shared by every test of this module."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("QUANTBIAS_HOME", str(marts_home / "home"))
+        yield from build_marts(marts_home)
+
+
+def build_marts(tmp_path):
     root = str(tmp_path / "lake")
     paired = [
         paired_row(0, bin_="low", flipped=False, bias_flipped=False),
@@ -114,7 +127,8 @@ def test_significance_marts(built_marts):
 
 
 @pytest.mark.slow
-def test_paper_figures_written_with_table1_summary(built_marts, tmp_path):
+def test_paper_figures_written_with_table1_summary(built_marts, marts_home):
+    tmp_path = marts_home
     _, result = built_marts
     metadata = result.asset_materializations_for_node("reports__paper_figures")[0].metadata
     figures_dir = tmp_path / "home" / "reports" / "figures"
@@ -127,3 +141,35 @@ def test_paper_figures_written_with_table1_summary(built_marts, tmp_path):
     # Table 1, BBQ high bin: 3 rows, 50 % of responses, 67 % flipped, 33 % bias-flipped (rounded)
     assert "| BBQ | high | 3 | 50 | 67 | 33 |" in summary
     assert "| BBQ | low | 2 | 33 | 50 | 0 |" in summary
+
+
+@pytest.mark.slow
+def test_paper_figures_embed_every_png_in_markdown(built_marts, marts_home):
+    tmp_path = marts_home
+    _, result = built_marts
+    metadata = result.asset_materializations_for_node("reports__paper_figures")[0].metadata
+    figures_md = metadata["figures"].value
+    figures_dir = tmp_path / "home" / "reports" / "figures"
+    for png in sorted(figures_dir.glob("*.png")):
+        encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+        assert f"![{png.stem}](data:image/png;base64,{encoded})" in figures_md
+    assert figures_md.count("](data:image/png;base64,") == metadata["figures_written"].value
+
+
+@pytest.mark.slow
+def test_marts_metadata_names_the_warehouse_table_with_typed_columns_counts_and_preview(built_marts):
+    _, result = built_marts
+    marts = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("analysis_marts")}
+    table1 = marts["table1_uncertainty_bins"]
+    assert table1["dagster/row_count"].value == 3  # high, low, medium
+    columns = {c.name: c.type for c in table1["dagster/column_schema"].value.columns}
+    assert columns["uncertainty_bin"].startswith("character varying") and columns["n_rows"] == "BIGINT"
+    preview = table1["preview"].value.splitlines()
+    assert preview[0].startswith("| dataset_group | uncertainty_bin | n_rows |") and len(preview) == 2 + 3
+    # dagster-dbt counts tables, not views (a count would run the view's query): the staging views
+    without_count = sorted(name for name, meta in marts.items() if "dagster/row_count" not in meta)
+    assert without_count == ["stg_bias_tests", "stg_paired_responses"]
+    # the storage address is the warehouse file's database, not the `memory` of a parse without one
+    spec_metadata = analysis_marts.specs_by_key[dg.AssetKey(["marts", "table1_uncertainty_bins"])].metadata
+    assert spec_metadata["dagster/table_name"] == "warehouse.main.table1_uncertainty_bins"
+    assert "dagster_dbt/project" not in spec_metadata  # shown as "[DbtProject] (unserializable)"
