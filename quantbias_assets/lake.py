@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import TypeVar
 
 import polars as pl
-from deltalake import DeltaTable, QueryBuilder, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 PARTITION_COLUMNS = ("model", "method")
@@ -175,14 +175,19 @@ def insert_absent(
 
     def merge() -> int:
         if not table_exists(uri, storage_options):
-            # MERGE needs a table. Create it empty: a creating commit is never checked against a
-            # concurrent one (both may land, at versions 0 and 1), so it must not carry rows.
-            source.clear().write_delta(
+            # The chunk creates the table. delta-rs would re-commit a creation that lost version 0
+            # as version 1 without a conflict check (both creators' rows would land): with no
+            # internal retry the loser fails instead, and its retry merges into the winner's table.
+            source.write_delta(
                 uri,
-                mode="append",
+                mode="error",
                 storage_options=_options(storage_options),
-                delta_write_options={"partition_by": list(partition)},
+                delta_write_options={
+                    "partition_by": list(partition),
+                    "commit_properties": CommitProperties(max_commit_retries=0),
+                },
             )
+            return source.height
         metrics = (
             _open(uri, storage_options)
             .merge(source, predicate, source_alias="source", target_alias="target")
