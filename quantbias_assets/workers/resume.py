@@ -1,7 +1,7 @@
 """Content-addressed, chunked, resumable writing of one (model, method) partition of a table.
 
 A worker knows the rows it *wants*: one per input, each carrying a key of content hashes
-(respond: `question_hash, config_hash`; judge: `response_hash, guard_config_hash`). The rows
+(respond: `question_hash, config_hash`; judge: `conversation_hash, guard_config_hash`). The rows
 already in the table under the same key are current and are reused; only the missing ones are
 computed, in chunks, each committed as ONE Delta commit, so a killed worker loses at most the
 chunk in flight and never leaves a half-written chunk visible. At the end the partition's rows
@@ -12,7 +12,7 @@ attempt lives): a chunk is inserted only where its key is absent (`lake.insert_a
 so no key is ever added twice, and a run first collapses any duplicate keys it finds (left by
 older code) to one row each. The report counts the partition as it is after the run.
 
-`plan_resume` and `stale_predicates` are pure; `run_resumable` is the edge that touches the lake.
+`plan_resume` and `key_predicates` are pure; `run_resumable` is the edge that touches the lake.
 """
 
 from __future__ import annotations
