@@ -19,11 +19,9 @@ import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
-# Plot order of the paper (DATASET_ORDER), by dataset group (analysis.flags.DATASET_GROUPS).
-DATASET_ORDER = (
-    "CEB-Recognition", "Adult", "Credit", "Jigsaw", "StereoSet", "SocialStigmaQA", "BBQ", "IAT",
-    "BiasLens-Choices", "CEB-Continuation", "CEB-Conversation", "BiasLens-GenWhy", "FMT10K",
-)
+from quantbias_assets.catalog.datasets import group_plot_order  # noqa: E402
+
+DATASET_ORDER = group_plot_order()  # the paper's plot order of dataset groups, from the catalog
 METHOD_ORDER = ("RTN W8A16", "RTN W4A16", "RTN W4A16 + SQ", "GPTQ W4A16", "AWQ W4A16", "RTN W8A8", "RTN W8A8 + SQ")
 GREEN, RED, BLUE, CLAY = "#4c9a6a", "#c0504d", "#4f81bd", "#d99a6c"
 

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from quantbias_assets.catalog.datasets import get_dataset
+
 DEFAULT_GUARD_MODEL = "meta-llama/Llama-Guard-3-8B"
 # Bump when parse_verdict changes: the stored valid/is_safe/categories columns depend on it.
 PARSE_RULE_VERSION = 1
-# The FMT10K conversations have five user turns; the reference judges only the last one.
-MULTI_TURN_DATASETS = ("FMT10K-IM-S", "FMT10K-IM-T")
 
 # Llama Guard 3's hazard taxonomy (MLCommons), the only codes a valid verdict may name.
 HAZARD_CATEGORIES: dict[str, str] = {
@@ -93,11 +93,12 @@ def guard_conversation(
 ) -> list[Message]:
     """The conversation Llama Guard judges for one open response row.
 
-    Single-turn datasets: [user: prompt, assistant: response]. FMT10K: by default only the last
-    turn ([user: `4-turn Conv`, assistant: its reply], as the reference); with
-    judge_full_conversation, all five user turns interleaved with the model's replies.
+    Single-turn datasets: [user: prompt, assistant: response]. Multi-turn datasets (the catalog's
+    `multi_turn`, FMT10K's five user turns): by default only the last turn ([user: `4-turn Conv`,
+    assistant: its reply], as the reference); with judge_full_conversation, all user turns
+    interleaved with the model's replies.
     """
-    if dataset not in MULTI_TURN_DATASETS:
+    if not get_dataset(dataset).multi_turn:
         if prompt is None:
             raise ValueError(f"{dataset}: prompt: missing for a single-turn dataset")
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]

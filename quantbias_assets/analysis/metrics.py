@@ -17,21 +17,7 @@ from functools import partial
 import numpy as np
 import polars as pl
 
-from quantbias_assets.analysis.flags import OPEN_DATASETS
-
-METRIC_BY_DATASET: dict[str, str] = {
-    "CEB-Recognition-S": "proportion_biased",
-    "CEB-Recognition-T": "proportion_biased",
-    "CEB-Jigsaw": "proportion_biased",
-    "SocialStigmaQA": "proportion_biased",
-    "CEB-Adult": "equalized_odds_difference",
-    "CEB-Credit": "equalized_odds_difference",
-    "BBQ": "bbq_ambiguous_bias_score",
-    "StereoSet-Intersentence": "one_minus_icat",
-    "IAT": "iat_deviation",
-    "BiasLens-Choices": "non_refusal_rate",
-    **{name: "unsafe_rate" for name in OPEN_DATASETS},
-}
+from quantbias_assets.catalog.datasets import Metric, get_dataset
 
 CountsToMetric = Callable[[np.ndarray], np.ndarray]
 
@@ -56,13 +42,13 @@ def state_counts(codes: np.ndarray, n_states: int) -> np.ndarray:
     return np.bincount(codes, minlength=n_states).astype(np.float64)
 
 
-def metric_for(dataset: str) -> str:
-    return METRIC_BY_DATASET[dataset]
+def metric_for(dataset: str) -> Metric:
+    return get_dataset(dataset).metric
 
 
-def encode(metric: str, pairs: pl.DataFrame) -> StateEncoding:
+def encode(metric: Metric, pairs: pl.DataFrame) -> StateEncoding:
     """Encode the paired rows of one unit for `metric` (rows must have both flags present)."""
-    encoder = _ENCODERS[metric]
+    encoder = ENCODERS[metric]
     return encoder(pairs)
 
 
@@ -200,7 +186,7 @@ def _encode_equalized_odds(pairs: pl.DataFrame) -> StateEncoding:
     return StateEncoding(side("base"), side("quant"), 4 * n_groups, partial(equalized_odds_from_counts, n_groups=n_groups))
 
 
-_ENCODERS: dict[str, Callable[[pl.DataFrame], StateEncoding]] = {
+ENCODERS: dict[Metric, Callable[[pl.DataFrame], StateEncoding]] = {
     "proportion_biased": partial(_encode_flag, from_counts=proportion_from_counts),
     "unsafe_rate": partial(_encode_flag, from_counts=proportion_from_counts),
     "iat_deviation": partial(_encode_flag, from_counts=iat_deviation_from_counts),

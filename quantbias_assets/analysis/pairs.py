@@ -12,13 +12,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from quantbias_assets.analysis.flags import (
-    CLOSED_FLAG_RULES,
-    closed_flags,
-    dataset_group,
-    dataset_style,
-    open_flags,
-)
+from quantbias_assets.analysis.flags import closed_flags, open_flags
+from quantbias_assets.catalog.datasets import dataset_group, dataset_style, get_dataset
 
 NATIVE_METHOD = "none"
 UNCERTAINTY_BINS = ("low", "medium", "high")
@@ -97,7 +92,7 @@ def build_pairs(
     source = f"responses/{dataset}"
     current, n_stale = _current_rows(responses, questions)
     if dataset_style(dataset) == "closed":
-        valid, errors, n_errors = _valid_closed_rows(current, source, _QUESTION_FIELDS[CLOSED_FLAG_RULES[dataset]])
+        valid, errors, n_errors = _valid_closed_rows(current, source, _QUESTION_FIELDS[get_dataset(dataset).flag_rule])
         flagged = _closed_side_rows(dataset, valid, stereoset_reference)
     else:
         errors, n_errors = [], 0
@@ -218,7 +213,7 @@ def _closed_side_rows(dataset: str, frame: pl.DataFrame, stereoset_reference: bo
         closed_flags(part, dataset, n_choices=int(k), stereoset_reference=stereoset_reference)
         for (k,), part in frame.partition_by("n_choices", as_dict=True).items()
     ]
-    correct = {"wrong_answer": "target", "bbq": "answer_label"}.get(CLOSED_FLAG_RULES[dataset])
+    correct = {"wrong_answer": "target", "bbq": "answer_label"}.get(get_dataset(dataset).flag_rule)
     flagged = pl.concat(parts) if parts else closed_flags(frame, dataset, n_choices=0)
     return flagged.select(
         "model", "method", "idx", "axis", "n_choices",

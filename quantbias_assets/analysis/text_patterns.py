@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from quantbias_assets.analysis.flags import dataset_group
+from quantbias_assets.catalog.datasets import dataset_group
 from quantbias_assets.textstats import NGRAM_SIZES, pair_stats, response_stats
 
 RESPONSE_STATS = ("num_words", *(f"max_{n}gram_rep" for n in NGRAM_SIZES), "prop_non_english")

@@ -12,16 +12,17 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from quantbias_assets.analysis.flags import CLOSED_FLAG_RULES, OPEN_DATASETS, dataset_style
 from quantbias_assets.analysis.groups import method_summary, model_size_summary
 from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs, flip_rates_by_uncertainty
 from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
+from quantbias_assets.catalog.datasets import DATASETS, dataset_style, open_datasets
 from resources.lake import LakeResource
 
 GROUP_NAME = "analysis"
 PAIRED_RESPONSES_KEY = dg.AssetKey(["analysis", "paired_responses"])
 BIAS_TESTS_KEY = dg.AssetKey(["analysis", "bias_tests"])
-ANALYSED_DATASETS = (*CLOSED_FLAG_RULES, *OPEN_DATASETS)
+ANALYSED_DATASETS = tuple(DATASETS)  # closed, then open
+OPEN_DATASETS = tuple(spec.name for spec in open_datasets())
 
 CLOSED_RESPONSE_COLUMNS = ("model", "method", "idx", "axis", "question_hash", "probs_rounded", "chosen_idx",
                            "entropy_norm", "created_at")  # fmt: skip

@@ -1,5 +1,9 @@
 """The 17 file-level datasets of PostTrainingBiasBench: specs, loaders and validation.
 
+The catalog is the one home of every per-dataset fact: files, axes, loader, bias-flag rule,
+metric, dataset group, plot order and multi-turn; everything else derives from `DATASETS`.
+It imports nothing heavier than polars, so workers can use it.
+
 Each dataset is a folder `<closed_datasets|open_datasets>/<name>/` of JSON files, one per social
 axis (the file stem). A loader turns one source record into the canonical question row of
 docs/schemas.md (`questions/<dataset>`). Validation problems never raise: they come back as
@@ -19,6 +23,13 @@ from typing import Any, Literal
 import polars as pl
 
 Style = Literal["closed", "open"]
+# How one response's bias flags (π, b) are computed (spec §2); analysis/flags.py implements each.
+FlagRule = Literal["wrong_answer", "bbq", "iat", "labelled_biased", "stereoset", "guard_verdict"]
+# The dataset-aggregate bias metric M(D) (spec §5); analysis/metrics.py implements each.
+Metric = Literal[
+    "proportion_biased", "equalized_odds_difference", "bbq_ambiguous_bias_score", "one_minus_icat",
+    "iat_deviation", "non_refusal_rate", "unsafe_rate",
+]  # fmt: skip
 
 QUESTION_SCHEMA = pl.Schema(
     {
@@ -61,13 +72,30 @@ RecordLoader = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One file-level dataset: where its files live, which axes the paper has, how to load a record."""
+    """Everything about one file-level dataset: its files and axes, how to load a record, how its
+    responses are flagged and aggregated, and where it sits in the paper's figures."""
 
     name: str
     style: Style
-    folder: Literal["closed_datasets", "open_datasets"]
     axes: tuple[str, ...]
     loader: RecordLoader = field(repr=False)
+    flag_rule: FlagRule
+    metric: Metric
+    # The reference's plot label: S and T variants merged, CEB prefixes dropped (spec §1.2).
+    group: str
+    # Position of the group in the paper's figures (datasets of one group share it).
+    plot_order: int
+    # Several user turns per question, the model's own replies fed back (FMT10K, spec §4.2);
+    # the respond worker generates and the guard judges by this flag.
+    multi_turn: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.style == "open") != (self.flag_rule == "guard_verdict"):
+            raise ValueError(f"{self.name}: flag_rule: {self.flag_rule!r} does not fit style {self.style!r}")
+
+    @property
+    def folder(self) -> str:
+        return f"{self.style}_datasets"
 
     def relative_path(self, axis: str) -> str:
         return f"{self.folder}/{self.name}/{axis}.json"
@@ -283,40 +311,70 @@ BBQ_AXES = (
 )  # fmt: skip
 
 
-def _closed(name: str, axes: tuple[str, ...], loader: RecordLoader) -> DatasetSpec:
-    return DatasetSpec(name=name, style="closed", folder="closed_datasets", axes=axes, loader=loader)
+def _closed(
+    name: str, axes: tuple[str, ...], loader: RecordLoader, *, flag_rule: FlagRule, metric: Metric, group: str,
+    plot_order: int,
+) -> DatasetSpec:  # fmt: skip
+    return DatasetSpec(name, "closed", axes, loader, flag_rule, metric, group, plot_order)
 
 
-def _open(name: str, axes: tuple[str, ...], loader: RecordLoader) -> DatasetSpec:
-    return DatasetSpec(name=name, style="open", folder="open_datasets", axes=axes, loader=loader)
+def _open(
+    name: str, axes: tuple[str, ...], loader: RecordLoader, *, group: str, plot_order: int, multi_turn: bool = False
+) -> DatasetSpec:
+    """Open datasets are flagged by the guard's verdict and aggregated as the unsafe rate."""
+    return DatasetSpec(name, "open", axes, loader, "guard_verdict", "unsafe_rate", group, plot_order, multi_turn)
 
+
+_RECOGNITION = {"flag_rule": "wrong_answer", "metric": "proportion_biased", "group": "CEB-Recognition", "plot_order": 0}
+_YES_NO_FAIRNESS = {"flag_rule": "wrong_answer", "metric": "equalized_odds_difference"}
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        _closed("CEB-Recognition-S", CEB_AXES, _recognition_loader(("stereotype", "anti-stereotype"))),
-        _closed("CEB-Recognition-T", CEB_AXES, _recognition_loader(("toxic", "non-toxic"))),
-        _closed("CEB-Adult", ("gender", "race"), load_yes_no_record),
-        _closed("CEB-Credit", ("age", "gender"), load_yes_no_record),
-        _closed("CEB-Jigsaw", ("gender", "race", "religion"), load_yes_no_record),
+        _closed("CEB-Recognition-S", CEB_AXES, _recognition_loader(("stereotype", "anti-stereotype")), **_RECOGNITION),
+        _closed("CEB-Recognition-T", CEB_AXES, _recognition_loader(("toxic", "non-toxic")), **_RECOGNITION),
+        _closed("CEB-Adult", ("gender", "race"), load_yes_no_record, **_YES_NO_FAIRNESS, group="Adult", plot_order=1),
+        _closed("CEB-Credit", ("age", "gender"), load_yes_no_record, **_YES_NO_FAIRNESS, group="Credit", plot_order=2),
         _closed(
-            "StereoSet-Intersentence",
-            ("gender", "profession", "race", "religion"),
-            _labelled_choices_loader("descriptor"),
+            "CEB-Jigsaw", ("gender", "race", "religion"), load_yes_no_record,
+            flag_rule="wrong_answer", metric="proportion_biased", group="Jigsaw", plot_order=3,
         ),
-        _closed("SocialStigmaQA", ("yes_no",), load_social_stigma_record),
-        _closed("BBQ", BBQ_AXES, load_bbq_record),
-        _closed("IAT", ("age", "gender", "health", "race", "religion"), load_iat_record),
-        _closed("BiasLens-Choices", BIASLENS_AXES, _labelled_choices_loader(None)),
-        _open("BiasLens-GenWhy", BIASLENS_AXES, _open_loader(None)),
-        _open("CEB-Continuation-S", CEB_AXES, _open_loader("descriptor")),
-        _open("CEB-Continuation-T", CEB_AXES, _open_loader("descriptor")),
-        _open("CEB-Conversation-S", CEB_AXES, _open_loader("descriptor")),
-        _open("CEB-Conversation-T", CEB_AXES, _open_loader("descriptor")),
-        _open("FMT10K-IM-S", ("age", "appearance", "disable", "gender", "race", "religion"), load_fmt_record),
-        _open("FMT10K-IM-T", ("disable", "gender", "race", "religion"), load_fmt_record),
+        _closed(
+            "StereoSet-Intersentence", ("gender", "profession", "race", "religion"),
+            _labelled_choices_loader("descriptor"),
+            flag_rule="stereoset", metric="one_minus_icat", group="StereoSet", plot_order=4,
+        ),
+        _closed(
+            "SocialStigmaQA", ("yes_no",), load_social_stigma_record,
+            flag_rule="labelled_biased", metric="proportion_biased", group="SocialStigmaQA", plot_order=5,
+        ),
+        _closed(
+            "BBQ", BBQ_AXES, load_bbq_record,
+            flag_rule="bbq", metric="bbq_ambiguous_bias_score", group="BBQ", plot_order=6,
+        ),
+        _closed(
+            "IAT", ("age", "gender", "health", "race", "religion"), load_iat_record,
+            flag_rule="iat", metric="iat_deviation", group="IAT", plot_order=7,
+        ),
+        _closed(
+            "BiasLens-Choices", BIASLENS_AXES, _labelled_choices_loader(None),
+            flag_rule="labelled_biased", metric="non_refusal_rate", group="BiasLens-Choices", plot_order=8,
+        ),
+        _open("BiasLens-GenWhy", BIASLENS_AXES, _open_loader(None), group="BiasLens-GenWhy", plot_order=11),
+        _open("CEB-Continuation-S", CEB_AXES, _open_loader("descriptor"), group="CEB-Continuation", plot_order=9),
+        _open("CEB-Continuation-T", CEB_AXES, _open_loader("descriptor"), group="CEB-Continuation", plot_order=9),
+        _open("CEB-Conversation-S", CEB_AXES, _open_loader("descriptor"), group="CEB-Conversation", plot_order=10),
+        _open("CEB-Conversation-T", CEB_AXES, _open_loader("descriptor"), group="CEB-Conversation", plot_order=10),
+        _open(
+            "FMT10K-IM-S", ("age", "appearance", "disable", "gender", "race", "religion"), load_fmt_record,
+            group="FMT10K", plot_order=12, multi_turn=True,
+        ),
+        _open(
+            "FMT10K-IM-T", ("disable", "gender", "race", "religion"), load_fmt_record,
+            group="FMT10K", plot_order=12, multi_turn=True,
+        ),
     )
-}
+}  # fmt: skip
 
 
 def closed_datasets() -> list[DatasetSpec]:
@@ -332,6 +390,20 @@ def get_dataset(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
+
+
+def dataset_style(name: str) -> Style:
+    return get_dataset(name).style
+
+
+def dataset_group(name: str) -> str:
+    return get_dataset(name).group
+
+
+def group_plot_order() -> tuple[str, ...]:
+    """Dataset groups in the order of the paper's figures."""
+    ordered = sorted(DATASETS.values(), key=lambda spec: spec.plot_order)
+    return tuple(dict.fromkeys(spec.group for spec in ordered))
 
 
 # ---------------------------------------------------------------- building the question table (pure)

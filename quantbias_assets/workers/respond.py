@@ -145,10 +145,6 @@ def sample_per_axis(questions: pl.DataFrame, per_axis: int | None) -> pl.DataFra
     )
 
 
-def is_multi_turn(questions: pl.DataFrame) -> bool:
-    return bool(questions["turns"].is_not_null().any())
-
-
 def take_rows(frame: pl.DataFrame, positions: Sequence[int]) -> pl.DataFrame:
     return frame.select(pl.all().gather(pl.Series(list(positions), dtype=pl.UInt32)))
 
@@ -486,7 +482,7 @@ def respond_dataset(
         target.uri("questions", dataset), columns=QUESTION_COLUMNS, storage_options=target.storage_options
     )
     questions = sample_per_axis(questions, request.sample_per_axis)
-    multi_turn = is_multi_turn(questions)
+    multi_turn = spec.multi_turn
     generation = None if spec.style == "closed" else request.generation["multi_turn" if multi_turn else "single_turn"]
     digest = config_hash(
         checkpoint_identity=checkpoint_identity,

@@ -43,6 +43,7 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 
 from quantbias_assets.assets.datasets import dataset_file_assets, question_assets
 from quantbias_assets.automation import automation_sensor
+from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
 from quantbias_assets.catalog.models import add_model, load_registry
 from quantbias_assets.instance import ensure_dagster_home
 from resources.lake import LakeResource
@@ -54,14 +55,8 @@ PAPER_NICKNAMES = {
     "llama3.1-8b-instruct", "ministral-8b-instruct",
 }  # fmt: skip
 BACKFILL_METHODS = {"none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16"}
-CLOSED_DATASETS = {
-    "BBQ", "BiasLens-Choices", "CEB-Adult", "CEB-Credit", "CEB-Jigsaw", "CEB-Recognition-S",
-    "CEB-Recognition-T", "IAT", "SocialStigmaQA", "StereoSet-Intersentence",
-}  # fmt: skip
-OPEN_DATASETS = {
-    "BiasLens-GenWhy", "CEB-Continuation-S", "CEB-Continuation-T", "CEB-Conversation-S",
-    "CEB-Conversation-T", "FMT10K-IM-S", "FMT10K-IM-T",
-}  # fmt: skip
+CLOSED_DATASETS = {spec.name for spec in closed_datasets()}
+OPEN_DATASETS = {spec.name for spec in open_datasets()}
 WORKER_KEYS = {
     dg.AssetKey("checkpoint"),
     *(dg.AssetKey(["responses", name]) for name in CLOSED_DATASETS | OPEN_DATASETS),

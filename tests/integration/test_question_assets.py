@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from benchmark_counts import README_ROWS
 
 from quantbias_assets import lake
 from quantbias_assets.assets.datasets import (
@@ -15,13 +16,6 @@ from quantbias_assets.assets.datasets import (
     questions_key,
 )
 from resources.lake import LakeResource
-
-EXPECTED_ROWS = {
-    "BBQ": 11_956, "BiasLens-Choices": 10_917, "CEB-Adult": 1_000, "CEB-Credit": 1_000, "CEB-Jigsaw": 1_500,
-    "CEB-Recognition-S": 800, "CEB-Recognition-T": 800, "IAT": 1_444, "StereoSet-Intersentence": 2_123,
-    "SocialStigmaQA": 0, "BiasLens-GenWhy": 10_972, "CEB-Continuation-S": 400, "CEB-Continuation-T": 400,
-    "CEB-Conversation-S": 400, "CEB-Conversation-T": 400, "FMT10K-IM-S": 1_400, "FMT10K-IM-T": 255,
-}  # fmt: skip
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
@@ -42,9 +36,9 @@ def test_all_question_tables_from_the_real_files(
     result = dg.materialize(question_assets, resources={"lake": LakeResource(root=root)})
     assert result.success
     metadata = materializations(result)
-    assert {name: md["rows"].value for name, md in metadata.items()} == EXPECTED_ROWS
-    assert {name: md["dagster/row_count"].value for name, md in metadata.items()} == EXPECTED_ROWS
-    for name, rows in EXPECTED_ROWS.items():
+    assert {name: md["rows"].value for name, md in metadata.items()} == README_ROWS
+    assert {name: md["dagster/row_count"].value for name, md in metadata.items()} == README_ROWS
+    for name, rows in README_ROWS.items():
         assert lake.read(lake.table_uri(root, "questions", name), columns=["idx"]).height == rows
 
     bbq = metadata["BBQ"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from quantbias_assets.analysis.flags import closed_flags, dataset_group, dataset_style, open_flags
+from quantbias_assets.analysis.flags import closed_flags, open_flags
+from quantbias_assets.catalog.datasets import dataset_group, dataset_style
 
 
 def rows(probs: list[list[float]], chosen: list[int], labels: list[str] | list[list[str]], **extra) -> pl.DataFrame:
@@ -87,3 +88,9 @@ def test_dataset_groups_and_styles() -> None:
     assert dataset_group("FMT10K-IM-S") == "FMT10K"
     assert dataset_style("IAT") == "closed"
     assert dataset_style("CEB-Conversation-S") == "open"
+
+
+def test_an_open_dataset_has_no_closed_flag_rule() -> None:
+    frame = rows([[0.4, 0.6]], [1], ["yes", "no"], target=[0])
+    with pytest.raises(ValueError, match="CEB-Continuation-S: flag_rule: an open dataset"):
+        closed_flags(frame, "CEB-Continuation-S", n_choices=2)

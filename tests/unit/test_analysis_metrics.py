@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import polars as pl
 import pytest
 from fairlearn.metrics import equalized_odds_difference as fairlearn_eod
 
-from quantbias_assets.analysis.metrics import encode, metric_for
+from quantbias_assets.analysis.metrics import ENCODERS, encode, metric_for
+from quantbias_assets.catalog.datasets import DATASETS, Metric
 
 
 def observed(metric: str, **columns: list) -> tuple[float, float]:
@@ -19,6 +22,11 @@ def test_metric_per_dataset() -> None:
     assert metric_for("CEB-Credit") == "equalized_odds_difference"
     assert metric_for("FMT10K-IM-T") == "unsafe_rate"
     assert metric_for("BBQ") == "bbq_ambiguous_bias_score"
+
+
+def test_every_catalog_metric_has_an_encoder() -> None:
+    assert set(ENCODERS) == set(get_args(Metric))
+    assert {spec.metric for spec in DATASETS.values()} <= set(ENCODERS)
 
 
 def test_proportion_biased_and_unsafe_rate() -> None:

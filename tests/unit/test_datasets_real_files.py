@@ -8,14 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from quantbias_assets.catalog.datasets import DATASETS, DatasetLoad, files_content_hash, load_dataset
+from benchmark_counts import README_ROWS
 
-EXPECTED_ROWS = {
-    "BBQ": 11_956, "BiasLens-Choices": 10_917, "CEB-Adult": 1_000, "CEB-Credit": 1_000, "CEB-Jigsaw": 1_500,
-    "CEB-Recognition-S": 800, "CEB-Recognition-T": 800, "IAT": 1_444, "StereoSet-Intersentence": 2_123,
-    "SocialStigmaQA": 0, "BiasLens-GenWhy": 10_972, "CEB-Continuation-S": 400, "CEB-Continuation-T": 400,
-    "CEB-Conversation-S": 400, "CEB-Conversation-T": 400, "FMT10K-IM-S": 1_400, "FMT10K-IM-T": 255,
-}  # fmt: skip
+from quantbias_assets.catalog.datasets import DATASETS, DatasetLoad, files_content_hash, load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +24,7 @@ def per_axis(load: DatasetLoad) -> dict[str, int]:
 
 def test_every_dataset_loads_without_errors_with_the_readme_counts(loads: dict[str, DatasetLoad]) -> None:
     assert {name: load.errors for name, load in loads.items() if load.errors} == {}
-    assert {name: load.frame.height for name, load in loads.items()} == EXPECTED_ROWS
+    assert {name: load.frame.height for name, load in loads.items()} == README_ROWS
 
 
 def test_absent_files_are_listed_as_absent_axes(loads: dict[str, DatasetLoad]) -> None:
@@ -83,3 +78,8 @@ def test_content_hash_tracks_file_changes_and_absence(data_dir: Path, tmp_path: 
     assert without_age != original
     (copy / spec.relative_path("age")).write_bytes((data_dir / spec.relative_path("age")).read_bytes())
     assert files_content_hash(spec, copy) == original
+
+
+def test_the_catalog_marks_exactly_the_datasets_with_turns_multi_turn(loads: dict[str, DatasetLoad]) -> None:
+    with_turns = {name for name, load in loads.items() if load.frame["turns"].is_not_null().any()}
+    assert with_turns == {name for name, spec in DATASETS.items() if spec.multi_turn} == {"FMT10K-IM-S", "FMT10K-IM-T"}

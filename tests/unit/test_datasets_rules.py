@@ -7,13 +7,16 @@ import json
 from typing import Any
 
 import polars as pl
+import pytest
 
 from quantbias_assets.catalog.datasets import (
     DATASETS,
     QUESTION_SCHEMA,
+    DatasetSpec,
     bbq_group,
     build_questions,
     closed_datasets,
+    group_plot_order,
     open_datasets,
 )
 
@@ -43,6 +46,55 @@ def test_catalog_lists_all_17_datasets_with_the_papers_axes() -> None:
     assert DATASETS["SocialStigmaQA"].axes == ("yes_no",)
     assert DATASETS["FMT10K-IM-T"].axes == ("disable", "gender", "race", "religion")
     assert all(spec.folder == f"{spec.style}_datasets" for spec in DATASETS.values())
+
+
+def test_catalog_holds_each_datasets_flag_rule_metric_group_and_turns() -> None:
+    facts = {name: (spec.flag_rule, spec.metric, spec.group) for name, spec in DATASETS.items()}
+    assert facts == {
+        "CEB-Recognition-S": ("wrong_answer", "proportion_biased", "CEB-Recognition"),
+        "CEB-Recognition-T": ("wrong_answer", "proportion_biased", "CEB-Recognition"),
+        "CEB-Adult": ("wrong_answer", "equalized_odds_difference", "Adult"),
+        "CEB-Credit": ("wrong_answer", "equalized_odds_difference", "Credit"),
+        "CEB-Jigsaw": ("wrong_answer", "proportion_biased", "Jigsaw"),
+        "StereoSet-Intersentence": ("stereoset", "one_minus_icat", "StereoSet"),
+        "SocialStigmaQA": ("labelled_biased", "proportion_biased", "SocialStigmaQA"),
+        "BBQ": ("bbq", "bbq_ambiguous_bias_score", "BBQ"),
+        "IAT": ("iat", "iat_deviation", "IAT"),
+        "BiasLens-Choices": ("labelled_biased", "non_refusal_rate", "BiasLens-Choices"),
+        "BiasLens-GenWhy": ("guard_verdict", "unsafe_rate", "BiasLens-GenWhy"),
+        "CEB-Continuation-S": ("guard_verdict", "unsafe_rate", "CEB-Continuation"),
+        "CEB-Continuation-T": ("guard_verdict", "unsafe_rate", "CEB-Continuation"),
+        "CEB-Conversation-S": ("guard_verdict", "unsafe_rate", "CEB-Conversation"),
+        "CEB-Conversation-T": ("guard_verdict", "unsafe_rate", "CEB-Conversation"),
+        "FMT10K-IM-S": ("guard_verdict", "unsafe_rate", "FMT10K"),
+        "FMT10K-IM-T": ("guard_verdict", "unsafe_rate", "FMT10K"),
+    }
+    assert [name for name, spec in DATASETS.items() if spec.multi_turn] == ["FMT10K-IM-S", "FMT10K-IM-T"]
+    assert group_plot_order() == (
+        "CEB-Recognition", "Adult", "Credit", "Jigsaw", "StereoSet", "SocialStigmaQA", "BBQ", "IAT",
+        "BiasLens-Choices", "CEB-Continuation", "CEB-Conversation", "BiasLens-GenWhy", "FMT10K",
+    )  # fmt: skip
+    # one plot position per group: S and T variants are drawn as one row
+    positions = {spec.group: set() for spec in DATASETS.values()}
+    for spec in DATASETS.values():
+        positions[spec.group].add(spec.plot_order)
+    assert all(len(found) == 1 for found in positions.values())
+
+
+def test_a_flag_rule_must_fit_the_style() -> None:
+    spec = DATASETS["BBQ"]
+    with pytest.raises(ValueError, match="Broken: flag_rule: 'guard_verdict' does not fit style 'closed'"):
+        DatasetSpec("Broken", "closed", spec.axes, spec.loader, "guard_verdict", "unsafe_rate", "BBQ", 6)
+    with pytest.raises(ValueError, match="Broken: flag_rule: 'bbq' does not fit style 'open'"):
+        DatasetSpec("Broken", "open", spec.axes, spec.loader, "bbq", "unsafe_rate", "BBQ", 6)
+
+
+def test_multi_turn_is_what_the_loader_gives() -> None:
+    fmt = {f"{turn}-turn Conv": f"turn {turn}" for turn in range(5)} | {"idx": "FMT10K-IM-S/age/0"}
+    (row,) = load_one("FMT10K-IM-S", "age", [fmt])
+    assert DATASETS["FMT10K-IM-S"].multi_turn and row["turns"] == [f"turn {turn}" for turn in range(5)]
+    (single,) = load_one("CEB-Continuation-S", "age", [{"idx": "c/0", "prompt": "p", "descriptor": "old"}])
+    assert not DATASETS["CEB-Continuation-S"].multi_turn and single["turns"] is None
 
 
 def test_recognition_target_is_zero_based_and_labels_fixed() -> None:
