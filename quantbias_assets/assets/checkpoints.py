@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from quantbias_assets.assets.worker_runs import run_worker
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
 from quantbias_assets.catalog.methods import METHOD_SPECS
 from quantbias_assets.catalog.models import get_model
@@ -69,7 +70,7 @@ def quantize_extras(model: str, method: str, config: CheckpointConfig, model_sto
 def checkpoint(context: dg.AssetExecutionContext, config: CheckpointConfig) -> dg.MaterializeResult:
     model, method = model_and_method(context)
     extras = quantize_extras(model, method, config, context.resources.model_store.root)
-    invocation = context.resources.workers.run(context, "quantize", extras)
+    invocation = run_worker(context, "quantize", extras)
     return invocation.get_materialize_result()
 
 
