@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from quantbias_assets.hashing import update_with_file
+
 CheckpointSource = Literal["quantized", "base", "published"]
 SOURCES: tuple[str, ...] = ("quantized", "base", "published")
 MANIFEST_NAME = "checkpoint.json"
@@ -151,7 +153,5 @@ def weights_digest(folder: str | Path) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, path)
     return digest.hexdigest()

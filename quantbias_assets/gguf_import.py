@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from quantbias_assets.checkpoint_manifest import weights_digest
+from quantbias_assets.hashing import file_sha256
 
 GGUF_SUFFIX = ".gguf"
 IMPORTS_DIR = ".gguf"
@@ -100,14 +100,6 @@ def installed_smollm2() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found in the installed {SMOLLM2_DISTRIBUTION} package")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _gguf_module(path: Path):

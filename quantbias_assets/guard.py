@@ -6,8 +6,6 @@ The judge worker (`quantbias_assets.workers.judge`) and the verdicts assets are 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +15,7 @@ from typing import Any, Protocol
 import polars as pl
 
 from quantbias_assets.catalog.datasets import get_dataset
+from quantbias_assets.hashing import canonical_json, json_sha256
 
 DEFAULT_GUARD_MODEL = "meta-llama/Llama-Guard-3-8B"
 # Bump when parse_verdict changes: the stored valid/is_safe/categories columns depend on it.
@@ -198,7 +197,7 @@ class GuardConfig:
 
 
 def guard_config_hash(config: GuardConfig) -> str:
-    return hashlib.sha256(canonical_json(asdict(config)).encode("utf-8")).hexdigest()
+    return json_sha256(asdict(config))
 
 
 # A verdict row is current when both hashes match: the judged conversation (with the row's idx,
@@ -230,12 +229,8 @@ JUDGE_INPUT_COLUMNS = (
 )
 
 
-def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def conversation_hash(idx: str, conversation: Sequence[Message]) -> str:
-    return hashlib.sha256(canonical_json([idx, list(conversation)]).encode("utf-8")).hexdigest()
+    return json_sha256([idx, list(conversation)])
 
 
 def judge_inputs(

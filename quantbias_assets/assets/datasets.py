@@ -21,10 +21,10 @@ from quantbias_assets.catalog.datasets import (
     DATASETS,
     DatasetLoad,
     DatasetSpec,
-    file_sha256,
     files_content_hash,
     load_dataset,
 )
+from quantbias_assets.hashing import file_sha256
 from resources.lake import LakeResource
 
 GROUP_NAME = "datasets"

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from quantbias_assets.hashing import canonical_json, file_sha256
+
 Style = Literal["closed", "open"]
 # How one response's bias flags (π, b) are computed (spec §2); analysis/flags.py implements each.
 FlagRule = Literal["wrong_answer", "bbq", "iat", "labelled_biased", "stereoset", "guard_verdict"]
@@ -409,10 +411,6 @@ def group_plot_order() -> tuple[str, ...]:
 # ---------------------------------------------------------------- building the question table (pure)
 
 
-def canonical_json(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def question_hash(dataset: str, source_json: str) -> str:
     """sha256 of `<dataset>\\n<canonical source JSON>`: the same record in two datasets differs."""
     return hashlib.sha256(f"{dataset}\n{source_json}".encode()).hexdigest()
@@ -511,12 +509,4 @@ def files_content_hash(spec: DatasetSpec, data_dir: Path, file_hash_of: Callable
         path = data_dir / relative
         file_hash = (file_hash_of or file_sha256)(path) if path.is_file() else "absent"
         digest.update(f"{relative}={file_hash}\n".encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from quantbias_assets.catalog.datasets import DATASETS, DatasetSpec, file_sha256
+from quantbias_assets.catalog.datasets import DATASETS, DatasetSpec
+from quantbias_assets.hashing import file_sha256
 
 REFERENCE_REPOSITORY = "stan-hua/PostTrainingBiasBenchmark"
 REFERENCE_COMMIT = "ce5adb0"

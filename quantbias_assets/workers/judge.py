@@ -30,13 +30,13 @@ from quantbias_assets.guard import (
     VERDICT_KEY,
     VERDICT_SCHEMA,
     GuardConfig,
-    canonical_json,
     fit_conversation,
     guard_config_hash,
     judge_inputs,
     verdict_counts,
     verdict_rows,
 )
+from quantbias_assets.hashing import canonical_json
 from quantbias_assets.workers.pipes_io import (
     PartitionTarget,
     keys_data_version,

@@ -16,8 +16,6 @@ the engine sees the question, so an oversized one costs no forward pass.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from quantbias_assets.engines.base import (
     GenerationSettings,
     LengthGuard,
 )
+from quantbias_assets.hashing import json_sha256
 from quantbias_assets.workers.pipes_io import (
     PartitionTarget,
     keys_data_version,
@@ -95,10 +94,6 @@ ErrorLog = Callable[[str], None]
 # ---------------------------------------------------------------- pure pieces
 
 
-def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def config_hash(
     *,
     checkpoint_identity: Mapping[str, Any],
@@ -121,12 +116,12 @@ def config_hash(
         "prompt_rule": prompt_rule_version,
         "generation": dict(generation) if generation is not None else None,
     }
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    return json_sha256(payload)
 
 
 def response_hash(user_turn: str, response: str) -> str:
     """sha256 of the canonical JSON `[judged user turn, response]` (no concatenation ambiguity)."""
-    return hashlib.sha256(canonical_json([user_turn, response]).encode()).hexdigest()
+    return json_sha256([user_turn, response])
 
 
 def sample_per_axis(questions: pl.DataFrame, per_axis: int | None) -> pl.DataFrame:
