@@ -238,22 +238,13 @@ def evaluate_unit(encoding: StateEncoding, rng: np.random.Generator, settings: B
 
 def benjamini_hochberg(p_values: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """(q values, rejected) over the finite p values, as statsmodels' `fdr_bh`; NaN stays NaN
-    and is never rejected."""
+    and is never rejected. Rejecting q ≤ alpha is the BH step-up rule."""
     p_values = np.asarray(p_values, dtype=np.float64)
     q_values = np.full(p_values.shape, np.nan)
-    rejected = np.zeros(p_values.shape, dtype=bool)
-    tested = np.flatnonzero(np.isfinite(p_values))
-    if tested.size == 0:
-        return q_values, rejected
-    order = tested[np.argsort(p_values[tested], kind="stable")]
-    ranked = p_values[order]
-    ranks = np.arange(1, ranked.size + 1)
-    below = ranked <= ranks / ranked.size * alpha
-    if below.any():
-        rejected[order[: np.flatnonzero(below).max() + 1]] = True
-    adjusted = np.minimum.accumulate((ranked * ranked.size / ranks)[::-1])[::-1]
-    q_values[order] = np.minimum(adjusted, 1.0)
-    return q_values, rejected
+    tested = np.isfinite(p_values)
+    if tested.any():
+        q_values[tested] = scipy_stats.false_discovery_control(p_values[tested], method="bh")
+    return q_values, tested & (q_values <= alpha)
 
 
 def mcnemar_exact(unbiased_to_biased: np.ndarray, biased_to_unbiased: np.ndarray) -> np.ndarray:
