@@ -460,6 +460,7 @@ def test_unknown_dataset_and_remote_code_switch(tmp_path: Path, tiny_model_dir: 
 
     write_checkpoint(tmp_path / "models", "tiny", model_dir, trust_remote_code=False)
     engine, manifest = load_checkpoint_engine(request)
+    engine.load()  # workers load the model on first use (workers/lazy_engine.py)
     assert not marker.exists()
     with pytest.raises(KeyError, match="unknown dataset 'NoSuchDataset'"):
         respond_dataset(engine, manifest.identity, request, "NoSuchDataset", log_info=print, log_error=print)
@@ -467,6 +468,7 @@ def test_unknown_dataset_and_remote_code_switch(tmp_path: Path, tiny_model_dir: 
 
     write_checkpoint(tmp_path / "models", "tiny", model_dir, trust_remote_code=True)
     engine, _ = load_checkpoint_engine(request)
+    engine.load()
     assert marker.read_text() == "imported"
     engine.close()
 
