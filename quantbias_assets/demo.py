@@ -189,7 +189,7 @@ def summary() -> str:
     """Flip rates by uncertainty bin and significant units per method, from the warehouse."""
     import duckdb
 
-    from quantbias_assets.figures import markdown_table
+    from quantbias_assets.markdown import report_table as markdown_table
 
     with duckdb.connect(str(settings.analysis_duckdb_path()), read_only=True) as con:
         def table(sql: str) -> pl.DataFrame:

@@ -233,14 +233,3 @@ def fig5b_bbq_groups(fig5b: pl.DataFrame) -> Figure | None:
     fig.suptitle("Fig 5b: BBQ bias flips are asymmetric across groups", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def markdown_table(frame: pl.DataFrame, float_digits: int = 1) -> str:
-    if frame.is_empty():
-        return "_(no rows)_"
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    lines = []
-    for row in frame.iter_rows():
-        cells = [f"{v:.{float_digits}f}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return header + "\n" + "\n".join(lines)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
+from quantbias_assets.markdown import report_table as markdown_table
+
 
 BIN_ORDER = {"low": 0, "medium": 1, "high": 2}
 EIGHT_BIT_REFERENCE = "rtn-w8a16"  # the paper's only 8-bit method in its 4-vs-8 comparison (spec §7.3)
@@ -222,21 +224,6 @@ def text_summary(text: pl.DataFrame) -> pl.DataFrame:
 
 
 # ---------------------------------------------------------------- markdown (pure)
-
-def markdown_table(frame: pl.DataFrame, digits: int = 1) -> str:
-    """A markdown table; floats with `digits` decimals, missing values as "–"."""
-    if frame.is_empty():
-        return "_(no rows)_"
-
-    def cell(value: object) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.{digits}f}" if isinstance(value, float) else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
-
 
 def _num(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{suffix}"

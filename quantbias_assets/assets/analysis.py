@@ -16,6 +16,7 @@ from quantbias_assets.analysis.groups import method_summary, model_size_summary
 from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs, flip_rates_by_uncertainty
 from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
 from quantbias_assets.catalog.datasets import DATASETS, dataset_style, open_datasets
+from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
 GROUP_NAME = "analysis"
@@ -60,17 +61,6 @@ class BiasTestConfig(dg.Config):
             alpha=self.alpha,
             seed=self.seed,
         )
-
-
-def markdown_table(frame: pl.DataFrame, float_digits: int = 1) -> str:
-    def cell(value: object) -> str:
-        if isinstance(value, float):
-            return f"{value:.{float_digits}f}"
-        return "" if value is None else str(value).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
 
 
 def _read(lake: LakeResource, key: tuple[str, ...], wanted: tuple[str, ...]) -> pl.DataFrame:

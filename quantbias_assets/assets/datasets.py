@@ -25,6 +25,7 @@ from quantbias_assets.catalog.datasets import (
     load_dataset,
 )
 from quantbias_assets.hashing import file_sha256
+from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
 GROUP_NAME = "datasets"
@@ -46,15 +47,8 @@ def questions_key(name: str) -> dg.AssetKey:
 
 
 def _markdown_table(frame: pl.DataFrame) -> str:
-    def cell(value: object) -> str:
-        text = "" if value is None else str(value)
-        if len(text) > PREVIEW_TEXT_CHARS:
-            text = text[: PREVIEW_TEXT_CHARS - 1] + "…"
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
+    """A preview: values as stored, long texts cut to PREVIEW_TEXT_CHARS."""
+    return markdown_table(frame, None, max_chars=PREVIEW_TEXT_CHARS)
 
 
 def _column_schema(frame: pl.DataFrame) -> dg.TableSchema:

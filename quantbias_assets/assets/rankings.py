@@ -10,7 +10,8 @@ import polars as pl
 from pydantic import Field
 
 from quantbias_assets.analysis.rankings import rank_models, ranking_kendall_tau
-from quantbias_assets.assets.analysis import GROUP_NAME, PAIRED_RESPONSES_KEY, markdown_table
+from quantbias_assets.assets.analysis import GROUP_NAME, PAIRED_RESPONSES_KEY
+from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
 MODEL_RANKINGS_KEY = dg.AssetKey(["analysis", "model_rankings"])

@@ -15,6 +15,7 @@ import duckdb
 import polars as pl
 
 from quantbias_assets import figures, settings
+from quantbias_assets.markdown import report_table
 
 MART_DEPS = [
     dg.AssetKey(["marts", name])
@@ -75,9 +76,9 @@ def summary_markdown(data: dict[str, pl.DataFrame]) -> str:
     )
     fig3a = data["fig3a"].select("dataset_group", "n_units", "n_significant", "pct_significant", "pct_more_biased", "pct_less_biased")
     return (
-        "### Table 1: flips by the base model's uncertainty\n" + figures.markdown_table(table1, 0)
-        + "\n\n### High- vs low-uncertainty flip rate\n" + figures.markdown_table(data["ratio"], 2)
-        + "\n\n### Fig 3a: units with a significant change of the aggregate metric\n" + figures.markdown_table(fig3a, 1)
+        "### Table 1: flips by the base model's uncertainty\n" + report_table(table1, 0)
+        + "\n\n### High- vs low-uncertainty flip rate\n" + report_table(data["ratio"], 2)
+        + "\n\n### Fig 3a: units with a significant change of the aggregate metric\n" + report_table(fig3a, 1)
     )
 
 

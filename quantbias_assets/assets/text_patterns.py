@@ -9,7 +9,8 @@ import dagster as dg
 import polars as pl
 
 from quantbias_assets.analysis.text_patterns import text_pattern_pairs
-from quantbias_assets.assets.analysis import GROUP_NAME, OPEN_DATASETS, markdown_table
+from quantbias_assets.assets.analysis import GROUP_NAME, OPEN_DATASETS
+from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
 TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])

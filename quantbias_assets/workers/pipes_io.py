@@ -65,12 +65,6 @@ def keys_data_version(keys: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def materialize_each_dataset(
     pipes: PipesContext,
     table: str,

@@ -1,6 +1,7 @@
 import polars as pl
 
 from quantbias_assets import figures
+from quantbias_assets.markdown import report_table
 
 
 def test_plot_order_names_every_dataset_group_in_the_papers_order():
@@ -20,4 +21,4 @@ def test_a_figure_without_data_is_skipped_not_drawn():
 
 def test_markdown_table_rounds_floats_and_keeps_other_values():
     table = pl.DataFrame({"bin": ["high"], "rows": [3], "flip": [66.666]})
-    assert figures.markdown_table(table, 1) == "| bin | rows | flip |\n|---|---|---|\n| high | 3 | 66.7 |"
+    assert report_table(table, 1) == "| bin | rows | flip |\n|---|---|---|\n| high | 3 | 66.7 |"
