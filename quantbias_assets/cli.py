@@ -11,7 +11,7 @@ import sys
 
 
 def register_datasets(sub: argparse._SubParsersAction) -> None:
-    """`quantbias datasets list|check|fetch` (foundation issue)."""
+    """`quantbias datasets list|check|fetch`."""
     from pathlib import Path
 
     def load_all(data_dir: Path | None) -> list:
@@ -86,7 +86,7 @@ def register_datasets(sub: argparse._SubParsersAction) -> None:
 
 
 def register_models(sub: argparse._SubParsersAction) -> None:
-    """`quantbias models list|add` and `quantbias quantize` (quantization issue)."""
+    """`quantbias models list|add` and `quantbias quantize`."""
 
     def list_models(args: argparse.Namespace) -> int:
         from quantbias_assets.catalog.models import load_registry
@@ -195,7 +195,7 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
 
 def register_inference(sub: argparse._SubParsersAction) -> None:
-    """`quantbias tiny-model` and `quantbias score` (inference issue)."""
+    """`quantbias tiny-model` and `quantbias score`."""
     from pathlib import Path
 
     def tiny_model(args: argparse.Namespace) -> int:
@@ -287,7 +287,7 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
 
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
-    """`quantbias demo` (orchestration issue)."""
+    """`quantbias demo`."""
     from quantbias_assets.demo import DEMO_METHODS
 
     def demo(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ class DemoOptions:
     max_new_tokens: int = 24
     guard: str | None = None
     # One thread per worker: a tiny model gains nothing from more, and on a 2-core machine two
-    # threads thrash as soon as anything else runs (STACK.md).
+    # threads thrash as soon as anything else runs.
     torch_threads: int | None = 1
     timings: dict[str, float] = field(default_factory=dict)
 

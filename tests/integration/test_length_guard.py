@@ -1,4 +1,4 @@
-"""The length guard (issue 13, defect 3): a question longer than the model's context fails alone.
+"""The length guard: a question longer than the model's context fails alone.
 
 A real oversized question (a 5 MB prompt in a valid benchmark file) and a long one (~9k tokens,
 over the tiny model's 4096) go through `quantbias datasets check` (a warning, not an error) and

@@ -1,4 +1,4 @@
-"""The commands the docs show parse against the real CLIs and the real partitions (issue 13, defect 5).
+"""The commands the docs show parse against the real CLIs and the real partitions.
 
 Every ```bash block of README.md, docs/*.md and k8s/README.md is split into commands; each
 `quantbias ...` command must be accepted by the `quantbias` argument parser, each `dagster ...`
