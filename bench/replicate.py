@@ -147,21 +147,26 @@ def prompt_pool(lake_root: str, closed_n: int, open_n: int) -> tuple[list[str], 
     return pool, evaluated
 
 
-def calibration_and_held_out(run: Run, lake_root: str, folder: Path) -> tuple[Path, list[str]]:
+def calibration_and_held_out(run: Run, lake_root: str, folder: Path, *, reuse: bool = False) -> tuple[Path, list[str]]:
+    """Write the calibration file (or, with `reuse`, keep the one the checkpoints were built
+    from) and pick the held-out texts outside it."""
     from quantbias_assets.analysis.drift import held_out_texts
-    from quantbias_assets.quantize import CalibrationSettings, select_calibration_texts
+    from quantbias_assets.quantize import CalibrationSettings, read_local_texts, select_calibration_texts
 
     args = run.args
     # Outside the FULL sample too, so a quick and a full run calibrate on the same pool.
     pool, evaluated = prompt_pool(lake_root, max(args.closed_per_axis, FULL["closed_per_axis"]),
                                   max(args.open_per_axis, FULL["open_per_axis"]))
-    calibration = select_calibration_texts(
-        sorted(set(pool)), CalibrationSettings(source="pool", num_samples=args.calibration_samples), "prompt pool"
-    )
-    held_out = held_out_texts(pool, excluded=calibration, count=args.held_out_texts, seed=1)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "calibration.jsonl"
-    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in calibration))
+    if reuse:
+        calibration = read_local_texts(path)
+    else:
+        calibration = select_calibration_texts(
+            sorted(set(pool)), CalibrationSettings(source="pool", num_samples=args.calibration_samples), "prompt pool"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"text": text}) + "\n" for text in calibration))
+    held_out = held_out_texts(pool, excluded=calibration, count=args.held_out_texts, seed=1)
     run.say(f"{len(pool)} prompts outside the {evaluated} a full run evaluates: {len(calibration)} for calibration "
             f"({path}), {len(held_out)} held out for KL")
     return path, held_out
@@ -247,6 +252,14 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
     return held_out
 
 
+def invocation() -> str:
+    """This run's command line as it can be typed again from the repository root."""
+    data = os.environ.get("QUANTBIAS_DATA_DIR", "")
+    prefix = f"QUANTBIAS_DATA_DIR={shlex.quote(data)} " if data and not Path(data).is_absolute() else ""
+    python = ".venv/bin/python" if Path(sys.executable).absolute().parent == Path(".venv/bin").absolute() else "python"
+    return prefix + " ".join([python, "bench/replicate.py", *map(shlex.quote, sys.argv[1:])])
+
+
 def replicate(args: argparse.Namespace) -> int:
     run = Run(args)
     started = time.perf_counter()
@@ -267,7 +280,7 @@ def replicate(args: argparse.Namespace) -> int:
     timings_file = home / "replication" / "timings.json"
     if args.report_only:
         run.timings.update(json.loads(timings_file.read_text()) if timings_file.is_file() else {})
-        _, held_out = calibration_and_held_out(run, settings.lake_root(), home / "replication")
+        _, held_out = calibration_and_held_out(run, settings.lake_root(), home / "replication", reuse=True)
     else:
         t = time.perf_counter()
         register(nickname, source)
@@ -297,7 +310,7 @@ def replicate(args: argparse.Namespace) -> int:
         "torch threads": args.threads,
     }
     info = RunInfo(
-        command=" ".join(["bench/replicate.py", *map(shlex.quote, sys.argv[1:])]),
+        command=invocation(),
         model=nickname,
         model_source=f"`{Path(source).name}`" if source != "tiny" else "the tiny test model (quantbias_assets/tiny_model.py)",
         parameters=parameters,
