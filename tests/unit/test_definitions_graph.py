@@ -66,7 +66,7 @@ EXPECTED: dict[str, dict] = {
     "analysis/model_rankings": row("analysis", None, "model-rankings-v1", "refresh_over_existing_partitions"),
     "analysis/text_patterns": row("analysis", None, "text-patterns-v1", "refresh_over_existing_partitions"),
     **{f"marts/{name}": row("analysis", None, "<dbt>", "eager") for name in MARTS},
-    "reports/paper_figures": row("analysis", None, "1", "eager"),
+    "reports/paper_figures": row("analysis", None, "2", "eager"),  # 2: figures embedded in metadata
 }
 EXPECTED["marts/quantization_methods"]["automation"] = "build_once_when_missing"
 
@@ -194,3 +194,10 @@ def test_schedule_sensor_and_job(defs):
     assert {key.to_user_string() for key in observed} == {f"dataset_files/{name}" for name in DATASETS}
     sensor = defs.resolve_sensor_def("model_registry_sensor")
     assert (sensor.default_status, sensor.minimum_interval_seconds) == (dg.DefaultSensorStatus.RUNNING, 30)
+
+
+def test_steps_run_in_their_run_process(defs):
+    # a process per step costs an import of the code location; model work runs in Pipes workers
+    assert defs.executor.name == "in_process"
+    assert defs.resolve_job_def("observe_dataset_files").executor_def.name == "in_process"
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
