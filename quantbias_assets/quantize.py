@@ -35,6 +35,7 @@ from quantbias_assets.checkpoint_manifest import (
     weights_digest,
     write_manifest_file,
 )
+from quantbias_assets.hashing import file_sha256
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -82,7 +83,7 @@ class CalibrationSettings:
 def _file_digest(path: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: calibration source file not found")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 # ---------------------------------------------------------------- schemes and recipes (pure)
