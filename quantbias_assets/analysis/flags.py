@@ -11,7 +11,18 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from quantbias_assets.catalog.datasets import get_dataset
+from quantbias_assets.catalog.datasets import FlagRule, get_dataset
+
+# Question fields each closed rule reads besides the choices and their labels (rows missing
+# them are bad rows), and the field holding the correct option's index where a rule has one.
+RULE_QUESTION_FIELDS: dict[FlagRule, tuple[str, ...]] = {
+    "wrong_answer": ("target",),
+    "bbq": ("unknown_label", "answer_label"),
+    "iat": (),
+    "labelled_biased": (),
+    "stereoset": (),
+}
+CORRECT_OPTION_FIELD: dict[FlagRule, str] = {"wrong_answer": "target", "bbq": "answer_label"}
 
 
 def probability_matrix(probs: pl.Series, n_choices: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from quantbias_assets.analysis.flags import closed_flags, open_flags
+from quantbias_assets.analysis.flags import CORRECT_OPTION_FIELD, RULE_QUESTION_FIELDS, closed_flags, open_flags
 from quantbias_assets.catalog.datasets import dataset_group, dataset_style, get_dataset
 
 NATIVE_METHOD = "none"
@@ -92,7 +92,7 @@ def build_pairs(
     source = f"responses/{dataset}"
     current, n_stale = _current_rows(responses, questions)
     if dataset_style(dataset) == "closed":
-        valid, errors, n_errors = _valid_closed_rows(current, source, _QUESTION_FIELDS[get_dataset(dataset).flag_rule])
+        valid, errors, n_errors = _valid_closed_rows(current, source, RULE_QUESTION_FIELDS[get_dataset(dataset).flag_rule])
         flagged = _closed_side_rows(dataset, valid, stereoset_reference)
     else:
         errors, n_errors = [], 0
@@ -158,16 +158,6 @@ def _current_rows(responses: pl.DataFrame, questions: pl.DataFrame) -> tuple[pl.
     return latest, n_stale
 
 
-# Question fields a flag rule reads (besides the choices and their labels).
-_QUESTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "wrong_answer": ("target",),
-    "bbq": ("unknown_label", "answer_label"),
-    "iat": (),
-    "labelled_biased": (),
-    "stereoset": (),
-}
-
-
 def _valid_closed_rows(
     frame: pl.DataFrame, source: str, question_fields: tuple[str, ...]
 ) -> tuple[pl.DataFrame, list[str], int]:
@@ -213,7 +203,7 @@ def _closed_side_rows(dataset: str, frame: pl.DataFrame, stereoset_reference: bo
         closed_flags(part, dataset, n_choices=int(k), stereoset_reference=stereoset_reference)
         for (k,), part in frame.partition_by("n_choices", as_dict=True).items()
     ]
-    correct = {"wrong_answer": "target", "bbq": "answer_label"}.get(get_dataset(dataset).flag_rule)
+    correct = CORRECT_OPTION_FIELD.get(get_dataset(dataset).flag_rule)
     flagged = pl.concat(parts) if parts else closed_flags(frame, dataset, n_choices=0)
     return flagged.select(
         "model", "method", "idx", "axis", "n_choices",

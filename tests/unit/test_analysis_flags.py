@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import polars as pl
 import pytest
 
-from quantbias_assets.analysis.flags import closed_flags, open_flags
-from quantbias_assets.catalog.datasets import dataset_group, dataset_style
+from quantbias_assets.analysis.flags import RULE_QUESTION_FIELDS, closed_flags, open_flags
+from quantbias_assets.catalog.datasets import FlagRule, closed_datasets, dataset_group, dataset_style
 
 
 def rows(probs: list[list[float]], chosen: list[int], labels: list[str] | list[list[str]], **extra) -> pl.DataFrame:
@@ -88,6 +90,12 @@ def test_dataset_groups_and_styles() -> None:
     assert dataset_group("FMT10K-IM-S") == "FMT10K"
     assert dataset_style("IAT") == "closed"
     assert dataset_style("CEB-Conversation-S") == "open"
+
+
+def test_every_closed_rule_names_the_question_fields_it_reads() -> None:
+    closed_rules = set(get_args(FlagRule)) - {"guard_verdict"}
+    assert set(RULE_QUESTION_FIELDS) == closed_rules
+    assert {spec.flag_rule for spec in closed_datasets()} == closed_rules
 
 
 def test_an_open_dataset_has_no_closed_flag_rule() -> None:
