@@ -352,6 +352,21 @@ Expectations on a real model:
 
 ## Wall time per step
 {_timings_table(run.timings)}
+
+## Reproduce
+This report:
+
+```bash
+{run.command}
+```
+
+Without `--quick` the same command runs the full-size replication, sized for about 2 hours on
+2 cores from the scoring speed measured on a quiet machine, not yet timed end to end (every size is an option: `--closed-per-axis`, `--open-per-axis`, `--max-new-tokens`,
+`--fmt-tokens-per-turn`, `--calibration-samples`, `--calibration-max-seq-length`,
+`--held-out-texts`, `--held-out-tokens`; `--help` lists the defaults). Each model gets its own
+`QUANTBIAS_HOME` (`.quantbias/replication/<nickname>`), whose Dagster instance holds every run
+and whose `reports/figures` holds the paper's figures. Rows are content-addressed, so a second
+run reuses them; `--report-only` recomputes only the KL table and this file.
 """
 
 

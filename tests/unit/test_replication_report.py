@@ -158,6 +158,7 @@ def test_report_shows_our_numbers_next_to_the_paper():
     assert "| none: checkpoint + closed responses | 20.5 |\n| total | 30.5 |" in text
     assert "one 134.5M-parameter model on a sample" in text
     assert "- closed datasets: the first 6 questions of every axis" in text
+    assert "This report:\n\n```bash\nbench/replicate.py --quick\n```" in text
 
 
 def test_report_of_a_run_without_groups_or_open_answers():
