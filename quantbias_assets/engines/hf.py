@@ -196,7 +196,7 @@ class HFEngine:
         device: str = "cpu",
         dtype: str = "float32",
         torch_threads: int | None = None,
-        max_batch_tokens: int = 256,
+        max_batch_tokens: int = 1024,
         trust_remote_code: bool = False,
         generation_batch_size: int = 8,
         attention_block: int = 64,
