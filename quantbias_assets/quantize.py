@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
 import resource
@@ -39,6 +40,8 @@ from quantbias_assets.hashing import file_sha256
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GROUP_SIZE = 128
 SMOOTHING_STRENGTH = 0.8
@@ -265,6 +268,42 @@ def check_model_files(folder: Path) -> None:
         check_safetensors(weights)
 
 
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensor table of a safetensors file (name -> dtype, shape, data_offsets), without the data."""
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        header_bytes = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+        try:
+            header = json.loads(handle.read(header_bytes))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: header: not valid JSON ({error})") from None
+    return {name: tensor for name, tensor in header.items() if name != "__metadata__"}
+
+
+def linear_input_widths(folder: Path) -> set[int]:
+    """The input widths (columns) of the 2-D weight matrices a Linear-targeting recipe quantizes
+    (everything 2-D but the embeddings and lm_head, which the recipes leave alone)."""
+    widths: set[int] = set()
+    for weights in sorted(folder.glob("*.safetensors")):
+        for name, tensor in read_safetensors_header(weights).items():
+            shape = tensor.get("shape") or []
+            if len(shape) == 2 and name.endswith(".weight") and "embed" not in name and "lm_head" not in name:
+                widths.add(int(shape[1]))
+    return widths
+
+
+def fitting_group_size(widths: set[int], requested: int) -> int:
+    """`requested` when it divides every input width, else the largest power of two below it that
+    does: group quantization needs columns % group_size == 0 (SmolLM2's hidden size 576 is not a
+    multiple of 128), and kernels such as Marlin take only powers of two."""
+    if all(width % requested == 0 for width in widths):
+        return requested
+    size = 1 << (requested.bit_length() - 1)
+    while size > 1 and any(width % size for width in widths):
+        size //= 2
+    return size
+
+
 def check_safetensors(path: Path) -> None:
     """The file holds its whole header and exactly the bytes its tensors' data_offsets announce."""
     size = path.stat().st_size
@@ -468,7 +507,15 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
     if base_folder is None:
         base_folder = download_base(request)
         check_base_folder(base_folder)
-    recipe = recipe_yaml(build_recipe(request.method, request.group_size))
+    group_size = request.group_size
+    if get_method(request.method).weight_bits == 4:
+        group_size = fitting_group_size(linear_input_widths(base_folder), request.group_size)
+        if group_size != request.group_size:
+            logger.warning(
+                "%s: group_size %d does not divide every layer's input width; using %d (recorded in the recipe)",
+                base_folder, request.group_size, group_size,
+            )
+    recipe = recipe_yaml(build_recipe(request.method, group_size))
     base_digest = weights_digest(base_folder)
     calibration_record: dict[str, Any] = {}
     if method.needs_calibration and calibration_texts is not None:
@@ -495,7 +542,7 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
     started = time.perf_counter()
     with staged_folder(request.target) as staging:
         built = quantize_into(
-            base_folder, request.method, staging, group_size=request.group_size, calibration=dataset,
+            base_folder, request.method, staging, group_size=group_size, calibration=dataset,
             trust_remote_code=request.trust_remote_code, seed=request.calibration.seed,
         )
         seconds = time.perf_counter() - started

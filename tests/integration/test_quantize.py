@@ -162,6 +162,17 @@ def test_group_size_is_configurable(store, tiny_model_dir):
     assert "group_size: 64" in manifest.recipe
 
 
+def test_a_group_that_does_not_divide_the_layers_falls_back_to_one_that_does(store, tiny_model_dir):
+    # The tiny model's layers take 128 or 256 inputs: 256-wide groups cannot split the 128-wide
+    # ones (as 128 cannot split SmolLM2's 576), so the build uses 128 and records it.
+    manifest, status = build_checkpoint(request(store, tiny_model_dir, "rtn-w4a16", target=store / "g256" / "rtn-w4a16",
+                                                group_size=256))
+    assert status == "quantized"
+    (group,) = manifest.quantization_config["config_groups"].values()
+    assert group["weights"]["group_size"] == 128
+    assert "group_size: 128" in manifest.recipe
+
+
 def test_published_checkpoint_is_recorded_not_built(tmp_path, tiny_model_dir):
     manifest, status = build_checkpoint(
         request(tmp_path, tiny_model_dir, "gptq-w4a16", published="Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4")
