@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quantbias_assets import partitions
-from quantbias_assets.catalog.methods import METHOD_SPECS, get_method
+from quantbias_assets.catalog.methods import (
+    BACKFILL_METHODS,
+    METHOD_SPECS,
+    get_method,
+    quantization_methods_csv,
+    quantized_label_order,
+    validate_methods,
+)
 from quantbias_assets.catalog.models import (
     PAPER_MODELS,
     add_model,
@@ -83,8 +89,7 @@ def test_published_checkpoints_follow_spec_6_1():
 
 # ------------------------------------------------------------------ methods
 
-def test_methods_match_partitions_and_paper_labels():
-    assert tuple(METHOD_SPECS) == partitions.METHODS
+def test_method_catalog_paper_labels_bits_and_calibration():
     assert {k: m.label for k, m in METHOD_SPECS.items()} == {
         "none": "Native", "rtn-w8a16": "RTN W8A16", "rtn-w4a16": "RTN W4A16",
         "sq-rtn-w4a16": "RTN W4A16 + SQ", "gptq-w4a16": "GPTQ W4A16", "awq-w4a16": "AWQ W4A16",
@@ -97,6 +102,33 @@ def test_methods_match_partitions_and_paper_labels():
     assert {k for k, m in METHOD_SPECS.items() if m.needs_calibration} == {
         "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8"
     }
+
+
+def test_backfill_and_plot_order_come_from_the_catalog():
+    # A new model gets the native model and the paper's 5 variants; W8A8 is supplementary.
+    assert BACKFILL_METHODS == ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16")
+    assert quantized_label_order() == (
+        "RTN W8A16", "RTN W4A16", "RTN W4A16 + SQ", "GPTQ W4A16", "AWQ W4A16", "RTN W8A8", "RTN W8A8 + SQ",
+    )
+    assert {k: m.family for k, m in METHOD_SPECS.items()} == {
+        "none": "native", "rtn-w8a16": "rtn", "rtn-w4a16": "rtn", "sq-rtn-w4a16": "rtn",
+        "gptq-w4a16": "gptq", "awq-w4a16": "awq", "rtn-w8a8": "rtn", "sq-rtn-w8a8": "rtn",
+    }
+
+
+def test_committed_dbt_seed_is_generated_from_the_catalog():
+    seed = Path(__file__).parents[2] / "dbt_analysis" / "seeds" / "quantization_methods.csv"
+    generated = quantization_methods_csv()
+    assert generated.splitlines()[:2] == ["method,label,w_bits,a_bits,family", "none,Native,16,16,native"]
+    assert generated.splitlines()[-1] == "sq-rtn-w8a8,RTN W8A8 + SQ,8,8,rtn"
+    # Regenerate with: python -m quantbias_assets.catalog.methods > dbt_analysis/seeds/quantization_methods.csv
+    assert seed.read_text() == generated
+
+
+def test_a_method_choice_outside_the_catalog_is_refused():
+    assert validate_methods(["none", "rtn-w4a16"], "demo") == ("none", "rtn-w4a16")
+    with pytest.raises(ValueError, match=r"^demo: unknown method 'rtn-w3a16'; expected one of none, "):
+        validate_methods(["none", "rtn-w3a16"], "demo")
 
 
 def test_unknown_method_is_a_clear_error():
