@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 import dagster as dg
 from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
+from quantbias_assets.catalog.methods import BACKFILL_METHODS
 from quantbias_assets.catalog.models import is_valid_nickname, validate_nickname
 from quantbias_assets.partitions import model_partitions, partition_key
 
-# What a new model gets without anyone asking: the native model and the paper's 5 variants.
-BACKFILL_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16")
+# What a new model gets without anyone asking (the catalog's `backfill` field): the native
+# model and the paper's 5 variants. BACKFILL_METHODS is imported from the catalog.
 
 # The model worker assets: a backfill runs one partition per run, so each worker loads its
 # model exactly once.

@@ -181,9 +181,11 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     )
     add_parser.set_defaults(handler=add)
 
+    from quantbias_assets.catalog.methods import METHOD_SPECS  # plain data, no torch
+
     q = sub.add_parser("quantize", help="quantize one model with one method into a folder")
     q.add_argument("--model", required=True, metavar="DIR_OR_ID", help="local folder, hub id or registry nickname")
-    q.add_argument("--method", required=True, help="none, rtn-w8a16, rtn-w4a16, sq-rtn-w4a16, gptq-w4a16, awq-w4a16, rtn-w8a8, sq-rtn-w8a8")
+    q.add_argument("--method", required=True, help=", ".join(METHOD_SPECS))
     q.add_argument("--out", required=True, metavar="DIR")
     q.add_argument("--group-size", type=int, default=128)
     q.add_argument("--calibration", default="reference", help='"reference" or a local .txt / .jsonl file')

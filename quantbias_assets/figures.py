@@ -20,9 +20,10 @@ from matplotlib.figure import Figure  # noqa: E402
 from scipy.stats import gaussian_kde  # noqa: E402
 
 from quantbias_assets.catalog.datasets import group_plot_order  # noqa: E402
+from quantbias_assets.catalog.methods import quantized_label_order  # noqa: E402
 
 DATASET_ORDER = group_plot_order()  # the paper's plot order of dataset groups, from the catalog
-METHOD_ORDER = ("RTN W8A16", "RTN W4A16", "RTN W4A16 + SQ", "GPTQ W4A16", "AWQ W4A16", "RTN W8A8", "RTN W8A8 + SQ")
+METHOD_ORDER = quantized_label_order()  # labels of the quantized methods in plot order, from the catalog
 GREEN, RED, BLUE, CLAY = "#4c9a6a", "#c0504d", "#4f81bd", "#d99a6c"
 
 

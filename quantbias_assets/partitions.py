@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quantbias_assets.catalog.methods import METHOD_KEYS
 from quantbias_assets.catalog.models import validate_nickname
 
-METHODS = (
-    "none",
-    "rtn-w8a16",
-    "rtn-w4a16",
-    "sq-rtn-w4a16",
-    "gptq-w4a16",
-    "awq-w4a16",
-    "rtn-w8a8",
-    "sq-rtn-w8a8",
-)
+METHODS = METHOD_KEYS  # the method catalog's keys, in its order
 
 model_partitions = dg.DynamicPartitionsDefinition(name="model")
 method_partitions = dg.StaticPartitionsDefinition(list(METHODS))

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import polars as pl
 
 from quantbias_assets.analysis.pairs import analysis_rows
+from quantbias_assets.catalog.methods import METHOD_SPECS
 
 REFERENCE_8BIT_METHOD = "rtn-w8a16"
-_BITS = re.compile(r"w(\d+)a(\d+)")
 _PARAM_SIZE = re.compile(r"-(\d+(?:\.\d+)?)b(?:-|$)")
 
 
@@ -60,9 +60,10 @@ def extreme_rows(table: pl.DataFrame, per_end: int = 1) -> pl.DataFrame:
 
 
 def weight_bits(method: str) -> int | None:
-    """4 for `rtn-w4a16`, 8 for `rtn-w8a16`; None for the native model."""
-    match = _BITS.search(method)
-    return int(match.group(1)) if match else None
+    """4 for `rtn-w4a16`, 8 for `rtn-w8a16` (the catalog's bits); None for the native model and
+    for a key outside the catalog."""
+    spec = METHOD_SPECS.get(method)
+    return spec.weight_bits if spec is not None and spec.is_quantized else None
 
 
 def param_size_billions(model: str) -> float | None:
