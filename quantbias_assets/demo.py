@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from quantbias_assets import settings
+from quantbias_assets.catalog.methods import validate_methods
 
 TINY_MODEL = "tiny"
 TINY_NICKNAME = "tiny-demo"
@@ -30,6 +31,10 @@ class DemoDefaults:
     sample: int  # closed questions per axis
     open_sample: int  # open questions per axis (FMT10K: conversations of 5 turns)
     max_new_tokens: int  # per open answer and per FMT10K turn
+
+    def __post_init__(self) -> None:
+        # The demo picks a subset of the method catalog; a key outside it fails at import.
+        validate_methods(self.methods, "demo defaults: methods")
 
 
 # Sized so that the demo stays under 10 minutes from scratch on 2 cores (README): on the real
