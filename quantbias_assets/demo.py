@@ -37,11 +37,12 @@ class DemoDefaults:
         validate_methods(self.methods, "demo defaults: methods")
 
 
-# Sized so that the demo stays under 10 minutes from scratch on 2 cores (README): on the real
-# model GPTQ alone takes minutes and every generated token costs a 135M-parameter forward, so it
-# runs the two RTN methods, few open questions and short answers; 8 closed questions per axis
-# (39 axes) populate all three uncertainty bins.
-REAL_DEFAULTS = DemoDefaults(("none", "rtn-w8a16", "rtn-w4a16"), sample=8, open_sample=1, max_new_tokens=32)
+# Sized for the 10-minute budget on 2 cores (README): on the real model GPTQ alone takes
+# minutes, each method costs ~4 CPU-minutes (checkpoint, 312 scored questions, 37 open answers
+# of which 10 are 5-turn FMT10K conversations, their verdicts), so it runs the native model and
+# RTN W4A16 with short answers; 8 closed questions per axis (39 axes) populate all three
+# uncertainty bins (measured: 30 low, 39 medium, 243 high).
+REAL_DEFAULTS = DemoDefaults(("none", "rtn-w4a16"), sample=8, open_sample=1, max_new_tokens=16)
 TINY_DEFAULTS = DemoDefaults(("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16"), sample=12, open_sample=12,
                              max_new_tokens=24)
 DEMO_METHODS = REAL_DEFAULTS.methods
