@@ -30,7 +30,8 @@ PROBABILITIES_SUM_TO_ONE = "probabilities_sum_to_one"
 
 CHECK_DESCRIPTIONS = {
     NO_FAILED_QUESTIONS: "The worker answered every selected question (no question logged as failed).",
-    NO_FAILED_ROWS: "The guard judged every response, and every response has its question.",
+    NO_FAILED_ROWS: "The guard judged every response it was given (a response whose question is gone is "
+    "skipped and only counted: `responses_without_question`).",
     ONE_ROW_PER_KEY: "One row per content key in the partition: {key}.",
     NO_BAD_ROWS: "{what}",
     PROBABILITIES_SUM_TO_ONE: f"Every row's choice probabilities sum to 1 (within {PROBABILITY_TOLERANCE:g}).",
@@ -111,7 +112,7 @@ def verdict_check_outcomes(frame: pl.DataFrame, *, failed_rows: int, responses_w
     return [
         CheckOutcome(
             NO_FAILED_ROWS,
-            failed_rows == 0 and responses_without_question == 0,
+            failed_rows == 0,
             {"failed_rows": failed_rows, "responses_without_question": responses_without_question},
         ),
         duplicate_keys(frame, VERDICT_KEY),

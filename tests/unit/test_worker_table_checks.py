@@ -74,7 +74,10 @@ def test_verdict_rows_valid_says_safe_or_unsafe_invalid_says_neither() -> None:
         "valid": [True, True, False, True, False, True],
         "is_safe": [True, False, None, None, True, True],
     })
-    result = outcomes_by_name(verdict_check_outcomes(frame, failed_rows=0, responses_without_question=2))
-    assert result[NO_FAILED_ROWS] == (False, {"failed_rows": 0, "responses_without_question": 2})
+    result = outcomes_by_name(verdict_check_outcomes(frame, failed_rows=2, responses_without_question=1))
+    assert result[NO_FAILED_ROWS] == (False, {"failed_rows": 2, "responses_without_question": 1})
+    # an orphan response (its question edited away) is only counted, not a failure of the verdicts
+    clean = outcomes_by_name(verdict_check_outcomes(frame.head(3), failed_rows=0, responses_without_question=1))
+    assert clean[NO_FAILED_ROWS][0] and clean[NO_BAD_ROWS][0] and clean[ONE_ROW_PER_KEY][0]
     assert result[ONE_ROW_PER_KEY][1]["offending_idx_sample"] == "safe, dup"
     assert result[NO_BAD_ROWS][1]["offending_idx_sample"] == "valid-no-answer, invalid-with-answer"
