@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import importlib
 import os
 import re
 import signal
@@ -678,8 +679,9 @@ def test_demo_leaves_a_quiet_instance_and_an_edited_question_refreshes_only_its_
     assert run_demo(DemoOptions(model=str(tiny_model_dir), nickname="tiny-demo", methods=("none",), sample=1,
                                 max_new_tokens=4)) == 0  # fmt: skip
 
-    import definitions
-
+    # Re-imported: an earlier test may have imported it under another QUANTBIAS_HOME, and its
+    # resources (lake, model store) are built from the environment at import, as `dagster dev` does.
+    definitions = importlib.reload(importlib.import_module("definitions"))
     defs = definitions.defs
     instance = dg.DagsterInstance.get()
     partition = str(pk("tiny-demo", "none"))
