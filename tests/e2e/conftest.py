@@ -1,12 +1,12 @@
-"""The browser test's world: a prepared QUANTBIAS_HOME, `dagster dev` on loopback, headless Chromium.
+"""The browser test's world: the demo's QUANTBIAS_HOME, `dagster dev` on loopback, headless Chromium.
 
-`e2e_home` registers the session's tiny model as `tiny` in a fresh QUANTBIAS_HOME, adds the
-`model` partitions, and materializes (in-process, on the persistent instance in its
-DAGSTER_HOME) `questions/<E2E_DATASET>` and the `checkpoint` partition (tiny, none), so that
-the run launched from the UI has its inputs. `dagster_dev` serves `definitions` from the repo on
-a free loopback port with that home and stops its whole process group afterwards. `browser` is
-Debian's Chromium driven by Playwright (no browser download). Screenshots and the webserver's
-log land in test-artifacts/e2e/.
+`e2e_home` runs `quantbias demo --model tiny` in a fresh QUANTBIAS_HOME, as a new user would
+before opening the UI: the tiny model registered as `tiny-demo`, question tables, checkpoints,
+responses and verdicts of the demo's methods, analysis, dbt marts and figures, all on the
+persistent instance in its DAGSTER_HOME. `dagster_dev` serves `definitions` from the repo on a
+free loopback port with that home and stops its whole process group afterwards. `browser` is
+Debian's Chromium driven by Playwright (no browser download). Screenshots, the demo's output
+and the webserver's log land in test-artifacts/e2e/.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_settings import ARTIFACTS, E2E_DATASET, METHOD, MODEL, REPO_ROOT
+from e2e_settings import ARTIFACTS, DEMO_MODEL_ARG, REPO_ROOT
 
 # Generous: CI has 2 cores, and this machine shares them with other jobs.
-SERVER_START_TIMEOUT_S = 240
+DEMO_TIMEOUT_S = 1800
+SERVER_START_TIMEOUT_S = 300
 SERVER_STOP_TIMEOUT_S = 60
 UI_TIMEOUT_MS = 90_000
 CHROMIUM = "/usr/bin/chromium"
@@ -74,54 +75,27 @@ def e2e_environment(home: Path, dagster_home: Path, data_dir: Path) -> dict[str,
     }
 
 
-@contextlib.contextmanager
-def environment(variables: dict[str, str]) -> Iterator[None]:
-    """Set variables for the in-process setup only: later test modules must not inherit them."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in variables.items():
-            patch.setenv(name, value)
-        yield
-
-
-def prepare_instance(model_dir: Path) -> None:
-    """Register `tiny`, add the model partitions, and materialize the UI run's inputs on the instance."""
-    import dagster as dg
-
-    from quantbias_assets.assets.checkpoints import checkpoint
-    from quantbias_assets.assets.datasets import question_assets, questions_key
-    from quantbias_assets.catalog.models import add_model, load_registry
-    from quantbias_assets.partitions import model_partitions, partition_key
-    from resources.environments import resources_for
-
-    add_model(str(model_dir), MODEL)
-    resources = resources_for("local")
-    with dg.DagsterInstance.get() as instance:
-        # Every registry nickname (the paper's models too) is already a partition, so the
-        # registry sensor running in `dagster dev` finds no new model and starts no backfill
-        # (the paper's models would be downloaded from the hub, unreachable here).
-        instance.add_dynamic_partitions(model_partitions.name, sorted(load_registry()))
-        questions = dg.materialize(
-            question_assets, selection=[questions_key(E2E_DATASET)], instance=instance,
-            resources=resources, raise_on_error=False,
+def run_demo(env: dict[str, str]) -> None:
+    """`quantbias demo --model tiny`, as a user runs it, with its output in demo.log."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = ARTIFACTS / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.run(
+            [sys.executable, "-m", "quantbias_assets.cli", "demo", "--model", DEMO_MODEL_ARG],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=DEMO_TIMEOUT_S,
         )
-        assert questions.success, f"setup: questions/{E2E_DATASET} failed to materialize"
-        base = dg.materialize(
-            [checkpoint], partition_key=partition_key(MODEL, METHOD), instance=instance,
-            resources=resources, raise_on_error=False,
-        )
-        assert base.success, f"setup: checkpoint ({MODEL}, {METHOD}) failed to materialize"
+    assert demo.returncode == 0, f"setup: quantbias demo failed ({demo.returncode}); see {log}"
 
 
 @pytest.fixture(scope="module")
-def e2e_home(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, data_dir: Path) -> E2EHome:
+def e2e_home(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> E2EHome:
     home = tmp_path_factory.mktemp("e2e_home")
     dagster_home = home / "dagster"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
-    variables = e2e_environment(home, dagster_home, data_dir)
-    with environment(variables):
-        prepare_instance(tiny_model_dir)
-    return E2EHome(home=home, dagster_home=dagster_home, env={**os.environ, **variables})
+    env = {**os.environ, **e2e_environment(home, dagster_home, data_dir)}
+    run_demo(env)
+    return E2EHome(home=home, dagster_home=dagster_home, env=env)
 
 
 def free_port() -> int:
