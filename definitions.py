@@ -14,8 +14,8 @@ from quantbias_assets.assets.datasets import dataset_file_assets, observe_datase
 from quantbias_assets.assets.marts import analysis_marts
 from quantbias_assets.assets.rankings import model_rankings
 from quantbias_assets.assets.reports import paper_figures
-from quantbias_assets.assets.text_patterns import text_patterns
 from quantbias_assets.assets.responses import response_assets
+from quantbias_assets.assets.text_patterns import text_patterns
 from quantbias_assets.assets.verdicts import verdict_assets
 from quantbias_assets.catalog.models import load_user_entries
 from resources.environments import resources_for

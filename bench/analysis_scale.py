@@ -97,8 +97,9 @@ def questions_table(spec: SyntheticDataset, n: int, rng: np.random.Generator) ->
     return frame
 
 
-def closed_responses(spec: SyntheticDataset, questions: pl.DataFrame, models: list[str],
-                     rng: np.random.Generator) -> pl.DataFrame:  # fmt: skip
+def closed_responses(
+    spec: SyntheticDataset, questions: pl.DataFrame, models: list[str], rng: np.random.Generator
+) -> pl.DataFrame:
     n, k = questions.height, len(spec.labels)
     frames = []
     for model in models:
@@ -131,8 +132,9 @@ def closed_responses(spec: SyntheticDataset, questions: pl.DataFrame, models: li
     return pl.concat(frames)
 
 
-def open_tables(spec: SyntheticDataset, questions: pl.DataFrame, models: list[str],
-                rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+def open_tables(
+    spec: SyntheticDataset, questions: pl.DataFrame, models: list[str], rng: np.random.Generator
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     n = questions.height
     responses, verdicts = [], []
     for model in models:
@@ -149,9 +151,13 @@ def open_tables(spec: SyntheticDataset, questions: pl.DataFrame, models: list[st
                                                     "response_hash": hashes}))  # fmt: skip
             verdicts.append(
                 pl.DataFrame(
-                    common | {"response_hash": hashes, "valid": ~invalid,
-                              "is_safe": pl.Series(~unsafe).scatter(np.flatnonzero(invalid), None),
-                              "is_safe_reference": ~unsafe}  # fmt: skip
+                    common
+                    | {
+                        "response_hash": hashes,
+                        "valid": ~invalid,
+                        "is_safe": pl.Series(~unsafe).scatter(np.flatnonzero(invalid), None),
+                        "is_safe_reference": ~unsafe,
+                    }
                 )
             )
     return pl.concat(responses), pl.concat(verdicts)
@@ -200,19 +206,25 @@ def analyse(root: str) -> None:
         result = dg.materialize(analysis_assets, selection=[key], resources=resources)
         assert result.success
         rows = lake.read(lake.table_uri(root, *key.path)).height
-        print(f"{'/'.join(key.path)}: {time.perf_counter() - start:.1f} s "
-              f"(cpu {time.process_time() - cpu:.1f} s), {rows:,} rows, "
-              f"peak RSS so far {peak_rss_gb():.2f} GB")  # fmt: skip
+        print(
+            f"{'/'.join(key.path)}: {time.perf_counter() - start:.1f} s "
+            f"(cpu {time.process_time() - cpu:.1f} s), {rows:,} rows, "
+            f"peak RSS so far {peak_rss_gb():.2f} GB"
+        )
     tests = lake.read(lake.table_uri(root, *BIAS_TESTS_KEY.path))
-    print(f"units: {tests.height:,}, tested {tests['p_value'].is_not_null().sum():,}, "
-          f"significant {tests['is_significant'].sum():,}")  # fmt: skip
+    print(
+        f"units: {tests.height:,}, tested {tests['p_value'].is_not_null().sum():,}, "
+        f"significant {tests['is_significant'].sum():,}"
+    )
     start = time.perf_counter()
     assert dg.materialize([analysis_marts], resources=resources).success
     dbt_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"dbt build (marts + data tests): {time.perf_counter() - start:.1f} s, dbt peak RSS {dbt_peak:.2f} GB")
-    print(f"pairs + tests + rankings + dbt: {time.perf_counter() - total:.1f} s "
-          f"(cpu here {time.process_time() - total_cpu:.1f} s), peak RSS {peak_rss_gb():.2f} GB; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"pairs + tests + rankings + dbt: {time.perf_counter() - total:.1f} s "
+        f"(cpu here {time.process_time() - total_cpu:.1f} s), peak RSS {peak_rss_gb():.2f} GB; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
 
 
 def main() -> None:
@@ -229,8 +241,10 @@ def main() -> None:
         root = args.keep or f"{temporary}/lake"
         start = time.perf_counter()
         rows = write_lake(root, args.scale, args.models)
-        print(f"synthetic lake: {rows['closed']:,} closed + {rows['open']:,} open response rows "
-              f"({args.models} models x {len(METHODS)} methods) in {time.perf_counter() - start:.1f} s")  # fmt: skip
+        print(
+            f"synthetic lake: {rows['closed']:,} closed + {rows['open']:,} open response rows "
+            f"({args.models} models x {len(METHODS)} methods) in {time.perf_counter() - start:.1f} s"
+        )
         subprocess.run([sys.executable, __file__, "--analyse-only", root], check=True)
 
 

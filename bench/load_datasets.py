@@ -23,7 +23,9 @@ def peak_rss_mib() -> float:
 
 
 def main() -> int:
-    default = os.environ.get("QUANTBIAS_DATA_DIR", str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets"))
+    default = os.environ.get(
+        "QUANTBIAS_DATA_DIR", str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
+    )
     data_dir = Path(sys.argv[1] if len(sys.argv) > 1 else default)
     rss_before = peak_rss_mib()
     rows = 0

@@ -47,15 +47,28 @@ def _numel(shape: list[int]) -> int:
 
 def run_one(base: Path, method: str, out: Path, calibration: Path, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, "-m", "quantbias_assets.cli", "quantize", "--model", str(base), "--method", method,
-        "--out", str(out), "--calibration", str(calibration), "--calibration-samples", str(args.samples),
-        "--calibration-length", str(args.length),
+        sys.executable,
+        "-m",
+        "quantbias_assets.cli",
+        "quantize",
+        "--model",
+        str(base),
+        "--method",
+        method,
+        "--out",
+        str(out),
+        "--calibration",
+        str(calibration),
+        "--calibration-samples",
+        str(args.samples),
+        "--calibration-length",
+        str(args.length),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{method}: quantize failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout[done.stdout.index("{"):])
+    return json.loads(done.stdout[done.stdout.index("{") :])
 
 
 def main() -> None:
@@ -71,7 +84,7 @@ def main() -> None:
         calibration = root / "calibration.txt"
         # long lines so samples reach --length tokens
         corpus = generated_corpus(seed=3, n_sentences=args.samples * 40)
-        calibration.write_text("\n".join(" ".join(corpus[i:i + 40]) for i in range(0, len(corpus), 40)) + "\n")
+        calibration.write_text("\n".join(" ".join(corpus[i : i + 40]) for i in range(0, len(corpus), 40)) + "\n")
         print(f"calibration: {args.samples} samples x up to {args.length} tokens; torch threads {args.threads}")
         print("| model | params | method | seconds | peak memory (MiB) | size (MiB) | compression |")
         print("|---|---|---|---|---|---|---|")

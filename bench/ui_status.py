@@ -102,8 +102,11 @@ def main() -> int:
             else:
                 started = time.perf_counter()
                 partitioned, unpartitioned = populate(instance, definitions.defs, args.models)
-                print(f"instance: {args.models} models x 8 methods; {partitioned} partition materializations, "
-                      f"{unpartitioned} unpartitioned, in {time.perf_counter() - started:.0f} s", flush=True)
+                print(
+                    f"instance: {args.models} models x 8 methods; {partitioned} partition materializations, "
+                    f"{unpartitioned} unpartitioned, in {time.perf_counter() - started:.0f} s",
+                    flush=True,
+                )
             with define_out_of_process_context(str(ROOT / "definitions.py"), "defs", instance) as request:
                 keys = [{"path": key.path} for key in definitions.defs.resolve_asset_graph().get_all_asset_keys()]
                 cases = {
@@ -121,9 +124,11 @@ def main() -> int:
                             raise SystemExit(f"{label}: GraphQL errors: {result.errors}")
                     nodes = result.data["assetNodes"]
                     stale = sum(node["staleStatus"] == "STALE" for node in nodes)
-                    print(f"{label}: median {statistics.median(times):.2f} s over {args.repeat} "
-                          f"(min {min(times):.2f}, max {max(times):.2f}); {len(nodes)} assets, {stale} stale",
-                          flush=True)
+                    print(
+                        f"{label}: median {statistics.median(times):.2f} s over {args.repeat} "
+                        f"(min {min(times):.2f}, max {max(times):.2f}); {len(nodes)} assets, {stale} stale",
+                        flush=True,
+                    )
     return 0
 
 

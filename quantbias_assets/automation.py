@@ -169,7 +169,9 @@ def automation_sensor(minimum_interval_seconds: int = 30) -> dg.AutomationCondit
     )
 
 
-def observe_dataset_files_schedule(job: dg.UnresolvedAssetJobDefinition, cron: str = "*/15 * * * *") -> dg.ScheduleDefinition:
+def observe_dataset_files_schedule(
+    job: dg.UnresolvedAssetJobDefinition, cron: str = "*/15 * * * *"
+) -> dg.ScheduleDefinition:
     """Observe the dataset files on a schedule (running by default: hashing files is cheap)."""
     return dg.ScheduleDefinition(
         name="observe_dataset_files_schedule",

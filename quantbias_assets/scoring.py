@@ -59,19 +59,24 @@ def add_choice_views(frame: pl.DataFrame | pl.LazyFrame, *, decimals: int = REFE
     )
     probs = mean.list.eval(pl.element() / pl.element().sum())
     n_choices = pl.col("probs").list.len()
-    entropy_bits = pl.col("probs").list.eval(
-        (pl.element().filter(pl.element() > 0) / pl.element().filter(pl.element() > 0).sum()).pipe(
-            lambda p: -(p * p.log(2)).sum()
+    entropy_bits = (
+        pl.col("probs")
+        .list.eval(
+            (pl.element().filter(pl.element() > 0) / pl.element().filter(pl.element() > 0).sum()).pipe(
+                lambda p: -(p * p.log(2)).sum()
+            )
         )
-    ).list.first()
+        .list.first()
+    )
     return (
         frame.with_columns(probs.alias("probs"))
         .with_columns(
             pl.col("probs").list.eval(pl.element().round(decimals)).alias("probs_rounded"),
             pl.col("probs").list.arg_max().cast(pl.Int32).alias("chosen_idx"),
-            pl.when(n_choices > 1).then(entropy_bits / n_choices.cast(pl.Float64).log(2)).otherwise(0.0).alias(
-                "entropy_norm"
-            ),
+            pl.when(n_choices > 1)
+            .then(entropy_bits / n_choices.cast(pl.Float64).log(2))
+            .otherwise(0.0)
+            .alias("entropy_norm"),
         )
         .with_columns(pl.col("choices").list.get(pl.col("chosen_idx")).alias("chosen_text"))
     )

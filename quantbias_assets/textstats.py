@@ -117,12 +117,9 @@ def response_stats(frame: pl.DataFrame, column: str = "response") -> pl.DataFram
     texts: Sequence[str | None] = frame[column].to_list()
     columns = [pl.Series("num_words", [word_count(t) for t in texts], dtype=pl.Int32)]
     columns += [
-        pl.Series(f"max_{n}gram_rep", [max_ngram_repetition(t, n) for t in texts], dtype=pl.Int32)
-        for n in NGRAM_SIZES
+        pl.Series(f"max_{n}gram_rep", [max_ngram_repetition(t, n) for t in texts], dtype=pl.Int32) for n in NGRAM_SIZES
     ]
-    columns.append(
-        pl.Series("prop_non_english", [prop_non_english(t) for t in texts], dtype=pl.Float64)
-    )
+    columns.append(pl.Series("prop_non_english", [prop_non_english(t) for t in texts], dtype=pl.Float64))
     return frame.with_columns(columns)
 
 
@@ -131,9 +128,7 @@ def pair_stats(
 ) -> pl.DataFrame:
     """Add rougeLsum_{precision,recall,f1} and common_prefix_{words,frac} for base vs quantized
     text columns (a null text is treated as empty)."""
-    pairs = list(
-        zip(frame[base_column].fill_null("").to_list(), frame[quant_column].fill_null("").to_list())
-    )
+    pairs = list(zip(frame[base_column].fill_null("").to_list(), frame[quant_column].fill_null("").to_list()))
     rouge = [rouge_lsum(base, quant) for base, quant in pairs]
     prefix = [common_word_prefix(base, quant) for base, quant in pairs]
     return frame.with_columns(

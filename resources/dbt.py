@@ -61,7 +61,9 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     from the manifest. A change to this file re-parses too.
     """
     manifest = Path(project.manifest_path)
-    sources = [p for p in DBT_PROJECT_DIR.rglob("*") if p.suffix in {".sql", ".yml", ".csv"} and "target" not in p.parts]
+    sources = [
+        p for p in DBT_PROJECT_DIR.rglob("*") if p.suffix in {".sql", ".yml", ".csv"} and "target" not in p.parts
+    ]
     newest = max(p.stat().st_mtime for p in [*sources, Path(__file__)])
     if manifest.exists() and manifest.stat().st_mtime >= newest:
         return manifest
@@ -70,7 +72,9 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
         env = {**os.environ, **dbt_env(os.environ.get("QUANTBIAS_LAKE", "lake"), database)}
         result = subprocess.run(
             [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-            env=env, capture_output=True, text=True,
+            env=env,
+            capture_output=True,
+            text=True,
         )
     if result.returncode != 0:
         raise RuntimeError(f"dbt parse failed for {DBT_PROJECT_DIR}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")

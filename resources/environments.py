@@ -78,9 +78,7 @@ def _cluster_resources() -> dict[str, Any]:
     )
     return {
         "lake": LakeResource(root=lake_root, storage_options=storage_options),
-        "workers": K8sWorkerLauncher(
-            namespace=os.environ.get("QUANTBIAS_WORKER_NAMESPACE", "quantbias"), **pods
-        ),
+        "workers": K8sWorkerLauncher(namespace=os.environ.get("QUANTBIAS_WORKER_NAMESPACE", "quantbias"), **pods),
         "inference": InferenceResource(backend="vllm", dtype="bfloat16"),
         "model_store": ModelStoreResource(root=model_store_root, storage_options=storage_options),
         "guard": GuardResource(backend="vllm", dtype="bfloat16"),

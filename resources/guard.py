@@ -19,22 +19,16 @@ class GuardResource(dg.ConfigurableResource):
     device, threads and chunk size change speed only.
     """
 
-    model: str = Field(
-        default=DEFAULT_GUARD_MODEL, description="guard model: a local folder or a hub id"
-    )
+    model: str = Field(default=DEFAULT_GUARD_MODEL, description="guard model: a local folder or a hub id")
     revision: str | None = Field(
         default=None,
         description="hub revision; for a local folder, naming it here skips hashing its weights",
     )
     backend: Literal["hf", "vllm"] = Field(default="hf", description="transformers or vLLM")
     device: str = Field(default="cpu", description="hf: torch device, e.g. cpu, cuda")
-    dtype: str = Field(
-        default="bfloat16", description="float32, bfloat16 or float16 (Llama Guard 3 ships bfloat16)"
-    )
+    dtype: str = Field(default="bfloat16", description="float32, bfloat16 or float16 (Llama Guard 3 ships bfloat16)")
     torch_threads: int | None = Field(default=None, description="hf: torch.set_num_threads")
-    max_model_len: int = Field(
-        default=4096, description="guard context; longer conversations are cut and flagged"
-    )
+    max_model_len: int = Field(default=4096, description="guard context; longer conversations are cut and flagged")
     max_new_tokens: int = Field(default=100, description="tokens of the verdict (reference: 100)")
     judge_full_conversation: bool = Field(
         default=False,
@@ -48,9 +42,14 @@ class GuardResource(dg.ConfigurableResource):
     def engine_config(self) -> dict[str, Any]:
         """Keyword arguments of `engines.load_engine` for the chosen backend."""
         return engine_kwargs(
-            self.backend, dtype=self.dtype, device=self.device, torch_threads=self.torch_threads,
-            max_model_len=self.max_model_len, gpu_memory_utilization=self.vllm_gpu_memory_utilization,
-            tensor_parallel_size=self.vllm_tensor_parallel_size, enforce_eager=self.vllm_enforce_eager,
+            self.backend,
+            dtype=self.dtype,
+            device=self.device,
+            torch_threads=self.torch_threads,
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            enforce_eager=self.vllm_enforce_eager,
         )
 
     def to_extras(self) -> dict[str, Any]:

@@ -56,7 +56,9 @@ class InferenceResource(dg.ConfigurableResource):
     device: str = Field(default="cpu", description="hf: torch device, e.g. cpu, cuda, cuda:1")
     dtype: str = Field(default="float32", description="float32, bfloat16, float16 or auto")
     torch_threads: int | None = Field(default=None, description="hf: torch.set_num_threads; None = torch default")
-    max_batch_tokens: int | None = Field(default=None, description="hf: tokens per forward batch; None = engine default")
+    max_batch_tokens: int | None = Field(
+        default=None, description="hf: tokens per forward batch; None = engine default"
+    )
 
     vllm_max_model_len: int = 4096
     vllm_gpu_memory_utilization: float = 0.85
@@ -92,10 +94,15 @@ class InferenceResource(dg.ConfigurableResource):
     def engine_config(self) -> dict[str, Any]:
         """Keyword arguments of `engines.load_engine` for the chosen backend."""
         return engine_kwargs(
-            self.backend, dtype=self.dtype, device=self.device, torch_threads=self.torch_threads,
-            max_batch_tokens=self.max_batch_tokens, max_model_len=self.vllm_max_model_len,
+            self.backend,
+            dtype=self.dtype,
+            device=self.device,
+            torch_threads=self.torch_threads,
+            max_batch_tokens=self.max_batch_tokens,
+            max_model_len=self.vllm_max_model_len,
             gpu_memory_utilization=self.vllm_gpu_memory_utilization,
-            tensor_parallel_size=self.vllm_tensor_parallel_size, enforce_eager=self.vllm_enforce_eager,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            enforce_eager=self.vllm_enforce_eager,
         )
 
     def generation_config(self) -> dict[str, dict[str, Any]]:

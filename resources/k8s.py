@@ -29,13 +29,33 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # Plain env a worker may get without a secret: prefixes of non-secret settings of the project and
 # of the libraries in the worker images, and single names (regions, endpoints, locale).
 PLAIN_ENV_PREFIXES = (
-    "QUANTBIAS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "VLLM_", "TORCH_", "PYTORCH_", "CUDA_",
-    "NCCL_", "OMP_", "MKL_",
+    "QUANTBIAS_",
+    "HF_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "VLLM_",
+    "TORCH_",
+    "PYTORCH_",
+    "CUDA_",
+    "NCCL_",
+    "OMP_",
+    "MKL_",
 )
-PLAIN_ENV_NAMES = frozenset({
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AZURE_STORAGE_ACCOUNT_NAME",
-    "GOOGLE_CLOUD_PROJECT", "TZ", "LANG", "LC_ALL", "PYTHONUNBUFFERED", "PYTHONHASHSEED",
-})
+PLAIN_ENV_NAMES = frozenset(
+    {
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ALLOW_HTTP",
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "GOOGLE_CLOUD_PROJECT",
+        "TZ",
+        "LANG",
+        "LC_ALL",
+        "PYTHONUNBUFFERED",
+        "PYTHONHASHSEED",
+    }
+)
 # A name "looks like a credential" by its words (split at `_`, `-`, `.`): a word ending in one of
 # these (HF_TOKEN, WANDB_API_KEY, PGPASS, master_key), containing one of the next ones
 # (AZURE_CLIENT_SECRET, PGPASSWORD, GOOGLE_APPLICATION_CREDENTIALS), or being one of the last.
@@ -199,15 +219,11 @@ def _pod_spec(config: WorkerPodConfig, worker: str) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = []
     env: list[dict[str, Any]] = [{"name": key, "value": value} for key, value in config.env.items()]
     if config.model_cache_claim:
-        volumes.append(
-            {"name": "model-cache", "persistentVolumeClaim": {"claimName": config.model_cache_claim}}
-        )
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": config.model_cache_claim}})
         mounts.append({"name": "model-cache", "mountPath": config.model_cache_path})
         env.append({"name": "HF_HOME", "value": config.model_cache_path})
     if config.model_store_claim:
-        volumes.append(
-            {"name": "model-store", "persistentVolumeClaim": {"claimName": config.model_store_claim}}
-        )
+        volumes.append({"name": "model-store", "persistentVolumeClaim": {"claimName": config.model_store_claim}})
         mounts.append({"name": "model-store", "mountPath": config.model_store_path})
     if config.shm_size:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}})
@@ -267,8 +283,7 @@ def _pod_spec(config: WorkerPodConfig, worker: str) -> dict[str, Any]:
         spec["nodeSelector"] = dict(config.node_selector)
     if config.tolerations:
         spec["tolerations"] = [
-            {k: v for k, v in toleration.model_dump().items() if v is not None}
-            for toleration in config.tolerations
+            {k: v for k, v in toleration.model_dump().items() if v is not None} for toleration in config.tolerations
         ]
     if config.runtime_class:
         spec["runtimeClassName"] = config.runtime_class

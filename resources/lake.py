@@ -31,14 +31,10 @@ class LakeResource(dg.ConfigurableResource):
     def replace_partition(self, df: pl.DataFrame, uri: str, *, model: str, method: str) -> None:
         lake.replace_partition(df, uri, model=model, method=method, storage_options=self.storage_options)
 
-    def append_chunk(
-        self, df: pl.DataFrame, uri: str, *, partition_by: Sequence[str] = lake.PARTITION_COLUMNS
-    ) -> None:
+    def append_chunk(self, df: pl.DataFrame, uri: str, *, partition_by: Sequence[str] = lake.PARTITION_COLUMNS) -> None:
         lake.append_chunk(df, uri, partition_by=partition_by, storage_options=self.storage_options)
 
-    def insert_absent(
-        self, df: pl.DataFrame, uri: str, *, partition: Mapping[str, str], key: Sequence[str]
-    ) -> int:
+    def insert_absent(self, df: pl.DataFrame, uri: str, *, partition: Mapping[str, str], key: Sequence[str]) -> int:
         return lake.insert_absent(df, uri, partition=partition, key=key, storage_options=self.storage_options)
 
     def delete_where(self, uri: str, predicate: str) -> int:

@@ -93,7 +93,9 @@ class FakeKubernetesApi:
             name=container.name, image=container.image, image_id="", ready=True, restart_count=0, state=state
         )
         return V1PodList(
-            items=[V1Pod(metadata=V1ObjectMeta(name=pod.metadata.name), status=V1PodStatus(container_statuses=[status]))]
+            items=[
+                V1Pod(metadata=V1ObjectMeta(name=pod.metadata.name), status=V1PodStatus(container_statuses=[status]))
+            ]
         )
 
     def read_namespaced_pod_log(self, name: str, namespace: str, **_: Any) -> _LogResponse:
@@ -116,13 +118,16 @@ def pipes_in_process(worker: Callable[[PipesContext], None], exit_code: int = 0)
 
     def run(pod: V1Pod) -> tuple[str, int]:
         output = io.StringIO()
-        with contextlib.redirect_stderr(output), contextlib.redirect_stdout(output):
-            with PipesContext(
+        with (
+            contextlib.redirect_stderr(output),
+            contextlib.redirect_stdout(output),
+            PipesContext(
                 params_loader=PipesMappingParamsLoader(plain_env(pod)),
                 context_loader=PipesDefaultContextLoader(),
                 message_writer=PipesDefaultMessageWriter(),
-            ) as pipes:
-                worker(pipes)
+            ) as pipes,
+        ):
+            worker(pipes)
         return output.getvalue(), exit_code
 
     return run
@@ -144,7 +149,9 @@ def command_locally(secrets: Mapping[str, Mapping[str, str]], python: str = sys.
             elif not ref.optional:  # the kubelet refuses to start the container
                 return f"CreateContainerConfigError: secret {ref.name!r} has no key {ref.key!r}", 1
         command = [python if part == "python" else part for part in container.command]
-        done = subprocess.run(command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        done = subprocess.run(
+            command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         return done.stdout, done.returncode
 
     return run

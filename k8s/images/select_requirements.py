@@ -17,8 +17,18 @@ import tomllib
 
 MODEL_LIBRARIES = {"torch", "transformers", "tokenizers", "accelerate"}
 ORCHESTRATION = {
-    "dagster", "dagster-webserver", "dagster-graphql", "dagster-shared", "dagster-k8s",
-    "dagster-dbt", "dbt-core", "dbt-duckdb", "duckdb", "kubernetes", "fairlearn", "matplotlib",
+    "dagster",
+    "dagster-webserver",
+    "dagster-graphql",
+    "dagster-shared",
+    "dagster-k8s",
+    "dagster-dbt",
+    "dbt-core",
+    "dbt-duckdb",
+    "duckdb",
+    "kubernetes",
+    "fairlearn",
+    "matplotlib",
 }
 # The orchestrator image also needs Postgres storage for the Helm chart's instance.
 ORCHESTRATOR_EXTRAS = ["dagster-postgres==0.29.27"]

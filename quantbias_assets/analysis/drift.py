@@ -63,10 +63,17 @@ def summarize_drift(method: str, kl: np.ndarray, top1_same: np.ndarray) -> Drift
 
 
 def drift_frame(rows: Iterable[DriftRow]) -> pl.DataFrame:
-    return pl.DataFrame([row.__dict__ for row in rows], schema={
-        "method": pl.String, "tokens": pl.Int64, "mean_kl": pl.Float64, "median_kl": pl.Float64,
-        "p95_kl": pl.Float64, "top1_agreement": pl.Float64,
-    })
+    return pl.DataFrame(
+        [row.__dict__ for row in rows],
+        schema={
+            "method": pl.String,
+            "tokens": pl.Int64,
+            "mean_kl": pl.Float64,
+            "median_kl": pl.Float64,
+            "p95_kl": pl.Float64,
+            "top1_agreement": pl.Float64,
+        },
+    )
 
 
 def held_out_texts(candidates: Sequence[str], excluded: Iterable[str], count: int, seed: int = 0) -> list[str]:
@@ -122,7 +129,9 @@ def measure_drift(
             same_parts.append(base.argmax(-1) == moved.argmax(-1))
         quant.close()
         row = summarize_drift(method, np.concatenate(kl_parts), np.concatenate(same_parts))
-        log(f"drift {method}: mean KL {row.mean_kl:.5f} nats over {row.tokens} tokens, top-1 agreement {row.top1_agreement:.3f}")
+        log(
+            f"drift {method}: mean KL {row.mean_kl:.5f} nats over {row.tokens} tokens, top-1 agreement {row.top1_agreement:.3f}"
+        )
         rows.append(row)
     native.close()
     return drift_frame(rows)

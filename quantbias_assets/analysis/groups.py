@@ -30,9 +30,7 @@ def group_asymmetry(
     ascending, so the first and last rows are the extremes.
     """
     rows = analysis_rows(pairs).filter(
-        pl.col("group").is_not_null()
-        & pl.col("is_biased_base").is_not_null()
-        & pl.col("is_biased_quant").is_not_null()
+        pl.col("group").is_not_null() & pl.col("is_biased_base").is_not_null() & pl.col("is_biased_quant").is_not_null()
     )
     if single_groups_only:
         rows = rows.filter(~pl.col("group").str.contains(",", literal=True))

@@ -183,7 +183,9 @@ def _encode_equalized_odds(pairs: pl.DataFrame) -> StateEncoding:
     def side(name: str) -> np.ndarray:
         return 4 * group_code + 2 * truth + _codes(pairs.get_column(f"chosen_{name}"))
 
-    return StateEncoding(side("base"), side("quant"), 4 * n_groups, partial(equalized_odds_from_counts, n_groups=n_groups))
+    return StateEncoding(
+        side("base"), side("quant"), 4 * n_groups, partial(equalized_odds_from_counts, n_groups=n_groups)
+    )
 
 
 ENCODERS: dict[Metric, Callable[[pl.DataFrame], StateEncoding]] = {

@@ -92,7 +92,9 @@ def build_pairs(
     source = f"responses/{dataset}"
     current, n_stale = _current_rows(responses, questions)
     if dataset_style(dataset) == "closed":
-        valid, errors, n_errors = _valid_closed_rows(current, source, RULE_QUESTION_FIELDS[get_dataset(dataset).flag_rule])
+        valid, errors, n_errors = _valid_closed_rows(
+            current, source, RULE_QUESTION_FIELDS[get_dataset(dataset).flag_rule]
+        )
         flagged = _closed_side_rows(dataset, valid, stereoset_reference)
     else:
         errors, n_errors = [], 0
@@ -112,9 +114,7 @@ def build_pairs(
 
 def analysis_rows(pairs: pl.DataFrame) -> pl.DataFrame:
     """The rows the reference analyses: BBQ's disambiguated contexts are left out (spec §1.2)."""
-    return pairs.filter(
-        (pl.col("dataset") != "BBQ") | (pl.col("context_condition").fill_null("ambig") == "ambig")
-    )
+    return pairs.filter((pl.col("dataset") != "BBQ") | (pl.col("context_condition").fill_null("ambig") == "ambig"))
 
 
 def flip_rates_by_uncertainty(pairs: pl.DataFrame) -> pl.DataFrame:
@@ -129,15 +129,15 @@ def flip_rates_by_uncertainty(pairs: pl.DataFrame) -> pl.DataFrame:
             bias_flip=100 * pl.col("bias_flipped").mean(),
             n_choices=pl.col("n_choices").first(),
         )
-        .with_columns(
-            pct_responses=100 * pl.col("rows") / pl.col("rows").sum().over("dataset_group")
+        .with_columns(pct_responses=100 * pl.col("rows") / pl.col("rows").sum().over("dataset_group"))
+        .sort(
+            "dataset_group",
+            pl.col("uncertainty_bin").replace_strict(
+                {name: rank for rank, name in enumerate(UNCERTAINTY_BINS)}, return_dtype=pl.Int8
+            ),
         )
-        .sort("dataset_group", pl.col("uncertainty_bin").replace_strict(
-            {name: rank for rank, name in enumerate(UNCERTAINTY_BINS)}, return_dtype=pl.Int8
-        ))
-        .select("dataset_group", "uncertainty_bin", "n_choices", "rows", "pct_responses",
-                "response_flip", "bias_flip")
-    )  # fmt: skip
+        .select("dataset_group", "uncertainty_bin", "n_choices", "rows", "pct_responses", "response_flip", "bias_flip")
+    )
 
 
 def _current_rows(responses: pl.DataFrame, questions: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -148,9 +148,7 @@ def _current_rows(responses: pl.DataFrame, questions: pl.DataFrame) -> tuple[pl.
                   "target", "answer_label", "unknown_label")
         if c in questions.columns
     ]  # fmt: skip
-    joined = responses.join(
-        questions.select(question_columns), on=["idx", "question_hash"], how="inner"
-    )
+    joined = responses.join(questions.select(question_columns), on=["idx", "question_hash"], how="inner")
     n_stale = responses.height - joined.height
     if "created_at" in joined.columns:
         joined = joined.sort("created_at", nulls_last=False, maintain_order=True)
@@ -216,9 +214,7 @@ def _closed_side_rows(dataset: str, frame: pl.DataFrame, stereoset_reference: bo
     )  # fmt: skip
 
 
-def _open_side_rows(
-    frame: pl.DataFrame, verdicts: pl.DataFrame | None, verdict_column: str
-) -> pl.DataFrame:
+def _open_side_rows(frame: pl.DataFrame, verdicts: pl.DataFrame | None, verdict_column: str) -> pl.DataFrame:
     if verdicts is None:
         verdicts = pl.DataFrame(
             schema={"model": pl.String, "method": pl.String, "idx": pl.String,
@@ -253,9 +249,7 @@ def _pair_sides(rows: pl.DataFrame) -> pl.DataFrame:
     base = rows.filter(pl.col("method") == NATIVE_METHOD).select(
         "model", "idx", *[pl.col(c).alias(f"{c}_base") for c in _SIDE_COLUMNS]
     )
-    quant = rows.filter(pl.col("method") != NATIVE_METHOD).rename(
-        {c: f"{c}_quant" for c in _SIDE_COLUMNS}
-    )
+    quant = rows.filter(pl.col("method") != NATIVE_METHOD).rename({c: f"{c}_quant" for c in _SIDE_COLUMNS})
     return quant.join(base, on=["model", "idx"], how="inner")
 
 
@@ -265,9 +259,7 @@ def _derive_flips(frame: pl.DataFrame, *, closed: bool) -> pl.DataFrame:
     both_flagged = base.is_not_null() & quant.is_not_null()
     return frame.with_columns(
         entropy_delta=pl.col("entropy_norm_quant") - pl.col("entropy_norm_base"),
-        uncertainty_bin=(
-            uncertainty_bin(pl.col("entropy_norm_base")) if closed else pl.lit(None, pl.String)
-        ),
+        uncertainty_bin=(uncertainty_bin(pl.col("entropy_norm_base")) if closed else pl.lit(None, pl.String)),
         flipped=flipped,
         bias_flipped=base != quant,
         # null (not False) when a verdict is missing, so such rows are excluded, never miscounted

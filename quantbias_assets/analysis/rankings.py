@@ -60,9 +60,11 @@ def rank_models(
     quantized side is that model's answers after `method`.
     """
     # sorted so the seeded resamples do not depend on the order rows were read in
-    rows = analysis_rows(pairs).filter(
-        (pl.col("dataset_group") == dataset_group) & (pl.col("method") == method)
-    ).sort("model", "dataset", "idx")
+    rows = (
+        analysis_rows(pairs)
+        .filter((pl.col("dataset_group") == dataset_group) & (pl.col("method") == method))
+        .sort("model", "dataset", "idx")
+    )
     sides = {
         "original": rows.filter(pl.col("is_biased_base").is_not_null())
         .unique(subset=["model", "idx"], keep="first", maintain_order=True)

@@ -256,16 +256,12 @@ def mcnemar_exact(unbiased_to_biased: np.ndarray, biased_to_unbiased: np.ndarray
 
 def direction(diff: np.ndarray, significant: np.ndarray) -> np.ndarray:
     """more_biased / less_biased by the sign of M_Q − M_B, for significant units only."""
-    return np.where(
-        significant & (diff > 0), "more_biased", np.where(significant & (diff < 0), "less_biased", "none")
-    )
+    return np.where(significant & (diff > 0), "more_biased", np.where(significant & (diff < 0), "less_biased", "none"))
 
 
 def direction_reference(effect_size_reference: np.ndarray, significant: np.ndarray) -> np.ndarray:
     """The reference's labels: d > 0 is "more biased", anything else (NaN too) "less biased"."""
-    return np.where(
-        significant, np.where(effect_size_reference > 0, "more_biased", "less_biased"), "none"
-    )
+    return np.where(significant, np.where(effect_size_reference > 0, "more_biased", "less_biased"), "none")
 
 
 def bias_tests(pairs: pl.DataFrame, settings: BiasTestSettings = BiasTestSettings()) -> pl.DataFrame:

@@ -131,9 +131,7 @@ def paired_responses(
         context.log.warning(line)
     if missing:
         context.log.info(f"no responses yet for: {', '.join(missing)}")
-    rows_table = pl.DataFrame(
-        per_dataset, schema=["dataset", "paired_rows", "bad_rows", "stale_rows"], orient="row"
-    )
+    rows_table = pl.DataFrame(per_dataset, schema=["dataset", "paired_rows", "bad_rows", "stale_rows"], orient="row")
     invalid = pairs.filter(pl.col("is_biased_base").is_null() | pl.col("is_biased_quant").is_null()).height
     return dg.MaterializeResult(
         metadata={
@@ -168,13 +166,19 @@ def bias_tests_table(
     uri = lake.uri(*BIAS_TESTS_KEY.path)
     lake.write_table(tests, uri)
     tested = tests.filter(pl.col("p_value").is_not_null())
-    per_method = tested.group_by("method").agg(
-        units=pl.len(),
-        significant=pl.col("is_significant").sum(),
-        more_biased=(pl.col("direction") == "more_biased").sum(),
-        less_biased=(pl.col("direction") == "less_biased").sum(),
-    ).sort("method")
-    context.log.info(f"{tested.height} of {tests.height} units tested, {int(tested['is_significant'].sum())} significant")
+    per_method = (
+        tested.group_by("method")
+        .agg(
+            units=pl.len(),
+            significant=pl.col("is_significant").sum(),
+            more_biased=(pl.col("direction") == "more_biased").sum(),
+            less_biased=(pl.col("direction") == "less_biased").sum(),
+        )
+        .sort("method")
+    )
+    context.log.info(
+        f"{tested.height} of {tests.height} units tested, {int(tested['is_significant'].sum())} significant"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(tests.height),

@@ -63,9 +63,9 @@ def quantize_extras(model: str, method: str, config: CheckpointConfig, model_sto
     kinds={"pytorch"},
     code_version=CHECKPOINT_CODE_VERSION,
     required_resource_keys={"workers", "model_store"},
-    description="The model's checkpoint for this method: " + ", ".join(
-        f"`{m.key}` = {m.label}" for m in METHOD_SPECS.values()
-    ) + "; see docs/models.md",
+    description="The model's checkpoint for this method: "
+    + ", ".join(f"`{m.key}` = {m.label}" for m in METHOD_SPECS.values())
+    + "; see docs/models.md",
 )
 def checkpoint(context: dg.AssetExecutionContext, config: CheckpointConfig) -> dg.MaterializeResult:
     model, method = model_and_method(context)

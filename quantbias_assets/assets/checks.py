@@ -56,8 +56,11 @@ def _outcome(name: str, frame: pl.DataFrame, bad: pl.Expr) -> CheckOutcome:
     return CheckOutcome(
         name,
         offending.height == 0,
-        {"rows": frame.height, "offending_rows": offending.height,
-         "offending_idx_sample": ", ".join(offending["idx"].head(SAMPLE_IDX).cast(pl.String).to_list())},
+        {
+            "rows": frame.height,
+            "offending_rows": offending.height,
+            "offending_idx_sample": ", ".join(offending["idx"].head(SAMPLE_IDX).cast(pl.String).to_list()),
+        },
     )
 
 
@@ -101,7 +104,9 @@ def response_check_outcomes(frame: pl.DataFrame, *, style: str, failed_questions
     return outcomes
 
 
-def verdict_check_outcomes(frame: pl.DataFrame, *, failed_rows: int, responses_without_question: int) -> list[CheckOutcome]:
+def verdict_check_outcomes(
+    frame: pl.DataFrame, *, failed_rows: int, responses_without_question: int
+) -> list[CheckOutcome]:
     """The verdicts checks over one partition (VERDICT_SCHEMA) of a dataset."""
     bad = (
         pl.col("verdict_raw").is_null()
@@ -128,7 +133,9 @@ def _spec(key: dg.AssetKey, name: str, description: str) -> dg.AssetCheckSpec:
 
 
 def response_check_specs(key: dg.AssetKey, style: str) -> list[dg.AssetCheckSpec]:
-    names = [NO_FAILED_QUESTIONS, ONE_ROW_PER_KEY, NO_BAD_ROWS] + ([PROBABILITIES_SUM_TO_ONE] if style == "closed" else [])
+    names = [NO_FAILED_QUESTIONS, ONE_ROW_PER_KEY, NO_BAD_ROWS] + (
+        [PROBABILITIES_SUM_TO_ONE] if style == "closed" else []
+    )
     return [
         _spec(key, name, CHECK_DESCRIPTIONS[name].format(key=" + ".join(RESPONSE_KEY), what=BAD_RESPONSE_ROWS[style]))
         for name in names
@@ -147,7 +154,10 @@ def check_results(
 ) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(
-            asset_key=key, check_name=outcome.name, passed=outcome.passed, metadata=outcome.metadata,
+            asset_key=key,
+            check_name=outcome.name,
+            passed=outcome.passed,
+            metadata=outcome.metadata,
             severity=dg.AssetCheckSeverity.ERROR,
         )
         for outcome in outcomes

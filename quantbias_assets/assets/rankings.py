@@ -35,15 +35,23 @@ def wide_ranking(long: pl.DataFrame, dataset_group: str, method: str) -> pl.Data
     sides = [
         long.filter(pl.col("side") == side)
         .drop("side")
-        .rename({"pct_biased": f"pct_biased_{name}", "ci_low": f"ci_low_{name}", "ci_high": f"ci_high_{name}",
-                 "rank": f"rank_{name}"})  # fmt: skip
+        .rename(
+            {
+                "pct_biased": f"pct_biased_{name}",
+                "ci_low": f"ci_low_{name}",
+                "ci_high": f"ci_high_{name}",
+                "rank": f"rank_{name}",
+            }
+        )
         for side, name in (("original", "native"), ("quantized", "quantized"))
     ]
     tau, p = ranking_kendall_tau(long)
     return (
-        sides[0].join(sides[1], on="model", how="inner")
-        .with_columns(dataset_group=pl.lit(dataset_group), method=pl.lit(method), kendall_tau=pl.lit(tau),
-                      kendall_p=pl.lit(p))  # fmt: skip
+        sides[0]
+        .join(sides[1], on="model", how="inner")
+        .with_columns(
+            dataset_group=pl.lit(dataset_group), method=pl.lit(method), kendall_tau=pl.lit(tau), kendall_p=pl.lit(p)
+        )
         .select(list(RANKING_SCHEMA))
         .cast(RANKING_SCHEMA)
     )
@@ -52,7 +60,9 @@ def wide_ranking(long: pl.DataFrame, dataset_group: str, method: str) -> pl.Data
 def all_rankings(pairs: pl.DataFrame, *, seed: int, resamples: int) -> pl.DataFrame:
     units = pairs.select("dataset_group", "method").unique().sort("dataset_group", "method").iter_rows()
     frames = [
-        wide_ranking(rank_models(pairs, dataset_group=group, method=method, seed=seed, resamples=resamples), group, method)
+        wide_ranking(
+            rank_models(pairs, dataset_group=group, method=method, seed=seed, resamples=resamples), group, method
+        )
         for group, method in units
     ]
     return pl.concat(frames) if frames else pl.DataFrame(schema=RANKING_SCHEMA)
@@ -67,7 +77,9 @@ def all_rankings(pairs: pl.DataFrame, *, seed: int, resamples: int) -> pl.DataFr
     description="Models ranked by bootstrapped % biased (open: % unsafe) natively and quantized, "
     "with CI-overlap dense ranks and Kendall's tau, per dataset group and method.",
 )
-def model_rankings(context: dg.AssetExecutionContext, config: RankingConfig, lake: LakeResource) -> dg.MaterializeResult:
+def model_rankings(
+    context: dg.AssetExecutionContext, config: RankingConfig, lake: LakeResource
+) -> dg.MaterializeResult:
     pairs = lake.scan(lake.uri(*PAIRED_RESPONSES_KEY.path)).collect()
     rankings = all_rankings(pairs, seed=config.seed, resamples=config.resamples)
     uri = lake.uri(*MODEL_RANKINGS_KEY.path)

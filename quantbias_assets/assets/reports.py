@@ -20,9 +20,16 @@ from quantbias_assets.markdown import report_table
 MART_DEPS = [
     dg.AssetKey(["marts", name])
     for name in (
-        "stg_paired_responses", "stg_bias_tests", "table1_uncertainty_bins", "uncertainty_flip_ratio",
-        "fig3a_significance_by_dataset", "fig3c_flips_by_significance", "fig4a_significance_by_method",
-        "fig4b_significance_by_model", "fig4c_model_rankings", "fig5a_flips_per_question",
+        "stg_paired_responses",
+        "stg_bias_tests",
+        "table1_uncertainty_bins",
+        "uncertainty_flip_ratio",
+        "fig3a_significance_by_dataset",
+        "fig3c_flips_by_significance",
+        "fig4a_significance_by_method",
+        "fig4b_significance_by_model",
+        "fig4c_model_rankings",
+        "fig5a_flips_per_question",
         "fig5b_bbq_group_asymmetry",
     )
 ]
@@ -30,6 +37,7 @@ MART_DEPS = [
 
 def read_warehouse(duckdb_path: Path) -> dict[str, pl.DataFrame]:
     with duckdb.connect(str(duckdb_path), read_only=True) as con:
+
         def table(sql: str) -> pl.DataFrame:
             return pl.from_arrow(con.execute(sql).to_arrow_table())
 
@@ -69,16 +77,23 @@ def draw_all(data: dict[str, pl.DataFrame]) -> dict[str, object]:
 
 def summary_markdown(data: dict[str, pl.DataFrame]) -> str:
     table1 = data["table1"].select(
-        "dataset_group", "uncertainty_bin", "n_rows",
+        "dataset_group",
+        "uncertainty_bin",
+        "n_rows",
         pl.col("pct_responses_rounded").alias("% responses"),
         pl.col("response_flip_rounded").alias("response flip %"),
         pl.col("bias_flip_rounded").alias("bias flip %"),
     )
-    fig3a = data["fig3a"].select("dataset_group", "n_units", "n_significant", "pct_significant", "pct_more_biased", "pct_less_biased")
+    fig3a = data["fig3a"].select(
+        "dataset_group", "n_units", "n_significant", "pct_significant", "pct_more_biased", "pct_less_biased"
+    )
     return (
-        "### Table 1: flips by the base model's uncertainty\n" + report_table(table1, 0)
-        + "\n\n### High- vs low-uncertainty flip rate\n" + report_table(data["ratio"], 2)
-        + "\n\n### Fig 3a: units with a significant change of the aggregate metric\n" + report_table(fig3a, 1)
+        "### Table 1: flips by the base model's uncertainty\n"
+        + report_table(table1, 0)
+        + "\n\n### High- vs low-uncertainty flip rate\n"
+        + report_table(data["ratio"], 2)
+        + "\n\n### Fig 3a: units with a significant change of the aggregate metric\n"
+        + report_table(fig3a, 1)
     )
 
 

@@ -6,7 +6,6 @@ selected dataset and reports one materialization per dataset. The asset can be s
 that selects three datasets answers only those.
 """
 
-
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -109,9 +108,7 @@ def with_table_checks(
         )
 
 
-def respond_extras(
-    context: dg.AssetExecutionContext, *, lake: Any, inference: Any, model_store: Any
-) -> dict[str, Any]:
+def respond_extras(context: dg.AssetExecutionContext, *, lake: Any, inference: Any, model_store: Any) -> dict[str, Any]:
     model, method = model_and_method(context)
     selected = {key.path[-1] for key in context.selected_asset_keys}
     return {

@@ -41,16 +41,23 @@ def text_patterns(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
         lake.write_table(pairs, uri)
     per_dataset = (
         pairs.group_by("dataset_group", "method")
-        .agg(pairs=pl.len(), num_words_diff=pl.col("num_words_diff").mean(),
-             rouge_recall=pl.col("rougeLsum_recall").mean(), prefix_frac=pl.col("common_prefix_frac").mean())
+        .agg(
+            pairs=pl.len(),
+            num_words_diff=pl.col("num_words_diff").mean(),
+            rouge_recall=pl.col("rougeLsum_recall").mean(),
+            prefix_frac=pl.col("common_prefix_frac").mean(),
+        )
         .sort("dataset_group", "method")
-        if not pairs.is_empty() else pl.DataFrame()
+        if not pairs.is_empty()
+        else pl.DataFrame()
     )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(pairs.height),
             "dagster/uri": dg.MetadataValue.path(uri),
             "datasets_without_responses": dg.MetadataValue.json(missing),
-            "changes_by_dataset_and_method": dg.MetadataValue.md(markdown_table(per_dataset, 3) if not per_dataset.is_empty() else "no pairs yet"),
+            "changes_by_dataset_and_method": dg.MetadataValue.md(
+                markdown_table(per_dataset, 3) if not per_dataset.is_empty() else "no pairs yet"
+            ),
         }
     )

@@ -36,7 +36,9 @@ def worker_exception(context: dg.AssetExecutionContext) -> str | None:
     return None
 
 
-def run_worker(context: dg.AssetExecutionContext, worker: str, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
+def run_worker(
+    context: dg.AssetExecutionContext, worker: str, extras: Mapping[str, Any]
+) -> dg.PipesClientCompletedInvocation:
     """`workers.run`, with a failed worker's own error as the failure description."""
     try:
         return context.resources.workers.run(context, worker, extras)

@@ -444,7 +444,9 @@ def build_questions(spec: DatasetSpec, files: Mapping[str, bytes | None]) -> Dat
             errors.append(f"{path}: record (whole file): json: malformed JSON ({error})")
             continue
         if not isinstance(records, list):
-            errors.append(f"{path}: record (whole file): json: expected a list of records, got {type(records).__name__}")
+            errors.append(
+                f"{path}: record (whole file): json: expected a list of records, got {type(records).__name__}"
+            )
             continue
         for position, record in enumerate(records):
             label = _record_label(record, position)

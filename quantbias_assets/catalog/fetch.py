@@ -133,7 +133,9 @@ def check_base_url(base_url: str, allow_file_urls: bool = False) -> tuple[str, .
     return schemes
 
 
-def _download_to(url: str, target: Path, *, timeout_s: float, max_bytes: int, schemes: tuple[str, ...]) -> tuple[str, int]:
+def _download_to(
+    url: str, target: Path, *, timeout_s: float, max_bytes: int, schemes: tuple[str, ...]
+) -> tuple[str, int]:
     """Stream `url` into `target` (through `<target>.part`, renamed when complete); returns
     (sha256, bytes). Stops at `max_bytes` whatever the server announced."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -60,9 +60,7 @@ def get_method(key: str) -> QuantMethod:
     try:
         return METHOD_SPECS[key]
     except KeyError:
-        raise ValueError(
-            f"method: unknown method {key!r}; expected one of {', '.join(METHOD_SPECS)}"
-        ) from None
+        raise ValueError(f"method: unknown method {key!r}; expected one of {', '.join(METHOD_SPECS)}") from None
 
 
 def validate_methods(keys: Sequence[str], where: str) -> tuple[str, ...]:

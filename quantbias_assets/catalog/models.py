@@ -110,9 +110,7 @@ def _qwen(nickname: str, hub_id: str, family: str, size_b: float) -> ModelEntry:
 def _own(nickname: str, hub_id: str, family: str, size_b: float, name: str | None = None) -> ModelEntry:
     """Bases whose GPTQ/AWQ checkpoints the authors made themselves (`name` = MODELS_RENAMED)."""
     name = name or hub_id.split("/")[1]
-    published = _published(
-        name, f"{PAPER_HUB_USER}/{name}-LC-GPTQ-W4A16", f"{PAPER_HUB_USER}/{name}-AWQ-W4A16"
-    )
+    published = _published(name, f"{PAPER_HUB_USER}/{name}-LC-GPTQ-W4A16", f"{PAPER_HUB_USER}/{name}-AWQ-W4A16")
     return ModelEntry(nickname, hub_id, family, size_b, published=published, builtin=True)
 
 
@@ -125,11 +123,17 @@ PAPER_MODELS: tuple[ModelEntry, ...] = (
     _qwen("qwen2-7b-instruct", "Qwen/Qwen2-7B-Instruct", "qwen2", 7.0),
     _own("llama3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", "llama3.2", 1.0),
     _own(
-        "llama3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", "llama3.2", 3.0,
+        "llama3.2-3b-instruct",
+        "meta-llama/Llama-3.2-3B-Instruct",
+        "llama3.2",
+        3.0,
         name="Meta-Llama-3.2-3B-Instruct",
     ),
     ModelEntry(
-        "llama3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", "llama3.1", 8.0,
+        "llama3.1-8b-instruct",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "llama3.1",
+        8.0,
         published={
             **_published("Llama-3.1-8B-Instruct", "", ""),
             "gptq-w4a16": "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w4a16",
@@ -275,8 +279,13 @@ def add_model(
     elif not HUB_ID_PATTERN.match(source):
         raise ValueError(f"source: {source!r} is neither an existing local folder nor a hub id (owner/name)")
     entry = ModelEntry(
-        nickname=nickname, source=source, family=family, size_b=size_b, revision=revision,
-        trust_remote_code=trust_remote_code, published=dict(published or {}),
+        nickname=nickname,
+        source=source,
+        family=family,
+        size_b=size_b,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        published=dict(published or {}),
     )
     existing = load_user_entries(registry_path)
     records = [e.to_dict() for e in existing] + [entry.to_dict()]

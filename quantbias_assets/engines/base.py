@@ -64,9 +64,7 @@ class Engine(Protocol):
         """One list of ChoiceScore per question, in the order of its choices."""
         ...
 
-    def generate(
-        self, conversations: Sequence[list[dict[str, str]]], settings: GenerationSettings
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[list[dict[str, str]]], settings: GenerationSettings) -> list[Generation]:
         """One reply per conversation (chat messages; the chat template adds the generation prompt)."""
         ...
 

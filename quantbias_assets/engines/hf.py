@@ -137,13 +137,17 @@ def tree_attention_blocks(visible: np.ndarray, block: int) -> list[tuple[int, in
 TREE_ATTENTION = "quantbias_tree_sdpa"
 
 
-def tree_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, tree_blocks=None, **kwargs):
+def tree_sdpa_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, tree_blocks=None, **kwargs
+):
     """transformers attention function: SDPA per query block over its visible keys (exact), else plain SDPA."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if tree_blocks is None or attention_mask is not tree_blocks.mask or dropout:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     gqa = query.shape[1] != key.shape[1]
     out = query.new_empty((*query.shape[:-1], value.shape[-1]))
     for start, stop, index, mask in tree_blocks.blocks:
@@ -321,9 +325,7 @@ class HFEngine:
             dtype=torch.long,
             device=self.device,
         )
-        kv = [
-            (layer.keys.index_select(-2, index), layer.values.index_select(-2, index)) for layer in cache.layers
-        ]
+        kv = [(layer.keys.index_select(-2, index), layer.values.index_select(-2, index)) for layer in cache.layers]
         return new_path, kv
 
     # ---------------------------------------------------------------- generation
@@ -341,7 +343,9 @@ class HFEngine:
         results: list[Generation] = []
         for begin in range(0, len(conversations), self.generation_batch_size):
             batch = conversations[begin : begin + self.generation_batch_size]
-            texts = [render_conversation(self.tokenizer, messages, date_string=settings.template_date) for messages in batch]
+            texts = [
+                render_conversation(self.tokenizer, messages, date_string=settings.template_date) for messages in batch
+            ]
             encoded = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
             width = max(len(ids) for ids in encoded)
             input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in encoded], device=self.device)

@@ -122,9 +122,7 @@ class VLLMEngine:
             offset += len(question)
         return scores
 
-    def generate(
-        self, conversations: Sequence[list[dict[str, str]]], settings: GenerationSettings
-    ) -> list[Generation]:
+    def generate(self, conversations: Sequence[list[dict[str, str]]], settings: GenerationSettings) -> list[Generation]:
         """One reply per conversation; greedy when temperature is 0, else seeded sampling."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -134,8 +132,7 @@ class VLLMEngine:
             token_ids = self.chat_token_ids(conversation, settings.template_date)
             if len(token_ids) >= self.max_model_len:
                 raise ValueError(
-                    f"conversation {index}: prompt has {len(token_ids)} tokens, "
-                    f"max_model_len is {self.max_model_len}"
+                    f"conversation {index}: prompt has {len(token_ids)} tokens, max_model_len is {self.max_model_len}"
                 )
             prompts.append(TokensPrompt(prompt_token_ids=token_ids))
         greedy = settings.temperature == 0.0
@@ -198,4 +195,3 @@ class VLLMEngine:
             )
         if len(sequence.token_ids) > self.max_model_len:
             raise ValueError(f"{where}: {len(sequence.token_ids)} tokens exceed max_model_len {self.max_model_len}")
-

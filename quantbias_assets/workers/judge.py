@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,7 @@ def judge_chunk(
         [truncated[position] for position in kept],
         guard_config_hash=config_hash,
         engine=engine.name,
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
 
 
@@ -211,9 +211,7 @@ def judge_dataset(
         uri=uri,
         partition=target.partition,
         key=VERDICT_KEY,
-        process_chunk=lambda chunk: judge_chunk(
-            chunk, engine, request, config_hash=config_hash, log_error=log_error
-        ),
+        process_chunk=lambda chunk: judge_chunk(chunk, engine, request, config_hash=config_hash, log_error=log_error),
         chunk_rows=request.chunk_rows,
         storage_options=options,
         on_chunk=progress,
@@ -266,8 +264,12 @@ def main() -> None:
 
             def build(dataset: str) -> tuple[dict[str, Any], str]:
                 result = judge_dataset(
-                    engine, request, dataset, config_hash=config_hash,
-                    log_info=pipes.log.info, log_error=pipes.log.error,
+                    engine,
+                    request,
+                    dataset,
+                    config_hash=config_hash,
+                    log_info=pipes.log.info,
+                    log_error=pipes.log.error,
                 )
                 return result.metadata(engine, request, config_hash), result.data_version
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-
 from dagster_pipes import open_dagster_pipes
 
 from quantbias_assets import lake
@@ -188,7 +187,9 @@ class DatasetRun:
 
 
 def _with_fallback(
-    batch: Sequence[Any], run_batch: Callable[[Sequence[Any]], list[Any]], on_item_error: Callable[[int, Exception], None]
+    batch: Sequence[Any],
+    run_batch: Callable[[Sequence[Any]], list[Any]],
+    on_item_error: Callable[[int, Exception], None],
 ) -> list[Any | None]:
     """Run a whole batch; if it fails, run its items one by one so one bad item costs only itself."""
     try:
@@ -272,7 +273,7 @@ def closed_rows(
             "choice_n_chars": [[c.n_chars for c in q] for q in choice_scores],
             "choice_n_bytes": [[c.n_bytes for c in q] for q in choice_scores],
             "engine": run.engine_name,
-            "created_at": datetime.now(timezone.utc),
+            "created_at": datetime.now(UTC),
         },
         # explicit types, so that a chunk where every question failed still makes a typed frame
         schema_overrides={**CLOSED_SCHEMA, "choices": pl.List(pl.String)},
@@ -366,7 +367,9 @@ def open_rows(
         engine,
         [turns[i] for i in valid],
         settings,
-        lambda i, error: report(valid[i], str(error) if isinstance(error, ContextTooLong) else f"generation failed: {error}"),
+        lambda i, error: report(
+            valid[i], str(error) if isinstance(error, ContextTooLong) else f"generation failed: {error}"
+        ),
         guard,
     )
     answered = [(valid[i], r) for i, r in enumerate(replies) if r is not None]
@@ -382,7 +385,7 @@ def open_rows(
             "n_new_tokens": [sum(g.n_new_tokens for g in r) for _, r in answered],
             "finish_reason": [r[-1].finish_reason for _, r in answered],
             "engine": run.engine_name,
-            "created_at": datetime.now(timezone.utc),
+            "created_at": datetime.now(UTC),
         },
         schema_overrides=dict(OPEN_SCHEMA),
     )
@@ -415,7 +418,8 @@ class RespondRequest:
         # resolved once here, so it is explicit in every prompt and in config_hash.
         template_date = extras.get("template_date") or time.strftime("%d %b %Y")
         generation = {
-            style: {**require(generation, style), "template_date": template_date} for style in ("single_turn", "multi_turn")
+            style: {**require(generation, style), "template_date": template_date}
+            for style in ("single_turn", "multi_turn")
         }
         for settings in generation.values():
             GenerationSettings(**settings)  # fails early on unknown fields
@@ -493,17 +497,30 @@ def respond_dataset(
     stats = ChunkStats()
     guard = LengthGuard.for_engine(engine, request.max_context_tokens)
     if generation is None:
+
         def process(chunk: pl.DataFrame) -> pl.DataFrame:
             return closed_rows(
-                chunk, engine, run, add_special_tokens=request.add_special_tokens_reference,
-                stats=stats, log_error=log_error, template_date=request.template_date, guard=guard,
+                chunk,
+                engine,
+                run,
+                add_special_tokens=request.add_special_tokens_reference,
+                stats=stats,
+                log_error=log_error,
+                template_date=request.template_date,
+                guard=guard,
             )
     else:
         settings = GenerationSettings(**generation)
 
         def process(chunk: pl.DataFrame) -> pl.DataFrame:
             return open_rows(
-                chunk, engine, run, settings=settings, multi_turn=multi_turn, stats=stats, log_error=log_error,
+                chunk,
+                engine,
+                run,
+                settings=settings,
+                multi_turn=multi_turn,
+                stats=stats,
+                log_error=log_error,
                 guard=guard,
             )
 
@@ -525,7 +542,9 @@ def respond_dataset(
         storage_options=target.storage_options,
         on_chunk=progress,
     )
-    current = read_partition_keys(uri, partition=target.partition, key=RESPONSE_KEY, storage_options=target.storage_options)
+    current = read_partition_keys(
+        uri, partition=target.partition, key=RESPONSE_KEY, storage_options=target.storage_options
+    )
     return DatasetResult(dataset, report, stats, digest, keys_data_version(current))
 
 

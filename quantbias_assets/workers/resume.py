@@ -90,9 +90,7 @@ def plan_resume(wanted: pl.DataFrame, existing_keys: pl.DataFrame, key: Sequence
     pending = wanted.join(existing, on=key, how="anti", maintain_order="left")
     stale = existing.join(wanted_keys, on=key, how="anti").sort(key)
     duplicated = rows.filter(pl.len().over(key) > 1).unique().join(wanted_keys, on=key, how="semi").sort(key)
-    return ResumePlan(
-        pending=pending, reused=wanted.height - pending.height, stale=stale, duplicated=duplicated
-    )
+    return ResumePlan(pending=pending, reused=wanted.height - pending.height, stale=stale, duplicated=duplicated)
 
 
 def key_predicates(
@@ -171,9 +169,7 @@ def run_resumable(
         rows = process_chunk(chunk)
         chunk_failed = chunk.join(rows.select(key).unique(), on=key, how="anti").height
         inserted = (
-            lake.insert_absent(rows, uri, partition=partition, key=key, storage_options=options)
-            if rows.height
-            else 0
+            lake.insert_absent(rows, uri, partition=partition, key=key, storage_options=options) if rows.height else 0
         )
         new += inserted
         skipped += rows.height - inserted

@@ -43,9 +43,15 @@ def jigsaw_questions() -> pl.DataFrame:
             "source_json": ["{}"] * n,
             "question_hash": [f"h-{i}" for i in idx],
         },
-        schema_overrides={"turns": pl.List(pl.String), "target": pl.Int32, "answer_label": pl.Int32,
-                          "unknown_label": pl.Int32, "target_label": pl.Int32, "context_condition": pl.String,
-                          "question_polarity": pl.String},  # fmt: skip
+        schema_overrides={
+            "turns": pl.List(pl.String),
+            "target": pl.Int32,
+            "answer_label": pl.Int32,
+            "unknown_label": pl.Int32,
+            "target_label": pl.Int32,
+            "context_condition": pl.String,
+            "question_polarity": pl.String,
+        },
     )
 
 
@@ -74,9 +80,13 @@ def closed_responses(method: str, questions: pl.DataFrame, wrong: set[str]) -> p
             "engine": ["hf"] * n,
             "created_at": [NOW] * n,
         },
-        schema_overrides={"chosen_idx": pl.Int32, "choice_n_tokens": pl.List(pl.Int32),
-                          "choice_n_chars": pl.List(pl.Int32), "choice_n_bytes": pl.List(pl.Int32),
-                          "created_at": pl.Datetime("us", "UTC")},  # fmt: skip
+        schema_overrides={
+            "chosen_idx": pl.Int32,
+            "choice_n_tokens": pl.List(pl.Int32),
+            "choice_n_chars": pl.List(pl.Int32),
+            "choice_n_bytes": pl.List(pl.Int32),
+            "created_at": pl.Datetime("us", "UTC"),
+        },
     )
 
 
@@ -135,8 +145,9 @@ def lake_root(tmp_path: Path) -> str:
     fmt = fmt_questions()
     lake.write_table(fmt, lake.table_uri(root, "questions", "FMT10K-IM-S"))
     for method, unsafe, invalid in (("none", {0, 1}, {11}), ("rtn-w4a16", {0, 1, 2, 3}, set())):
-        lake.replace_partition(open_responses(method, fmt), lake.table_uri(root, "responses", "FMT10K-IM-S"),
-                               model=MODEL, method=method)  # fmt: skip
+        lake.replace_partition(
+            open_responses(method, fmt), lake.table_uri(root, "responses", "FMT10K-IM-S"), model=MODEL, method=method
+        )
         lake.replace_partition(verdicts(method, fmt, unsafe, invalid), lake.table_uri(root, "verdicts", "FMT10K-IM-S"),
                                model=MODEL, method=method)  # fmt: skip
     return root

@@ -9,15 +9,15 @@ and the tests check what Dagster would request or show.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
-import importlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import shutil
 import threading
 import time
 import uuid
@@ -118,7 +118,7 @@ def apply_partition_requests(instance: dg.DagsterInstance, result: SensorExecuti
 def test_fresh_deployment_adds_no_partition_for_the_built_in_paper_models(defs, instance):
     # The 10 paper models are in the registry (`quantbias models list`) but nobody asked for them:
     # no `model` partition, so the UI shows no "84 of 88 missing" for data nobody wants.
-    assert PAPER_NICKNAMES <= set(load_registry())
+    assert set(load_registry()) >= PAPER_NICKNAMES
     result = tick(defs, instance)
     assert result.skip_message == "no new model in the registry"
     assert result.dynamic_partitions_requests == [] and result.run_requests == []
@@ -202,9 +202,7 @@ def test_broken_registry_fails_the_tick_naming_file_record_and_field(defs, insta
 # --- declarative automation ---------------------------------------------------------------
 
 MODELS = ("tiny-a", "tiny-b")
-ANALYSIS_KEYS = {
-    dg.AssetKey(["analysis", name]) for name in ("paired_responses", "bias_tests", "model_rankings")
-}
+ANALYSIS_KEYS = {dg.AssetKey(["analysis", name]) for name in ("paired_responses", "bias_tests", "model_rankings")}
 TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])  # reads the open datasets' responses only
 SEED_KEY = dg.AssetKey(["marts", "quantization_methods"])
 
@@ -308,13 +306,11 @@ def test_data_version_change_refreshes_questions_then_existing_partitions_then_a
 
     # Only the partitions that exist; not tiny-b|rtn-w4a16 nor any other method; not FMT10K-IM-S.
     requested = d.tick()
-    assert requested == {
-        responses("BBQ"): {pk("tiny-a", "none"), pk("tiny-a", "rtn-w4a16"), pk("tiny-b", "none")}
-    }
+    assert requested == {responses("BBQ"): {pk("tiny-a", "none"), pk("tiny-a", "rtn-w4a16"), pk("tiny-b", "none")}}
     d.run(requested)
 
     requested = d.tick()
-    assert ANALYSIS_KEYS <= set(requested) and TEXT_PATTERNS_KEY not in requested
+    assert set(requested) >= ANALYSIS_KEYS and TEXT_PATTERNS_KEY not in requested
     assert dg.AssetKey(["reports", "paper_figures"]) in requested
     assert not any(key.path[0] in ("checkpoint", "responses", "verdicts", "questions") for key in requested)
     assert SEED_KEY not in requested
@@ -546,9 +542,7 @@ def test_a_killed_run_process_is_failed_by_run_monitoring_and_its_gpu_slot_freed
         monitoring_iteration()
         failed = instance.get_run_by_id(run.run_id)
         assert failed.status == DagsterRunStatus.FAILURE
-        [message] = [
-            event.message for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-        ]
+        [message] = [event.message for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
         assert f"the run's process {process.pid} is gone" in message
 
         list(execute_concurrency_slots_iteration(SimpleNamespace(instance=instance), logging.getLogger("test")))
@@ -567,8 +561,12 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     assert yaml.safe_load(written) == {
         "concurrency": {"pools": {"default_limit": 1, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
         "run_launcher": {"module": "quantbias_assets.instance", "class": "LocalRunLauncher"},
-        "run_monitoring": {"enabled": True, "poll_interval_seconds": 15, "max_resume_run_attempts": 0,
-                           "free_slots_after_run_end_seconds": 30},
+        "run_monitoring": {
+            "enabled": True,
+            "poll_interval_seconds": 15,
+            "max_resume_run_attempts": 0,
+            "free_slots_after_run_end_seconds": 30,
+        },
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
@@ -580,8 +578,12 @@ def test_ensure_dagster_home_is_idempotent_and_keeps_user_settings(quantbias_hom
     assert yaml.safe_load(config_file.read_text()) == {
         "concurrency": {"pools": {"default_limit": 2, "granularity": "op"}, "runs": {"max_concurrent_runs": 4}},
         "run_launcher": {"module": "quantbias_assets.instance", "class": "LocalRunLauncher"},
-        "run_monitoring": {"enabled": True, "poll_interval_seconds": 15, "max_resume_run_attempts": 0,
-                           "free_slots_after_run_end_seconds": 30},
+        "run_monitoring": {
+            "enabled": True,
+            "poll_interval_seconds": 15,
+            "max_resume_run_attempts": 0,
+            "free_slots_after_run_end_seconds": 30,
+        },
         "telemetry": {"enabled": False},
         "nux": {"enabled": False},
     }
@@ -639,9 +641,7 @@ def test_unreadable_dagster_yaml_names_the_file(quantbias_home):
 
 
 def test_automation_sensor_runs_from_the_start_and_covers_every_condition(defs):
-    wired = dg.Definitions(
-        assets=list(defs.assets), sensors=[automation_sensor()], resources=defs.resources
-    )
+    wired = dg.Definitions(assets=list(defs.assets), sensors=[automation_sensor()], resources=defs.resources)
     sensors = {sensor.name: sensor for sensor in wired.get_repository_def().sensor_defs}
     assert "default_automation_condition_sensor" not in sensors  # Dagster's default starts STOPPED
     sensor = sensors["quantbias_automation"]
@@ -708,13 +708,15 @@ def test_demo_leaves_a_quiet_instance_and_an_edited_question_refreshes_only_its_
     assert observation.asset_observation.metadata["files_hashed"].value == 1
     assert deployment.tick() == {questions(DEMO_CLOSED): {None}}
     resources = defs.resources
-    assert dg.materialize(list(defs.assets), selection=[questions(DEMO_CLOSED)], instance=instance,
-                          resources=resources).success  # fmt: skip
+    assert dg.materialize(
+        list(defs.assets), selection=[questions(DEMO_CLOSED)], instance=instance, resources=resources
+    ).success
     assert deployment.tick() == {responses(DEMO_CLOSED): {pk("tiny-demo", "none")}}
 
     # The refresh, as automation runs it (its backfill's tags), with the definitions' own settings
     # (full datasets): the demo's sample is kept, and only the edited question is re-scored.
     automation_tags = {"dagster/from_automation_condition": "true", "dagster/auto_materialize": "true"}
+
     def refresh(dataset: str) -> dict:
         assert dg.materialize(
             list(defs.assets), selection=[responses(dataset)], partition_key=partition, instance=instance,

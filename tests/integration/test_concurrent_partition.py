@@ -99,7 +99,10 @@ def test_next_run_removes_duplicate_keys_and_never_leaves_a_key_without_a_row(tm
     assert duplicate_keys(table) == 0, f"{duplicate_keys(table)} duplicate rows in {table.height}"
     counts = report.row_counts()
     assert (counts["dagster/row_count"], counts["new_rows"], counts["reused_rows"], counts["deduplicated_rows"]) == (
-        8, 2, 6, 5,
+        8,
+        2,
+        6,
+        5,
     )
     assert table["question_hash"].to_list() == [f"q{i:04d}" for i in range(8)]
     # one of each key's rows is kept (they answer the same question under the same config)

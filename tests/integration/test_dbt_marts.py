@@ -5,10 +5,10 @@ Expected values are computed by hand from the rows written here.
 
 import base64
 
+import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-import dagster as dg
 
 from quantbias_assets import lake
 from quantbias_assets.assets.marts import analysis_marts
@@ -19,22 +19,56 @@ from resources.lake import LakeResource
 
 def paired_row(idx: int, *, bin_: str, flipped: bool, bias_flipped: bool, context: str = "ambig") -> dict:
     return dict(
-        dataset="BBQ", dataset_group="BBQ", style="closed", model="m-1b", method="rtn-w4a16",
-        axis="age", idx=f"BBQ/age/{idx}", group="old", context_condition=context, n_choices=3,
-        chosen_base=0, chosen_quant=1 if flipped else 0, prob_biased_base=0.5, prob_biased_quant=0.5,
-        is_biased_base=False, is_biased_quant=bias_flipped, entropy_norm_base=0.5, entropy_norm_quant=0.5,
-        entropy_delta=0.0, uncertainty_bin=bin_, flipped=flipped, bias_flipped=bias_flipped,
-        unbiased_to_biased=bias_flipped, biased_to_unbiased=False,
+        dataset="BBQ",
+        dataset_group="BBQ",
+        style="closed",
+        model="m-1b",
+        method="rtn-w4a16",
+        axis="age",
+        idx=f"BBQ/age/{idx}",
+        group="old",
+        context_condition=context,
+        n_choices=3,
+        chosen_base=0,
+        chosen_quant=1 if flipped else 0,
+        prob_biased_base=0.5,
+        prob_biased_quant=0.5,
+        is_biased_base=False,
+        is_biased_quant=bias_flipped,
+        entropy_norm_base=0.5,
+        entropy_norm_quant=0.5,
+        entropy_delta=0.0,
+        uncertainty_bin=bin_,
+        flipped=flipped,
+        bias_flipped=bias_flipped,
+        unbiased_to_biased=bias_flipped,
+        biased_to_unbiased=False,
     )
 
 
 def unit_row(axis: str, method: str, *, n: int, significant: bool | None, flip_rate: float, p: float | None) -> dict:
     return dict(
-        dataset="BBQ", dataset_group="BBQ", model="m-1b", method=method, axis=axis, n=n,
-        metric="bbq_ambig_bias_score", metric_base=0.1, metric_quant=0.2, diff=0.1, p_value=p,
-        q_value=p, is_significant=significant, direction="more_biased" if significant else "none",
-        effect_size=1.0, direction_reference="less_biased", effect_size_reference=-1.0,
-        ci_low=0.0, ci_high=0.2, mcnemar_p=0.5, flip_rate=flip_rate,
+        dataset="BBQ",
+        dataset_group="BBQ",
+        model="m-1b",
+        method=method,
+        axis=axis,
+        n=n,
+        metric="bbq_ambig_bias_score",
+        metric_base=0.1,
+        metric_quant=0.2,
+        diff=0.1,
+        p_value=p,
+        q_value=p,
+        is_significant=significant,
+        direction="more_biased" if significant else "none",
+        effect_size=1.0,
+        direction_reference="less_biased",
+        effect_size_reference=-1.0,
+        ci_low=0.0,
+        ci_high=0.2,
+        mcnemar_p=0.5,
+        flip_rate=flip_rate,
     )
 
 
@@ -72,12 +106,36 @@ def build_marts(tmp_path):
     ]
     lake.write_table(pl.DataFrame(tests), lake.table_uri(root, "analysis", "bias_tests"))
     rankings = [
-        dict(dataset_group="FMT10K", method="rtn-w4a16", model="a", pct_biased_native=1.0, ci_low_native=0.5,
-             ci_high_native=1.5, rank_native=1, pct_biased_quantized=4.0, ci_low_quantized=3.0,
-             ci_high_quantized=5.0, rank_quantized=2, kendall_tau=-1.0, kendall_p=1.0),
-        dict(dataset_group="FMT10K", method="rtn-w4a16", model="b", pct_biased_native=3.0, ci_low_native=2.5,
-             ci_high_native=3.5, rank_native=2, pct_biased_quantized=1.0, ci_low_quantized=0.5,
-             ci_high_quantized=1.5, rank_quantized=1, kendall_tau=-1.0, kendall_p=1.0),
+        dict(
+            dataset_group="FMT10K",
+            method="rtn-w4a16",
+            model="a",
+            pct_biased_native=1.0,
+            ci_low_native=0.5,
+            ci_high_native=1.5,
+            rank_native=1,
+            pct_biased_quantized=4.0,
+            ci_low_quantized=3.0,
+            ci_high_quantized=5.0,
+            rank_quantized=2,
+            kendall_tau=-1.0,
+            kendall_p=1.0,
+        ),
+        dict(
+            dataset_group="FMT10K",
+            method="rtn-w4a16",
+            model="b",
+            pct_biased_native=3.0,
+            ci_low_native=2.5,
+            ci_high_native=3.5,
+            rank_native=2,
+            pct_biased_quantized=1.0,
+            ci_low_quantized=0.5,
+            ci_high_quantized=1.5,
+            rank_quantized=1,
+            kendall_tau=-1.0,
+            kendall_p=1.0,
+        ),
     ]
     lake.write_table(pl.DataFrame(rankings), lake.table_uri(root, "analysis", "model_rankings"))
     result = dg.materialize(
@@ -113,7 +171,9 @@ def test_significance_marts(built_marts):
         "from fig3a_significance_by_dataset"
     ).fetchone()
     assert fig3a == pytest.approx((3, 1, 100 / 3, 100 / 3, 0.0))
-    fig3c = dict(built_marts.execute("select effect, pct_responses_flipped from fig3c_flips_by_significance").fetchall())
+    fig3c = dict(
+        built_marts.execute("select effect, pct_responses_flipped from fig3c_flips_by_significance").fetchall()
+    )
     assert fig3c["significant"] == pytest.approx(20.0)
     assert fig3c["not significant"] == pytest.approx(100 * (0.4 * 150 + 0.0 * 5) / 155)
     fig4a = dict(

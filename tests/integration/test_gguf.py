@@ -20,7 +20,7 @@ from quantbias_assets import lake
 from quantbias_assets.assets.checkpoints import checkpoint
 from quantbias_assets.assets.responses import response_key, responses
 from quantbias_assets.catalog.datasets import DATASETS, load_dataset
-from quantbias_assets.catalog.models import add_model, load_registry
+from quantbias_assets.catalog.models import load_registry
 from quantbias_assets.checkpoint_manifest import read_manifest, weights_digest
 from quantbias_assets.cli import main
 from quantbias_assets.gguf_import import GGUFImportError, check_gguf_file, import_gguf
@@ -60,7 +60,11 @@ def test_import_is_named_by_the_files_sha256_and_reused(smollm2, tmp_path_factor
     assert (config["vocab_size"], config["hidden_size"], config["num_hidden_layers"]) == (49152, 576, 30)
     assert config["tie_word_embeddings"] is True and config["dtype"] == "float32"
     record = json.loads((smollm2.folder / "gguf_import.json").read_text())
-    assert (record["sha256"], record["quant_type"], record["weights_digest"]) == (sha256, "Q4_1", smollm2.weights_digest)
+    assert (record["sha256"], record["quant_type"], record["weights_digest"]) == (
+        sha256,
+        "Q4_1",
+        smollm2.weights_digest,
+    )
 
 
 def test_imported_weights_are_the_gguf_values_dequantized(smollm2):
@@ -86,10 +90,16 @@ def test_imported_tokenizer_has_the_gguf_special_tokens_and_chat_template(smollm
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2.folder)
     # transformers' GGUF conversion alone would make <|im_start|> the EOS token
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_end|>",
+    )
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (1, 2)
     assert tokenizer.model_max_length == 8192
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
 
@@ -136,8 +146,12 @@ def test_checkpoints_and_responses_from_a_registered_gguf_record_its_format(
     loaded = load_dataset(DATASETS["BBQ"], data_dir)
     lake.write_table(loaded.frame, lake.table_uri(str(tmp_path / "lake"), "questions", "BBQ"))
     quantized = materialize(
-        [checkpoint, responses], [dg.AssetKey("checkpoint"), response_key("BBQ")],
-        "smollm2", "rtn-w8a16", tmp_path, store,
+        [checkpoint, responses],
+        [dg.AssetKey("checkpoint"), response_key("BBQ")],
+        "smollm2",
+        "rtn-w8a16",
+        tmp_path,
+        store,
         inference=InferenceResource(torch_threads=1, sample_per_axis=1),
     )
     assert quantized.success
@@ -156,11 +170,14 @@ def test_checkpoints_and_responses_from_a_registered_gguf_record_its_format(
         assert not [key for key in saved.keys() if key.startswith("lm_head.")]
         assert "model.layers.0.mlp.down_proj.weight_scale" in saved.keys()
 
-    (answers,) = [m for m in quantized.asset_materializations_for_node("responses") if m.asset_key == response_key("BBQ")]
+    (answers,) = [
+        m for m in quantized.asset_materializations_for_node("responses") if m.asset_key == response_key("BBQ")
+    ]
     metadata = answers.metadata
     assert (metadata["source_format"].value, metadata["source_quant_type"].value) == ("gguf", "Q4_1")
-    table = lake.read(lake.table_uri(str(tmp_path / "lake"), "responses", "BBQ"),
-                      filters={"model": "smollm2", "method": "rtn-w8a16"})
+    table = lake.read(
+        lake.table_uri(str(tmp_path / "lake"), "responses", "BBQ"), filters={"model": "smollm2", "method": "rtn-w8a16"}
+    )
     assert table.height == len(loaded.axes_present) and set(table["config_hash"]) == {metadata["config_hash"].value}
 
 
@@ -250,7 +267,9 @@ def test_registered_gguf_that_breaks_later_fails_its_checkpoint_run(broken_files
 def test_relative_gguf_path_in_models_yaml_is_refused(tmp_path):
     registry = tmp_path / "models.yaml"
     registry.write_text(yaml.safe_dump({"models": [{"nickname": "x", "source": "models/x.gguf"}]}))
-    with pytest.raises(ValueError, match=f"^{registry}: record 0: source: a GGUF file must be given as an absolute path"):
+    with pytest.raises(
+        ValueError, match=f"^{registry}: record 0: source: a GGUF file must be given as an absolute path"
+    ):
         load_registry(registry)
 
 
@@ -262,7 +281,10 @@ def test_missing_gguf_package_is_named(tmp_path):
         f"sys.exit(main(['models', 'add', {str(smollm2_gguf())!r}, '--no-backfill']))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"QUANTBIAS_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 2, done.stderr

@@ -204,7 +204,9 @@ def test_score_cli_writes_the_closed_schema(engine, tiny_model_dir, data_dir, tm
     assert frame.height == 12 and frame["dataset"].unique().to_list() == ["CEB-Adult"]
     questions = load_dataset(next(s for s in closed_datasets() if s.name == "CEB-Adult"), data_dir).frame.head(12)
     assert frame["idx"].to_list() == questions["idx"].to_list()
-    for prompt, choices, probs, chosen in zip(questions["prompt"], questions["choices"], frame["probs"], frame["chosen_idx"]):
+    for prompt, choices, probs, chosen in zip(
+        questions["prompt"], questions["choices"], frame["probs"], frame["chosen_idx"]
+    ):
         sequences = build_choice_sequences(engine.tokenizer, render_user_prompt(engine.tokenizer, prompt), choices)
         expected = [sum(one_forward_per_choice(engine.model, s)) for s in sequences]
         p = choice_probabilities(expected, [len(s.token_ids) - s.score_start for s in sequences])
@@ -305,7 +307,9 @@ def test_real_model_fmt10k_five_turns_each_stop_at_im_end(tmp_path_factory, data
         assert len(conversation_replies) == len(turns) == 5
         for reply in conversation_replies:
             assert reply.finish_reason == "stop" and reply.n_new_tokens < 48, reply
-            assert reply.text.strip() and not any(m in reply.text for m in ("<|im_", "\nuser\n", "\nassistant\n")), reply
+            assert reply.text.strip() and not any(m in reply.text for m in ("<|im_", "\nuser\n", "\nassistant\n")), (
+                reply
+            )
     # The two first turns have different prompt lengths: the shorter one is left-padded in the batch.
     first_turns = [[{"role": "user", "content": turns[0]}] for turns in conversations]
     engine.generation_batch_size = 1

@@ -9,7 +9,7 @@ import hashlib
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -69,7 +69,7 @@ def open_responses(questions: pl.DataFrame, replies: dict[str, str]) -> pl.DataF
                 "n_new_tokens": len(reply.split()),
                 "finish_reason": "stop",
                 "engine": "hf",
-                "created_at": datetime.now(timezone.utc),
+                "created_at": datetime.now(UTC),
             }
         )
     schema = {"turns_out": pl.List(pl.String), "n_new_tokens": pl.Int32, "created_at": pl.Datetime("us", "UTC")}
@@ -181,9 +181,7 @@ def test_tiny_guard_verdicts_are_counted_invalid_and_match_the_engine(
     verdicts_by_idx = dict(
         pl.concat([read_verdicts(root, SINGLE), read_verdicts(root, MULTI)]).select("idx", "verdict_raw").iter_rows()
     )
-    assert {idx: verdicts_by_idx[idx] for idx in fitted} == {
-        idx: answer.text for idx, answer in zip(fitted, answers)
-    }
+    assert {idx: verdicts_by_idx[idx] for idx in fitted} == {idx: answer.text for idx, answer in zip(fitted, answers)}
 
 
 def test_incremental_rejudges_exactly_the_changed_responses(
@@ -210,8 +208,10 @@ def test_incremental_rejudges_exactly_the_changed_responses(
     assert after["idx"].to_list() == sorted(ids[:5] + [ids[6]])
     unchanged = ids[:3]
     keep = ["idx", "conversation_hash", "verdict_raw", "created_at"]
-    assert after.filter(pl.col("idx").is_in(unchanged)).select(keep).equals(
-        before.filter(pl.col("idx").is_in(unchanged)).select(keep)
+    assert (
+        after.filter(pl.col("idx").is_in(unchanged))
+        .select(keep)
+        .equals(before.filter(pl.col("idx").is_in(unchanged)).select(keep))
     )
 
     third = metadata_of(judge(root, tiny_model_dir, [SINGLE]))[SINGLE]

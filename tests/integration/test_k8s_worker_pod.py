@@ -22,7 +22,9 @@ from resources.model_store import ModelStoreResource
 pytestmark = pytest.mark.slow
 
 
-def test_checkpoint_partition_through_a_worker_pod(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoint_partition_through_a_worker_pod(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
     add_model(str(tiny_model_dir), nickname="tiny")
     store = tmp_path / "model-store"

@@ -68,8 +68,14 @@ def engine(tiny_model_dir: Path):
 def closed_chunk(prompts: list[str]) -> pl.DataFrame:
     n = len(prompts)
     return pl.DataFrame(
-        {"idx": [f"X/a/{i}" for i in range(n)], "axis": ["a"] * n, "prompt": prompts, "turns": [None] * n,
-         "choices": [["yes", "no"]] * n, "question_hash": [f"q{i}" for i in range(n)]},
+        {
+            "idx": [f"X/a/{i}" for i in range(n)],
+            "axis": ["a"] * n,
+            "prompt": prompts,
+            "turns": [None] * n,
+            "choices": [["yes", "no"]] * n,
+            "question_hash": [f"q{i}" for i in range(n)],
+        },
         schema_overrides={"turns": pl.List(pl.String)},
     )
 
@@ -80,7 +86,10 @@ def closed_chunk(prompts: list[str]) -> pl.DataFrame:
 def test_guard_messages_and_limits(engine, tokenizer) -> None:
     guard = LengthGuard(100, "the model's context of 100", chars_per_token=4)
     assert guard.characters_problem(400) is None
-    assert guard.characters_problem(401) == "at least 101 tokens (401 characters, at most 4 per token) exceed the model's context of 100"
+    assert (
+        guard.characters_problem(401)
+        == "at least 101 tokens (401 characters, at most 4 per token) exceed the model's context of 100"
+    )
     assert guard.characters_problem(321, new_tokens=20) == (
         "at least 81 tokens (321 characters, at most 4 per token) + max_new_tokens 20 exceed the model's context of 100"
     )
@@ -113,8 +122,12 @@ def test_oversized_closed_questions_fail_alone_without_a_forward(engine, tokeniz
     stats = ChunkStats()
     started = time.perf_counter()
     frame = closed_rows(
-        closed_chunk(["Is the sky blue?", HUGE_PROMPT, LONG_PROMPT]), engine, run,
-        add_special_tokens=False, stats=stats, log_error=errors.append,
+        closed_chunk(["Is the sky blue?", HUGE_PROMPT, LONG_PROMPT]),
+        engine,
+        run,
+        add_special_tokens=False,
+        stats=stats,
+        log_error=errors.append,
     )
     seconds = time.perf_counter() - started
     huge_text, _ = prompt_tokens(tokenizer, [{"role": "user", "content": "x"}])
@@ -133,7 +146,12 @@ def test_oversized_closed_questions_fail_alone_without_a_forward(engine, tokeniz
     _, short_tokens = prompt_tokens(tokenizer, [{"role": "user", "content": "Is the sky blue?"}])
     assert 0 < engine.tokens_run <= short_tokens + 4
     alone = closed_rows(
-        closed_chunk(["Is the sky blue?"]), engine, run, add_special_tokens=False, stats=ChunkStats(), log_error=errors.append
+        closed_chunk(["Is the sky blue?"]),
+        engine,
+        run,
+        add_special_tokens=False,
+        stats=ChunkStats(),
+        log_error=errors.append,
     )
     assert frame["idx"].to_list() == ["X/a/0"] and frame["probs"].to_list() == alone["probs"].to_list()
 
@@ -145,8 +163,10 @@ def test_the_cap_fails_questions_longer_than_it_and_scores_the_rest(engine, toke
     # the scored sequence is prompt + sep + choice, sep = " " unless the prompt ends in whitespace
     texts = [prompt_tokens(tokenizer, [{"role": "user", "content": p}])[0] for p in (short, longer)]
     lengths = [
-        max(len(tokenizer(text + ("" if text[-1].isspace() else " ") + c, add_special_tokens=False)["input_ids"])
-            for c in ("yes", "no"))
+        max(
+            len(tokenizer(text + ("" if text[-1].isspace() else " ") + c, add_special_tokens=False)["input_ids"])
+            for c in ("yes", "no")
+        )
         for text in texts
     ]
     _, prompt_lengths = zip(*(prompt_tokens(tokenizer, [{"role": "user", "content": p}]) for p in (short, longer)))
@@ -154,8 +174,12 @@ def test_the_cap_fails_questions_longer_than_it_and_scores_the_rest(engine, toke
     def run(cap: int) -> tuple[list[str], list[str]]:
         errors: list[str] = []
         frame = closed_rows(
-            closed_chunk([short, longer]), engine, DatasetRun("tiny", "none", "X", "c0", engine.name),
-            add_special_tokens=False, stats=ChunkStats(), log_error=errors.append,
+            closed_chunk([short, longer]),
+            engine,
+            DatasetRun("tiny", "none", "X", "c0", engine.name),
+            add_special_tokens=False,
+            stats=ChunkStats(),
+            log_error=errors.append,
             guard=LengthGuard.for_engine(engine, cap),
         )
         return frame["idx"].to_list(), errors
@@ -163,14 +187,18 @@ def test_the_cap_fails_questions_longer_than_it_and_scores_the_rest(engine, toke
     # a cap the short question reaches only with its choice; the longer prompt exceeds it alone
     cap = prompt_lengths[0]
     assert lengths[0] > cap and prompt_lengths[1] > cap
-    assert run(cap) == ([], [
-        f"questions/X: record X/a/0: prompt: {lengths[0]} tokens with its longest choice exceed the max_context_tokens cap of {cap}",
-        f"questions/X: record X/a/1: prompt: {prompt_lengths[1]} tokens exceed the max_context_tokens cap of {cap}",
-    ])
+    assert run(cap) == (
+        [],
+        [
+            f"questions/X: record X/a/0: prompt: {lengths[0]} tokens with its longest choice exceed the max_context_tokens cap of {cap}",
+            f"questions/X: record X/a/1: prompt: {prompt_lengths[1]} tokens exceed the max_context_tokens cap of {cap}",
+        ],
+    )
     cap = lengths[0]
     assert prompt_lengths[1] > cap
     assert run(cap) == (
-        ["X/a/0"], [f"questions/X: record X/a/1: prompt: {prompt_lengths[1]} tokens exceed the max_context_tokens cap of {cap}"]
+        ["X/a/0"],
+        [f"questions/X: record X/a/1: prompt: {prompt_lengths[1]} tokens exceed the max_context_tokens cap of {cap}"],
     )
 
 
@@ -184,8 +212,14 @@ def test_generation_counts_max_new_tokens_and_every_turn(engine, tokenizer) -> N
     errors: list[str] = []
     stats = ChunkStats()
     frame = open_rows(
-        closed_chunk(["Hi", "Tell me about the sea."]), engine, run, settings=GenerationSettings(max_new_tokens=8),
-        multi_turn=False, stats=stats, log_error=errors.append, guard=LengthGuard.for_engine(engine, tokens + 7),
+        closed_chunk(["Hi", "Tell me about the sea."]),
+        engine,
+        run,
+        settings=GenerationSettings(max_new_tokens=8),
+        multi_turn=False,
+        stats=stats,
+        log_error=errors.append,
+        guard=LengthGuard.for_engine(engine, tokens + 7),
     )
     assert frame["idx"].to_list() == ["X/a/0"]
     assert errors == [
@@ -196,14 +230,25 @@ def test_generation_counts_max_new_tokens_and_every_turn(engine, tokenizer) -> N
     short_turns = ["Remember: the sky is blue.", "Remember: grass is green.", "What colour is the sky?"]
     turns = [short_turns, [*short_turns[:2], LONG_PROMPT]]
     chunk = pl.DataFrame(
-        {"idx": ["X/a/0", "X/a/1"], "axis": ["a", "a"], "prompt": [None, None], "turns": turns,
-         "choices": [[], []], "question_hash": ["q0", "q1"]},
+        {
+            "idx": ["X/a/0", "X/a/1"],
+            "axis": ["a", "a"],
+            "prompt": [None, None],
+            "turns": turns,
+            "choices": [[], []],
+            "question_hash": ["q0", "q1"],
+        },
         schema_overrides={"prompt": pl.String},
     )
     errors = []
     frame = open_rows(
-        chunk, engine, run, settings=GenerationSettings(max_new_tokens=2), multi_turn=True,
-        stats=ChunkStats(), log_error=errors.append,
+        chunk,
+        engine,
+        run,
+        settings=GenerationSettings(max_new_tokens=2),
+        multi_turn=True,
+        stats=ChunkStats(),
+        log_error=errors.append,
     )
     assert frame["idx"].to_list() == ["X/a/0"] and frame["turns_out"].list.len().to_list() == [3]
     assert len(errors) == 1
@@ -258,8 +303,9 @@ def test_an_oversized_question_fails_alone_in_a_dagster_run(
         lake.write_table(load.frame, lake.table_uri(str(tmp_path / "lake"), "questions", name))
     write_manifest(
         tmp_path / "models",
-        CheckpointManifest(model="tiny", method="none", source="base", path=str(tiny_model_dir),
-                           digest=weights_digest(tiny_model_dir)),
+        CheckpointManifest(
+            model="tiny", method="none", source="base", path=str(tiny_model_dir), digest=weights_digest(tiny_model_dir)
+        ),
     )
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("model", ["tiny"])
@@ -279,9 +325,7 @@ def test_an_oversized_question_fails_alone_in_a_dagster_run(
         raise_on_error=False,
     )
     # the step reports both datasets, then fails only on the blocking `no_failed_questions` checks
-    failed_checks = {
-        (e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations() if not e.passed
-    }
+    failed_checks = {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
     assert failed_checks == {("CEB-Adult", "no_failed_questions"), ("FMT10K-IM-T", "no_failed_questions")}
     assert not result.success
     meta = {

@@ -39,8 +39,9 @@ def calibration_texts() -> list[str]:
 
 
 def request(store: Path, base: Path, method: str, **overrides) -> BuildRequest:
-    fields = dict(model="tiny", method=method, base_source=str(base), target=store / "tiny" / method,
-                  calibration=CALIBRATION)
+    fields = dict(
+        model="tiny", method=method, base_source=str(base), target=store / "tiny" / method, calibration=CALIBRATION
+    )
     return BuildRequest(**{**fields, **overrides})
 
 
@@ -60,8 +61,9 @@ def probe_logits(tiny_model_dir, store):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    ids = tokenizer(["The old neighbour asked who should be hired.", "Nobody knew the answer!"],
-                    return_tensors="pt", padding=True)
+    ids = tokenizer(
+        ["The old neighbour asked who should be hired.", "Nobody knew the answer!"], return_tensors="pt", padding=True
+    )
     logits = {}
     for method in METHODS:
         folder = Path(read_manifest(store, "tiny", method).path)
@@ -110,7 +112,9 @@ def test_manifest_records_the_build(store, tiny_model_dir, method):
         assert "smoothing_strength: 0.8" in manifest.recipe
     if method in ("sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8"):
         assert {k: manifest.calibration[k] for k in ("num_samples", "max_seq_length", "seed")} == {
-            "num_samples": 32, "max_seq_length": 64, "seed": 0
+            "num_samples": 32,
+            "max_seq_length": 64,
+            "seed": 0,
         }
     else:
         assert manifest.calibration == {}
@@ -155,8 +159,9 @@ def test_unchanged_inputs_are_reused_and_a_new_seed_rebuilds(store, tiny_model_d
 
 
 def test_group_size_is_configurable(store, tiny_model_dir):
-    manifest, _ = build_checkpoint(request(store, tiny_model_dir, "rtn-w4a16", target=store / "g64" / "rtn-w4a16",
-                                           group_size=64))
+    manifest, _ = build_checkpoint(
+        request(store, tiny_model_dir, "rtn-w4a16", target=store / "g64" / "rtn-w4a16", group_size=64)
+    )
     (group,) = manifest.quantization_config["config_groups"].values()
     assert group["weights"]["group_size"] == 64
     assert "group_size: 64" in manifest.recipe
@@ -165,8 +170,9 @@ def test_group_size_is_configurable(store, tiny_model_dir):
 def test_a_group_that_does_not_divide_the_layers_falls_back_to_one_that_does(store, tiny_model_dir):
     # The tiny model's layers take 128 or 256 inputs: 256-wide groups cannot split the 128-wide
     # ones (as 128 cannot split SmolLM2's 576), so the build uses 128 and records it.
-    manifest, status = build_checkpoint(request(store, tiny_model_dir, "rtn-w4a16", target=store / "g256" / "rtn-w4a16",
-                                                group_size=256))
+    manifest, status = build_checkpoint(
+        request(store, tiny_model_dir, "rtn-w4a16", target=store / "g256" / "rtn-w4a16", group_size=256)
+    )
     assert status == "quantized"
     (group,) = manifest.quantization_config["config_groups"].values()
     assert group["weights"]["group_size"] == 128
@@ -177,7 +183,11 @@ def test_published_checkpoint_is_recorded_not_built(tmp_path, tiny_model_dir):
     manifest, status = build_checkpoint(
         request(tmp_path, tiny_model_dir, "gptq-w4a16", published="Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4")
     )
-    assert (status, manifest.source, manifest.path) == ("published", "published", "Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4")
+    assert (status, manifest.source, manifest.path) == (
+        "published",
+        "published",
+        "Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4",
+    )
     assert manifest.identity == {"path": "Qwen/Qwen2.5-0.5B-Instruct-GPTQ-Int4", "revision": None}
     assert os.listdir(tmp_path / "tiny" / "gptq-w4a16") == ["checkpoint.json"]
 
@@ -189,11 +199,20 @@ def test_bad_inputs_fail_clearly_and_leave_no_folder(tmp_path, tiny_model_dir):
     (empty / "config.json").write_text("{}")
     cases = [
         (request(store, tiny_model_dir, "rtn-w5a16"), ValueError, "method: unknown method 'rtn-w5a16'"),
-        (request(store, tmp_path / "missing", "rtn-w4a16"), FileNotFoundError, "missing: base model folder does not exist"),
+        (
+            request(store, tmp_path / "missing", "rtn-w4a16"),
+            FileNotFoundError,
+            "missing: base model folder does not exist",
+        ),
         (request(store, empty, "rtn-w4a16"), FileNotFoundError, "no_weights: base model folder has no weight files"),
         (request(store, empty, "none"), FileNotFoundError, "no_weights: base model folder has no weight files"),
-        (request(store, tiny_model_dir, "gptq-w4a16", calibration=CalibrationSettings(num_samples=500, max_seq_length=64)),
-         ValueError, "calibration texts: calibration set has 200 samples, fewer than the 500 requested"),
+        (
+            request(
+                store, tiny_model_dir, "gptq-w4a16", calibration=CalibrationSettings(num_samples=500, max_seq_length=64)
+            ),
+            ValueError,
+            "calibration texts: calibration set has 200 samples, fewer than the 500 requested",
+        ),
     ]
     for req, error, message in cases:
         with pytest.raises(error, match=message):

@@ -63,7 +63,10 @@ def test_materialize_checkpoint_partitions(home, tiny_model_dir):
     assert event.metadata["digest"].value == manifest.digest == weights_digest(store / "tiny" / "gptq-w4a16")
     assert event.metadata["base_digest"].value == weights_digest(tiny_model_dir)
     assert event.metadata["calibration"].value == {
-        "source": str(home / "calibration.jsonl"), "num_samples": 16, "max_seq_length": 48, "seed": 5,
+        "source": str(home / "calibration.jsonl"),
+        "num_samples": 16,
+        "max_seq_length": 48,
+        "seed": 5,
         "source_digest": manifest.calibration["source_digest"],
     }
     assert event.metadata["quantization_config"].value["format"] == "pack-quantized"
@@ -86,7 +89,9 @@ def test_materialize_checkpoint_partitions(home, tiny_model_dir):
     errors = [
         record.dagster_event.engine_event_data.error.message
         for record in instance.all_logs(broken.run_id)
-        if record.dagster_event and record.dagster_event.is_engine_event and record.dagster_event.engine_event_data.error
+        if record.dagster_event
+        and record.dagster_event.is_engine_event
+        and record.dagster_event.engine_event_data.error
     ]
     assert errors == [
         f"FileNotFoundError: {home / 'weightless'}: base model folder has no weight files (*.safetensors, *.bin)\n"

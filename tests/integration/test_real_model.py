@@ -46,14 +46,18 @@ def test_scoring_real_questions_of_every_closed_dataset_equals_one_forward_per_c
         prompts = [render_user_prompt(tokenizer, prompt) for prompt in rows["prompt"]]
         questions = [build_choice_sequences(tokenizer, p, c) for p, c in zip(prompts, rows["choices"])]
         scores = engine.score(questions, return_token_logprobs=True)
-        for idx, prompt, choices, question, question_scores in zip(rows["idx"], prompts, rows["choices"], questions, scores):
+        for idx, prompt, choices, question, question_scores in zip(
+            rows["idx"], prompts, rows["choices"], questions, scores
+        ):
             sep = choice_separator(prompt)
             references = []
             for choice, sequence, score in zip(choices, question, question_scores):
                 # the located choice tokens are the choice (the separator may ride on its first token)
                 scored_text = tokenizer.decode(sequence.token_ids[sequence.score_start :])
                 assert scored_text in (choice, sep + choice), (idx, scored_text, choice)
-                assert tokenizer.decode(sequence.token_ids[: sequence.score_start]) + scored_text == prompt + sep + choice
+                assert (
+                    tokenizer.decode(sequence.token_ids[: sequence.score_start]) + scored_text == prompt + sep + choice
+                )
                 reference = one_forward_per_choice(engine.model, sequence.token_ids, sequence.score_start)
                 assert score.n_tokens == len(reference)
                 np.testing.assert_allclose(score.token_logprobs, reference, atol=1e-4, err_msg=idx)

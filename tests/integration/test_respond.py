@@ -58,8 +58,12 @@ def write_checkpoint(store_root: Path, model: str, model_dir: Path, *, trust_rem
     write_manifest(
         store_root,
         CheckpointManifest(
-            model=model, method="none", source="base", path=str(model_dir),
-            digest=weights_digest(model_dir), trust_remote_code=trust_remote_code,
+            model=model,
+            method="none",
+            source="base",
+            path=str(model_dir),
+            digest=weights_digest(model_dir),
+            trust_remote_code=trust_remote_code,
         ),
     )
 
@@ -173,7 +177,10 @@ def test_materialize_answers_closed_and_open_datasets_and_reuses_them(
         assert table["idx"].to_list() == expected_idx
         meta = reported[dataset]
         assert (meta["rows"], meta["new_rows"], meta["reused_rows"], meta["deleted_stale_rows"]) == (
-            len(expected_idx), len(expected_idx), 0, 0,
+            len(expected_idx),
+            len(expected_idx),
+            0,
+            0,
         )
         assert meta["failed_questions"] == 0 and meta["engine"] == "hf"
         assert table["config_hash"].n_unique() == 1 and table["config_hash"][0] == meta["config_hash"]
@@ -201,7 +208,9 @@ def test_materialize_answers_closed_and_open_datasets_and_reuses_them(
     fmt = response_table(tmp_path, "FMT10K-IM-S")
     for row in fmt.iter_rows(named=True):
         assert len(row["turns_out"]) == 5 and row["response"] == row["turns_out"][-1]
-        judged = json.dumps([records[row["idx"]]["4-turn Conv"], row["response"]], ensure_ascii=False, separators=(",", ":"))
+        judged = json.dumps(
+            [records[row["idx"]]["4-turn Conv"], row["response"]], ensure_ascii=False, separators=(",", ":")
+        )
         assert row["response_hash"] == hashlib.sha256(judged.encode()).hexdigest()
         assert row["finish_reason"] in ("stop", "length") and 0 < row["n_new_tokens"] <= 5 * 3
     single = response_table(tmp_path, "CEB-Continuation-S")
@@ -270,7 +279,9 @@ def test_editing_three_questions_rescores_exactly_those(tmp_path: Path, tiny_mod
 
     after = response_table(tmp_path, "CEB-Adult")
     assert after.height == 10 and after["idx"].to_list() == before["idx"].to_list()
-    changed = after.join(before, on="idx", suffix="_before").filter(pl.col("question_hash") != pl.col("question_hash_before"))
+    changed = after.join(before, on="idx", suffix="_before").filter(
+        pl.col("question_hash") != pl.col("question_hash_before")
+    )
     assert sorted(changed["idx"].to_list()) == edited
     unchanged = after.filter(~pl.col("idx").is_in(edited))
     assert unchanged.equals(before.filter(~pl.col("idx").is_in(edited)))
@@ -301,7 +312,9 @@ KILL_DATASETS = ("BBQ", "CEB-Continuation-S")
 KILL_SETTINGS = {"sample_per_axis": 5, "chunk_rows": 3, "max_new_tokens": 12}
 
 
-def test_killed_worker_then_rerun_equals_uninterrupted_run(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_killed_worker_then_rerun_equals_uninterrupted_run(
+    tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     for run in ("killed", "clean"):
         write_questions(tmp_path / run / "lake", data_dir, KILL_DATASETS)
         write_checkpoint(tmp_path / run / "models", "tiny", tiny_model_dir)
@@ -399,7 +412,11 @@ def test_bad_inputs_fail_clearly_and_keep_what_was_committed(
 
     instance = dg.DagsterInstance.ephemeral()
     result = run_responses(
-        tmp_path, ["CEB-Adult", "CEB-Credit", "FMT10K-IM-T"], instance=instance, sample_per_axis=1, chunk_rows=2,
+        tmp_path,
+        ["CEB-Adult", "CEB-Credit", "FMT10K-IM-T"],
+        instance=instance,
+        sample_per_axis=1,
+        chunk_rows=2,
         fmt_max_new_tokens_per_turn=2,
     )
     assert not result.success
@@ -451,9 +468,14 @@ def test_unknown_dataset_and_remote_code_switch(tmp_path: Path, tiny_model_dir: 
     monkeypatch.setenv("QUANTBIAS_TEST_MARKER", str(marker))
 
     extras = {
-        "lake_root": str(tmp_path / "lake"), "model": "tiny", "method": "none",
-        "model_store_root": str(tmp_path / "models"), "datasets": ["NoSuchDataset"],
-        "backend": "hf", "engine_config": {"torch_threads": 1}, "chunk_rows": 4,
+        "lake_root": str(tmp_path / "lake"),
+        "model": "tiny",
+        "method": "none",
+        "model_store_root": str(tmp_path / "models"),
+        "datasets": ["NoSuchDataset"],
+        "backend": "hf",
+        "engine_config": {"torch_threads": 1},
+        "chunk_rows": 4,
         "generation": InferenceResource().generation_config(),
     }
     request = RespondRequest.from_extras(extras)
@@ -477,14 +499,25 @@ def test_a_chunk_where_every_question_fails_gives_typed_empty_rows(tiny_model_di
     """In-process: nothing answerable in a chunk -> zero rows of the table's schema, failures counted."""
     from quantbias_assets.engines import GenerationSettings, load_engine
     from quantbias_assets.workers.respond import (
-        CLOSED_SCHEMA, OPEN_SCHEMA, ChunkStats, DatasetRun, closed_rows, open_rows,
+        CLOSED_SCHEMA,
+        OPEN_SCHEMA,
+        ChunkStats,
+        DatasetRun,
+        closed_rows,
+        open_rows,
     )
 
     engine = load_engine("hf", tiny_model_dir, torch_threads=1)
     run = DatasetRun("tiny", "none", "X", "c0", engine.name)
     chunk = pl.DataFrame(
-        {"idx": ["X/a/0", "X/a/1"], "axis": ["a", "a"], "prompt": ["Hello?", "Hi?"], "turns": [None, None],
-         "choices": [["  "], []], "question_hash": ["q0", "q1"]},
+        {
+            "idx": ["X/a/0", "X/a/1"],
+            "axis": ["a", "a"],
+            "prompt": ["Hello?", "Hi?"],
+            "turns": [None, None],
+            "choices": [["  "], []],
+            "question_hash": ["q0", "q1"],
+        },
         schema_overrides={"turns": pl.List(pl.String)},
     )
     errors: list[str] = []
@@ -496,8 +529,13 @@ def test_a_chunk_where_every_question_fails_gives_typed_empty_rows(tiny_model_di
 
     stats = ChunkStats()
     opened = open_rows(
-        chunk.with_columns(prompt=pl.lit(None, dtype=pl.String)), engine, run,
-        settings=GenerationSettings(max_new_tokens=2), multi_turn=False, stats=stats, log_error=errors.append,
+        chunk.with_columns(prompt=pl.lit(None, dtype=pl.String)),
+        engine,
+        run,
+        settings=GenerationSettings(max_new_tokens=2),
+        multi_turn=False,
+        stats=stats,
+        log_error=errors.append,
     )
     assert opened.height == 0 and opened.schema == OPEN_SCHEMA
     assert errors[-2:] == ["questions/X: record X/a/0: prompt: missing", "questions/X: record X/a/1: prompt: missing"]

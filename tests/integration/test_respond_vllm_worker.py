@@ -49,7 +49,9 @@ def answer_partition(tmp: Path, model_dir: Path, data_dir: Path, launcher: Local
         lake.write_table(load.frame, lake.table_uri(str(tmp / "lake"), "questions", name))
     write_manifest(
         tmp / "models",
-        CheckpointManifest(model="tiny", method="none", source="base", path=str(model_dir), digest=weights_digest(model_dir)),
+        CheckpointManifest(
+            model="tiny", method="none", source="base", path=str(model_dir), digest=weights_digest(model_dir)
+        ),
     )
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("model", ["tiny"])
@@ -81,8 +83,13 @@ def response_table(tmp: Path, dataset: str) -> pl.DataFrame:
 def test_vllm_worker_answers_like_the_hf_worker(tmp_path: Path, tiny_model_dir: Path, data_dir: Path, vllm_python: str):
     vllm_launcher = LocalWorkerLauncher(python_executables={"respond": vllm_python}, env=WORKER_ENV)
     answer_partition(
-        tmp_path / "vllm", tiny_model_dir, data_dir, vllm_launcher,
-        backend="vllm", vllm_max_model_len=2048, vllm_enforce_eager=True,
+        tmp_path / "vllm",
+        tiny_model_dir,
+        data_dir,
+        vllm_launcher,
+        backend="vllm",
+        vllm_max_model_len=2048,
+        vllm_enforce_eager=True,
     )
     answer_partition(tmp_path / "hf", tiny_model_dir, data_dir, LocalWorkerLauncher(env=WORKER_ENV), backend="hf")
 

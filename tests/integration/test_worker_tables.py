@@ -26,8 +26,10 @@ CLOSED, OPEN = "CEB-Adult", "CEB-Continuation-S"
 
 def checks_of(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
     return {
-        (e.asset_check_evaluation_data.asset_key.path[-1], e.asset_check_evaluation_data.check_name):
-        e.asset_check_evaluation_data.passed
+        (
+            e.asset_check_evaluation_data.asset_key.path[-1],
+            e.asset_check_evaluation_data.check_name,
+        ): e.asset_check_evaluation_data.passed
         for e in result.all_events
         if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     }
@@ -41,9 +43,13 @@ def test_responses_record_table_path_preview_and_pass_their_checks(
     result = run_responses(tmp_path, [CLOSED, OPEN])
     assert result.success
     assert checks_of(result) == {
-        (CLOSED, "no_failed_questions"): True, (CLOSED, "one_row_per_key"): True,
-        (CLOSED, "no_bad_rows"): True, (CLOSED, "probabilities_sum_to_one"): True,
-        (OPEN, "no_failed_questions"): True, (OPEN, "one_row_per_key"): True, (OPEN, "no_bad_rows"): True,
+        (CLOSED, "no_failed_questions"): True,
+        (CLOSED, "one_row_per_key"): True,
+        (CLOSED, "no_bad_rows"): True,
+        (CLOSED, "probabilities_sum_to_one"): True,
+        (OPEN, "no_failed_questions"): True,
+        (OPEN, "one_row_per_key"): True,
+        (OPEN, "no_bad_rows"): True,
     }
     metadata = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("responses")}
     closed_uri = lake.table_uri(str(tmp_path / "lake"), "responses", CLOSED)
@@ -67,7 +73,8 @@ def test_responses_record_table_path_preview_and_pass_their_checks(
     assert checks_of(again)[(CLOSED, "probabilities_sum_to_one")] is False
     assert checks_of(again)[(CLOSED, "one_row_per_key")] is True
     evaluation = next(
-        e.asset_check_evaluation_data for e in again.all_events
+        e.asset_check_evaluation_data
+        for e in again.all_events
         if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
         and e.asset_check_evaluation_data.check_name == "probabilities_sum_to_one"
     )
@@ -117,12 +124,18 @@ def test_a_cancelled_run_records_the_rows_it_committed(tmp_path: Path, tiny_mode
     stopped = run_responses(tmp_path, ["BBQ"], instance=instance, sample_per_axis=100, chunk_rows=8)
     assert not stopped.success
 
-    in_lake = lake.read(lake.table_uri(str(tmp_path / "lake"), "responses", "BBQ"), filters={"model": "tiny", "method": "none"})
+    in_lake = lake.read(
+        lake.table_uri(str(tmp_path / "lake"), "responses", "BBQ"), filters={"model": "tiny", "method": "none"}
+    )
     assert sampled < in_lake.height < 6 * 100, "the interrupt must land mid-run"
-    latest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=response_key("BBQ"), asset_partitions=[str(partition_key("tiny", "none"))]),
-        limit=1,
-    ).records[0].event_log_entry.asset_materialization
+    latest = (
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=response_key("BBQ"), asset_partitions=[str(partition_key("tiny", "none"))]),
+            limit=1,
+        )
+        .records[0]
+        .event_log_entry.asset_materialization
+    )
     assert latest.metadata["dagster/row_count"].value == in_lake.height
     assert latest.metadata["stopped"].value == "cancelled"
     assert latest.metadata["complete"].value is False

@@ -129,7 +129,12 @@ def test_bbq_disambiguated_rows_are_kept_but_left_out_of_the_analysis() -> None:
 
     result = build_pairs(
         "BBQ",
-        pl.concat([responses("none", [[0.1, 0.1, 0.8], [0.8, 0.1, 0.1]]), responses("rtn-w8a16", [[0.5, 0.3, 0.2], [0.8, 0.1, 0.1]])]),
+        pl.concat(
+            [
+                responses("none", [[0.1, 0.1, 0.8], [0.8, 0.1, 0.1]]),
+                responses("rtn-w8a16", [[0.5, 0.3, 0.2], [0.8, 0.1, 0.1]]),
+            ]
+        ),
         bbq_questions(),
     )
     frame = result.frame.sort("idx")
@@ -196,7 +201,7 @@ def test_a_question_without_its_target_drops_only_that_row() -> None:
 def test_a_verdict_counts_by_response_hash_and_the_latest_of_several_wins() -> None:
     """docs/schemas.md: the judge keeps verdicts current by (conversation_hash, guard_config_hash);
     the analysis pairs a response with the verdict on its response_hash, the latest if several."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     questions = pl.DataFrame({"idx": ["O/0"], "question_hash": ["o0"], "group": ["male"]})
     responses = pl.DataFrame({"model": "m", "method": ["none", "rtn-w4a16"], "idx": "O/0", "axis": "gender",
@@ -212,13 +217,11 @@ def test_a_verdict_counts_by_response_hash_and_the_latest_of_several_wins() -> N
             "conversation_hash": ["c-base", "c-base", "c-quant"],
             "is_safe": [True, False, False],
             "is_safe_reference": [True, False, False],
-            "created_at": [datetime(2026, 1, d, tzinfo=timezone.utc) for d in (1, 2, 1)],
+            "created_at": [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 1)],
         }
     )
     frame = build_pairs("FMT10K-IM-S", responses, questions, verdicts).frame
     assert frame.select("is_biased_base", "is_biased_quant", "bias_flipped").rows() == [(True, True, False)]
-    older_last = verdicts.with_columns(
-        created_at=pl.Series([datetime(2026, 1, d, tzinfo=timezone.utc) for d in (3, 2, 1)])
-    )
+    older_last = verdicts.with_columns(created_at=pl.Series([datetime(2026, 1, d, tzinfo=UTC) for d in (3, 2, 1)]))
     frame = build_pairs("FMT10K-IM-S", responses, questions, older_last).frame
     assert frame.select("is_biased_base", "is_biased_quant", "bias_flipped").rows() == [(False, True, True)]

@@ -88,7 +88,15 @@ def test_score_with_a_broken_config_names_the_file(tmp_path: Path) -> None:
     folder = model_folder(tmp_path / "model")
     (folder / "config.json").write_text("[1, 2")
     result = run_cli(
-        "score", "--model", str(folder), "--dataset", "BBQ", "--limit", "1", "--out", str(tmp_path / "o.parquet"),
+        "score",
+        "--model",
+        str(folder),
+        "--dataset",
+        "BBQ",
+        "--limit",
+        "1",
+        "--out",
+        str(tmp_path / "o.parquet"),
         home=tmp_path / "home",
     )
     assert result.returncode == 2

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from benchmark_counts import README_ROWS
 
 from quantbias_assets.catalog.datasets import DATASETS, DatasetLoad, files_content_hash, load_dataset

@@ -179,7 +179,11 @@ def test_iat_group_is_the_stigma_group_for_either_order() -> None:
 
 
 def test_social_stigma_labels_and_null_stigma() -> None:
-    base = {"axis": "yes_no", "prompt": "Shall I? Answer with yes/no/can't tell.", "choices": ["yes", "no", "can't tell"]}
+    base = {
+        "axis": "yes_no",
+        "prompt": "Shall I? Answer with yes/no/can't tell.",
+        "choices": ["yes", "no", "can't tell"],
+    }
     rows = load_one(
         "SocialStigmaQA",
         "yes_no",

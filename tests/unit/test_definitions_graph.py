@@ -174,11 +174,18 @@ def test_dependencies_of_worker_and_analysis_assets(defs):
     assert parents("reports/paper_figures") == {
         f"marts/{name}"
         for name in (
-            "fig3a_significance_by_dataset", "fig3c_flips_by_significance", "fig4a_significance_by_method",
-            "fig4b_significance_by_model", "fig4c_model_rankings", "fig5a_flips_per_question",
-            "fig5b_bbq_group_asymmetry", "table1_uncertainty_bins", "uncertainty_flip_ratio",
-            "stg_bias_tests", "stg_paired_responses",
-        )  # fmt: skip
+            "fig3a_significance_by_dataset",
+            "fig3c_flips_by_significance",
+            "fig4a_significance_by_method",
+            "fig4b_significance_by_model",
+            "fig4c_model_rankings",
+            "fig5a_flips_per_question",
+            "fig5b_bbq_group_asymmetry",
+            "table1_uncertainty_bins",
+            "uncertainty_flip_ratio",
+            "stg_bias_tests",
+            "stg_paired_responses",
+        )
     }
 
 

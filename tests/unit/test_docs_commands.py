@@ -127,10 +127,20 @@ KEYS = documented_partition_keys()
 def test_the_docs_show_quantbias_dagster_commands_and_partition_keys() -> None:
     programs = {program for _, program, _ in CALLS}
     assert programs == {"quantbias", "dagster"}
-    assert ("docs/responses.md:12", "dagster", [
-        "asset", "materialize", "-m", "definitions", "--select", 'key:"responses/*"', "--partition",
-        "none|qwen2.5-0.5b-instruct",
-    ]) in CALLS
+    assert (
+        "docs/responses.md:12",
+        "dagster",
+        [
+            "asset",
+            "materialize",
+            "-m",
+            "definitions",
+            "--select",
+            'key:"responses/*"',
+            "--partition",
+            "none|qwen2.5-0.5b-instruct",
+        ],
+    ) in CALLS
     assert len(KEYS) >= 4
 
 
@@ -166,6 +176,10 @@ def test_the_checks_reject_what_the_docs_used_to_show() -> None:
         parse_dagster(["asset", "materialize", "-m", "definitions", "--select", "x", "--partitions", "none|tiny"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["datasets", "check", "--data-folder", "x"])
-    assert shell_commands("A=1 .venv/bin/quantbias datasets check  # comment\nkubectl exec P -- quantbias demo && ls") == [
-        ["A=1", ".venv/bin/quantbias", "datasets", "check"], ["kubectl", "exec", "P", "--", "quantbias", "demo"], ["ls"],
+    assert shell_commands(
+        "A=1 .venv/bin/quantbias datasets check  # comment\nkubectl exec P -- quantbias demo && ls"
+    ) == [
+        ["A=1", ".venv/bin/quantbias", "datasets", "check"],
+        ["kubectl", "exec", "P", "--", "quantbias", "demo"],
+        ["ls"],
     ]

@@ -22,7 +22,7 @@ SERVED_DATASETS = ("CEB-Adult", "IAT")
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
     requested: list[str]
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         self.requested.append(self.path)
         super().do_GET()
 
@@ -119,7 +119,9 @@ def test_a_file_over_the_size_cap_fails_alone_and_leaves_no_partial_file(
     report = fetch_datasets(dest, base_url=base_url, paths=[small, large], progress=False, max_bytes=cap)
 
     assert report.downloaded == [small]
-    assert report.failed == [f"{large}: {(remote / large).stat().st_size} bytes announced, over the cap of {cap} bytes ({base_url}/{large})"]
+    assert report.failed == [
+        f"{large}: {(remote / large).stat().st_size} bytes announced, over the cap of {cap} bytes ({base_url}/{large})"
+    ]
     assert (dest / small).read_bytes() == (remote / small).read_bytes()
     assert not (dest / large).exists() and not (dest / (large + ".part")).exists()
     assert large not in json.loads((dest / MANIFEST_NAME).read_text())["files"]
@@ -129,7 +131,7 @@ class UnannouncedLengthHandler(http.server.BaseHTTPRequestHandler):
     """A body without Content-Length (as a chunked or streaming server sends it): the cap must
     stop the download while reading, not trust a header."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         for _ in range(64):
@@ -158,7 +160,10 @@ def test_the_cap_stops_a_body_without_a_length_header(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("base_url", "message"),
     [
-        ("file:///srv/mirror/data", "base_url: 'file:///srv/mirror/data': expected an http:// or https:// URL; a local file:// mirror needs --allow-file-url"),
+        (
+            "file:///srv/mirror/data",
+            "base_url: 'file:///srv/mirror/data': expected an http:// or https:// URL; a local file:// mirror needs --allow-file-url",
+        ),
         ("ftp://mirror.example/data", "base_url: 'ftp://mirror.example/data': expected an http:// or https:// URL"),
         ("/srv/mirror/data", "base_url: '/srv/mirror/data': expected an http:// or https:// URL"),
     ],
@@ -179,7 +184,9 @@ def test_file_urls_only_when_allowed(data_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "d" / path).read_bytes() == (data_dir / path).read_bytes()
 
 
-def test_cli_refuses_a_file_url_with_one_error_line(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_refuses_a_file_url_with_one_error_line(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from quantbias_assets.cli import main
 
     dest = tmp_path / "d"

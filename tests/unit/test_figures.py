@@ -10,12 +10,18 @@ def test_plot_order_names_every_dataset_group_in_the_papers_order():
         "BiasLens-Choices", "CEB-Continuation", "CEB-Conversation", "BiasLens-GenWhy", "FMT10K",
     )  # fmt: skip
     assert figures.ordered(["FMT10K", "BBQ", "Adult", "zzz", "CEB-Recognition"], figures.DATASET_ORDER) == [
-        "CEB-Recognition", "Adult", "BBQ", "FMT10K", "zzz"
+        "CEB-Recognition",
+        "Adult",
+        "BBQ",
+        "FMT10K",
+        "zzz",
     ]
 
 
 def test_a_figure_without_data_is_skipped_not_drawn():
-    empty = pl.DataFrame(schema={"dataset_group": pl.String, "pct_significant": pl.Float64, "pct_more_biased": pl.Float64})
+    empty = pl.DataFrame(
+        schema={"dataset_group": pl.String, "pct_significant": pl.Float64, "pct_more_biased": pl.Float64}
+    )
     assert figures.fig3a_significant_changes(empty) is None
 
 

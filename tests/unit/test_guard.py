@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -79,9 +79,7 @@ def test_single_turn_conversation() -> None:
 
 
 def test_empty_response_is_an_empty_assistant_turn() -> None:
-    conversation = guard_conversation(
-        dataset="BiasLens-GenWhy", prompt="Why?", turns=None, turns_out=[""], response=""
-    )
+    conversation = guard_conversation(dataset="BiasLens-GenWhy", prompt="Why?", turns=None, turns_out=[""], response="")
     assert conversation[1] == {"role": "assistant", "content": ""}
 
 
@@ -109,16 +107,12 @@ def test_fmt_full_conversation() -> None:
         judge_full_conversation=True,
     )
     assert [m["role"] for m in conversation] == ["user", "assistant"] * 5
-    assert [m["content"] for m in conversation] == [
-        "u0", "r0", "u1", "r1", "u2", "r2", "u3", "r3", "u4", "r4"
-    ]
+    assert [m["content"] for m in conversation] == ["u0", "r0", "u1", "r1", "u2", "r2", "u3", "r3", "u4", "r4"]
 
 
 def test_conversation_errors_name_dataset_and_field() -> None:
     with pytest.raises(ValueError, match="CEB-Conversation-T: prompt"):
-        guard_conversation(
-            dataset="CEB-Conversation-T", prompt=None, turns=None, turns_out=["x"], response="x"
-        )
+        guard_conversation(dataset="CEB-Conversation-T", prompt=None, turns=None, turns_out=["x"], response="x")
     with pytest.raises(ValueError, match="FMT10K-IM-S: turns: 5 user turns but 4 replies"):
         guard_conversation(
             dataset="FMT10K-IM-S",
@@ -232,15 +226,13 @@ def _responses(rows: list[tuple[str, str | None, int]]) -> pl.DataFrame:
             "response": [response for _, response, _ in rows],
             "turns_out": [[response] for _, response, _ in rows],
             "response_hash": [f"h-{idx}-{response}" for idx, response, _ in rows],
-            "created_at": [datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc) for *_, second in rows],
+            "created_at": [datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC) for *_, second in rows],
         }
     )
 
 
 def test_judge_inputs_single_turn() -> None:
-    questions = pl.DataFrame(
-        {"idx": ["q1", "q2", "q3", "q4"], "prompt": ["same?", "other?", "same?", "empty?"]}
-    )
+    questions = pl.DataFrame({"idx": ["q1", "q2", "q3", "q4"], "prompt": ["same?", "other?", "same?", "empty?"]})
     # q2 has an old and a new row (killed respond run): the newest is judged; q9 has no question
     responses = _responses(
         [("q2", "old", 1), ("q1", "yes", 0), ("q2", "new", 2), ("q3", "yes", 0), ("q9", "x", 0), ("q4", None, 0)]
@@ -279,10 +271,8 @@ def test_judge_inputs_fmt_last_turn_and_full() -> None:
 
 
 def test_verdict_rows_and_counts() -> None:
-    inputs = pl.DataFrame(
-        {column: [f"{column}{i}" for i in range(4)] for column in JUDGE_INPUT_COLUMNS}
-    )
-    created = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    inputs = pl.DataFrame({column: [f"{column}{i}" for i in range(4)] for column in JUDGE_INPUT_COLUMNS})
+    created = datetime(2026, 1, 2, tzinfo=UTC)
     rows = verdict_rows(
         inputs,
         ["\n\nsafe", "\n\nunsafe\nS10", "unsafe\nS1,S10", "<|im_start|> the"],

@@ -60,8 +60,14 @@ def test_cluster_set_from_environment(cluster_env: None) -> None:
     assert workers.namespace == "quantbias"
     assert workers.quantize.image == "ghcr.io/acme/quantbias-quantizer-worker:2.0.1"
     assert workers.respond.image == workers.judge.image == "ghcr.io/acme/quantbias-vllm-worker:2.0.1"
-    assert workers.respond.env == {"QUANTBIAS_LAKE": "s3://quantbias-bucket/lake", "QUANTBIAS_MODEL_STORE": "/model-store"}
-    assert (workers.respond.model_store_claim, workers.respond.model_store_path) == ("quantbias-model-store", "/model-store")
+    assert workers.respond.env == {
+        "QUANTBIAS_LAKE": "s3://quantbias-bucket/lake",
+        "QUANTBIAS_MODEL_STORE": "/model-store",
+    }
+    assert (workers.respond.model_store_claim, workers.respond.model_store_path) == (
+        "quantbias-model-store",
+        "/model-store",
+    )
 
 
 def test_both_sets_provide_the_same_keys(cluster_env: None) -> None:
@@ -112,5 +118,7 @@ def test_empty_storage_options() -> None:
     assert storage_options_from_env('{"endpoint": "http://minio:9000"}') == {"endpoint": "http://minio:9000"}
     public = '{"aws_skip_signature": "true", "allow_http": "true", "azure_storage_account_name": "acct"}'
     assert storage_options_from_env(public) == {
-        "aws_skip_signature": "true", "allow_http": "true", "azure_storage_account_name": "acct",
+        "aws_skip_signature": "true",
+        "allow_http": "true",
+        "azure_storage_account_name": "acct",
     }

@@ -144,14 +144,18 @@ def test_storage_option_credentials_never_reach_a_pod(monkeypatch: pytest.Monkey
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("model", ["tiny-llama"])
     result = dg.materialize(
-        [leaky_responses], resources={"workers": launcher()}, instance=instance,
-        partition_key=partition_key("tiny-llama", "gptq-w4a16"), raise_on_error=False,
+        [leaky_responses],
+        resources={"workers": launcher()},
+        instance=instance,
+        partition_key=partition_key("tiny-llama", "gptq-w4a16"),
+        raise_on_error=False,
     )
     assert not result.success
     [failure] = [event for event in result.all_events if event.is_step_failure]
     error = failure.step_failure_data.error.cause  # dagster wraps the asset's own error
     assert (error.cls_name, error.message.split(" in a Kubernetes")[0]) == (
-        "ValueError", "ValueError: respond worker extras: storage_options.azure_storage_master_key: credentials belong"
+        "ValueError",
+        "ValueError: respond worker extras: storage_options.azure_storage_master_key: credentials belong",
     )
     assert "c2VjcmV0" not in error.message
     assert api.created == []

@@ -35,7 +35,12 @@ def by_kind(name: str, kind: str) -> dict[str, dict[str, Any]]:
 
 def test_k8s_folder_has_the_expected_yaml() -> None:
     assert [path.relative_to(K8S).as_posix() for path in YAML_FILES] == [
-        "gpu-nodepool.yaml", "helm/values.yaml", "namespace.yaml", "rbac.yaml", "secrets.example.yaml", "storage.yaml",
+        "gpu-nodepool.yaml",
+        "helm/values.yaml",
+        "namespace.yaml",
+        "rbac.yaml",
+        "secrets.example.yaml",
+        "storage.yaml",
     ]
 
 
@@ -100,6 +105,7 @@ def test_gpu_nodepool_matches_the_worker_pods_scheduling() -> None:
 
 # --- Helm values ---------------------------------------------------------------------------------
 
+
 def closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "additionalProperties": False, "required": list(required)}
 
@@ -113,7 +119,10 @@ BOOLEAN = {"type": "boolean"}
 INTEGER = {"type": "integer"}
 OBJECT = {"type": "object"}
 PULL_POLICY = {"enum": ["Always", "IfNotPresent", "Never"]}
-IMAGE = closed({"repository": STRING, "tag": {"type": ["string", "integer"]}, "pullPolicy": PULL_POLICY}, ("repository", "tag", "pullPolicy"))
+IMAGE = closed(
+    {"repository": STRING, "tag": {"type": ["string", "integer"]}, "pullPolicy": PULL_POLICY},
+    ("repository", "tag", "pullPolicy"),
+)
 ENV_VAR = open_object({"name": STRING, "value": STRING}, ("name",))
 NAME_REF = open_object({"name": STRING}, ("name",))
 RESOURCES = open_object({"requests": OBJECT, "limits": OBJECT})
@@ -143,7 +152,10 @@ CHART_VALUES_SUBSET = closed(
                             "env": {"type": "array", "items": ENV_VAR},
                             "envSecrets": {"type": "array", "items": NAME_REF},
                             "volumes": {"type": "array", "items": NAME_REF},
-                            "volumeMounts": {"type": "array", "items": open_object({"name": STRING, "mountPath": STRING}, ("name", "mountPath"))},
+                            "volumeMounts": {
+                                "type": "array",
+                                "items": open_object({"name": STRING, "mountPath": STRING}, ("name", "mountPath")),
+                            },
                             "podSecurityContext": OBJECT,
                             "securityContext": OBJECT,
                             "resources": RESOURCES,
@@ -184,7 +196,9 @@ CHART_VALUES_SUBSET = closed(
         "concurrency": closed(
             {
                 "enabled": BOOLEAN,
-                "pools": closed({"defaultLimit": INTEGER, "granularity": {"enum": ["run", "op"]}, "opGranularityRunBuffer": INTEGER}),
+                "pools": closed(
+                    {"defaultLimit": INTEGER, "granularity": {"enum": ["run", "op"]}, "opGranularityRunBuffer": INTEGER}
+                ),
                 "runs": closed({"maxConcurrentRuns": INTEGER, "tagConcurrencyLimits": {"type": "array"}}),
             }
         ),
@@ -239,6 +253,7 @@ def test_helm_values_wire_the_cluster_environment() -> None:
 
 # --- Images ---------------------------------------------------------------------------------------
 
+
 def load_select_requirements():
     spec = importlib.util.spec_from_file_location("select_requirements", K8S / "images" / "select_requirements.py")
     module = importlib.util.module_from_spec(spec)
@@ -249,9 +264,21 @@ def load_select_requirements():
 @pytest.mark.parametrize(
     ("image", "present", "absent"),
     [
-        ("orchestrator", {"dagster", "dagster-k8s", "dagster-postgres", "dbt-duckdb", "polars"}, {"torch", "transformers", "llmcompressor"}),
-        ("quantizer-worker", {"dagster-pipes", "torch", "llmcompressor", "compressed-tensors", "deltalake"}, {"dagster", "dbt-core", "kubernetes"}),
-        ("vllm-worker", {"dagster-pipes", "polars", "deltalake"}, {"dagster", "torch", "transformers", "llmcompressor"}),
+        (
+            "orchestrator",
+            {"dagster", "dagster-k8s", "dagster-postgres", "dbt-duckdb", "polars"},
+            {"torch", "transformers", "llmcompressor"},
+        ),
+        (
+            "quantizer-worker",
+            {"dagster-pipes", "torch", "llmcompressor", "compressed-tensors", "deltalake"},
+            {"dagster", "dbt-core", "kubernetes"},
+        ),
+        (
+            "vllm-worker",
+            {"dagster-pipes", "polars", "deltalake"},
+            {"dagster", "torch", "transformers", "llmcompressor"},
+        ),
     ],
 )
 def test_image_requirements(image: str, present: set[str], absent: set[str]) -> None:

@@ -4,10 +4,10 @@ import json
 from typing import Any
 
 import kubernetes_validate
-from kubernetes_validate.utils import latest_version, major_minor
 import pytest
 from dagster_k8s.pipes import build_pod_body
 from kubernetes.client import ApiClient
+from kubernetes_validate.utils import latest_version, major_minor
 
 from resources.k8s import (
     K8sWorkerLauncher,
@@ -176,8 +176,14 @@ def test_runtime_class_and_deadline_from_config() -> None:
         ({"run_as_user": 0}, "run_as_user: 0: workers run as non-root"),
         ({"gpu": -1}, "gpu: -1: expected 0 or more"),
         ({"image_pull_policy": "always"}, "image_pull_policy: 'always': expected one of Always, IfNotPresent, Never"),
-        ({"tolerations": [Toleration(key="a", operator="In")]}, r"tolerations\[0\]: operator: 'In': expected Equal or Exists"),
-        ({"tolerations": [Toleration(key="a"), Toleration(key="b", effect="NoRun")]}, r"tolerations\[1\]: effect: 'NoRun'"),
+        (
+            {"tolerations": [Toleration(key="a", operator="In")]},
+            r"tolerations\[0\]: operator: 'In': expected Equal or Exists",
+        ),
+        (
+            {"tolerations": [Toleration(key="a"), Toleration(key="b", effect="NoRun")]},
+            r"tolerations\[1\]: effect: 'NoRun'",
+        ),
     ],
 )
 def test_bad_pod_config_is_refused_naming_the_field(fields: dict, message: str) -> None:
@@ -186,17 +192,34 @@ def test_bad_pod_config_is_refused_naming_the_field(fields: dict, message: str) 
 
 
 CREDENTIAL_NAMES = (
-    "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "PGPASS", "PGPASSWORD",
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_CONNECTION_STRING", "AZURE_CLIENT_SECRET", "azure_storage_master_key", "master_key",
-    "GOOGLE_APPLICATION_CREDENTIALS", "GITHUB_PAT", "QUANTBIAS_API_KEY", "VLLM_API_KEY", "HF_HUB_TOKEN",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "WANDB_API_KEY",
+    "OPENAI_API_KEY",
+    "PGPASS",
+    "PGPASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_CLIENT_SECRET",
+    "azure_storage_master_key",
+    "master_key",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GITHUB_PAT",
+    "QUANTBIAS_API_KEY",
+    "VLLM_API_KEY",
+    "HF_HUB_TOKEN",
 )
 
 
 @pytest.mark.parametrize("name", CREDENTIAL_NAMES)
 def test_credential_names_never_reach_a_pod_as_plain_env(name: str) -> None:
     """Before the allow-list, WANDB_API_KEY, OPENAI_API_KEY and PGPASS passed as plain values."""
-    with pytest.raises(ValueError, match=rf"^respond worker pod: env: {name}: looks like a credential; pass it through secret_env"):
+    with pytest.raises(
+        ValueError, match=rf"^respond worker pod: env: {name}: looks like a credential; pass it through secret_env"
+    ):
         worker_pod(WorkerPodConfig(image="img:1", env={name: "sentinel-secret"}), "respond")
     # naming it as a non-secret does not help
     with pytest.raises(ValueError, match=rf"^respond worker pod: plain_env_names: {name}: looks like a credential"):
@@ -204,7 +227,9 @@ def test_credential_names_never_reach_a_pod_as_plain_env(name: str) -> None:
 
 
 def test_plain_env_outside_the_allow_list_is_refused_unless_named() -> None:
-    with pytest.raises(ValueError, match="^respond worker pod: env: MY_FEATURE_FLAG: not in the allow-list of plain env names"):
+    with pytest.raises(
+        ValueError, match="^respond worker pod: env: MY_FEATURE_FLAG: not in the allow-list of plain env names"
+    ):
         worker_pod(WorkerPodConfig(image="img:1", env={"MY_FEATURE_FLAG": "on"}), "respond")
     spec = worker_pod(
         WorkerPodConfig(image="img:1", plain_env_names=["MY_FEATURE_FLAG"], env={"MY_FEATURE_FLAG": "on"}), "respond"
@@ -214,8 +239,12 @@ def test_plain_env_outside_the_allow_list_is_refused_unless_named() -> None:
 
 def test_allowed_plain_env_and_secrets_in_the_built_pod() -> None:
     plain = {
-        "QUANTBIAS_LAKE": "s3://b/lake", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-        "AWS_REGION": "eu-west-1", "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "4",
+        "QUANTBIAS_LAKE": "s3://b/lake",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "AWS_REGION": "eu-west-1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "OMP_NUM_THREADS": "4",
     }
     secrets = [
         SecretEnv(name="WANDB_API_KEY", secret_name="tracking", secret_key="api-key"),
@@ -223,13 +252,18 @@ def test_allowed_plain_env_and_secrets_in_the_built_pod() -> None:
     ]
     pod = worker_pod(WorkerPodConfig(image="img:1", env=plain, secret_env=secrets), "respond")
     body = build_pod_body(
-        pod_name="dagster-0123456789abcdef01-respond-0000000000", image=pod.image, command=pod.command,
+        pod_name="dagster-0123456789abcdef01-respond-0000000000",
+        image=pod.image,
+        command=pod.command,
         env_vars={"DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30="},
-        base_pod_meta=pod.base_pod_meta, base_pod_spec=pod.base_pod_spec,
+        base_pod_meta=pod.base_pod_meta,
+        base_pod_spec=pod.base_pod_spec,
     )
     env = ApiClient().sanitize_for_serialization(body)["spec"]["containers"][0]["env"]
     assert {var["name"]: var["value"] for var in env if "value" in var} == {
-        **plain, "DAGSTER_PIPES_CONTEXT": "e30=", "DAGSTER_PIPES_MESSAGES": "e30=",
+        **plain,
+        "DAGSTER_PIPES_CONTEXT": "e30=",
+        "DAGSTER_PIPES_MESSAGES": "e30=",
     }
     assert {var["name"]: var["valueFrom"]["secretKeyRef"] for var in env if "valueFrom" in var} == {
         "WANDB_API_KEY": {"name": "tracking", "key": "api-key", "optional": False},
@@ -248,10 +282,19 @@ def test_every_plain_env_of_the_default_pods_is_allowed_and_no_credential_is_pla
 @pytest.mark.parametrize(
     ("name", "credential"),
     [
-        ("TOKENIZERS_PARALLELISM", False), ("HF_HOME", False), ("max_new_tokens", False),
-        ("aws_skip_signature", False), ("AWS_REGION", False), ("endpoint", False),
-        ("HF_TOKEN", True), ("sas_token", True), ("account_key", True), ("access_key", True),
-        ("secret_key", True), ("google_service_account_key", True), ("bearer_token", True),
+        ("TOKENIZERS_PARALLELISM", False),
+        ("HF_HOME", False),
+        ("max_new_tokens", False),
+        ("aws_skip_signature", False),
+        ("AWS_REGION", False),
+        ("endpoint", False),
+        ("HF_TOKEN", True),
+        ("sas_token", True),
+        ("account_key", True),
+        ("access_key", True),
+        ("secret_key", True),
+        ("google_service_account_key", True),
+        ("bearer_token", True),
     ],
 )
 def test_credential_names_by_their_words(name: str, credential: bool) -> None:

@@ -102,7 +102,9 @@ def test_scan_filters_and_columns(tmp_path: Path) -> None:
     uri = lake.table_uri(str(tmp_path), "responses", "IAT")
     lake.append_chunk(pl.concat([rows("m1", "none", [1, 2]), rows("m1", "rtn-w8a8", [3])]), uri)
     lake.append_chunk(rows("m2", "none", [4]), uri)
-    assert lake.read(uri, filters={"model": "m1", "method": "none"}, columns=["value"]).to_series().sort().to_list() == [1, 2]
+    assert lake.read(
+        uri, filters={"model": "m1", "method": "none"}, columns=["value"]
+    ).to_series().sort().to_list() == [1, 2]
     assert lake.scan(uri, filters={"method": "none"}).select(pl.len()).collect().item() == 3
     assert lake.read(uri, filters={"model": "absent"}).height == 0
 
@@ -127,7 +129,10 @@ def test_insert_absent_adds_only_keys_missing_from_the_partition(tmp_path: Path)
     assert lake.insert_absent(keyed("m1", [2, 3], "second"), uri, partition=partition, key=["value"]) == 1
     assert lake.insert_absent(keyed("m1", [1, 3], "third"), uri, partition=partition, key=["value"]) == 0
     assert sorted(lake.read(uri).select("model", "value", "note").rows()) == [
-        ("m1", 1, "first"), ("m1", 2, "first"), ("m1", 3, "second"), ("m2", 3, "other partition"),
+        ("m1", 1, "first"),
+        ("m1", 2, "first"),
+        ("m1", 3, "second"),
+        ("m2", 3, "other partition"),
     ]
     with pytest.raises(ValueError, match="m1/none carry other model values"):
         lake.insert_absent(keyed("m2", [9], "x"), uri, partition=partition, key=["value"])
@@ -144,7 +149,11 @@ def test_keep_one_row_per_key_in_one_commit(tmp_path: Path) -> None:
     assert lake.keep_one_row_per_key(uri, "model = 'm1' AND value IN (1, 2)", key=["value"]) == 0
     assert DeltaTable(uri).version() == version + 1  # nothing to remove, nothing committed
     assert sorted(lake.read(uri).select("model", "value").rows()) == [
-        ("m1", 1), ("m1", 2), ("m1", 3), ("m2", 1), ("m2", 1),
+        ("m1", 1),
+        ("m1", 2),
+        ("m1", 3),
+        ("m2", 1),
+        ("m2", 1),
     ]
 
 
@@ -201,9 +210,7 @@ def test_two_processes_appending_to_different_partitions_lose_nothing(tmp_path: 
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(2)
     chunks = 12
-    workers = [
-        context.Process(target=_append_many, args=(uri, model, chunks, start)) for model in ("ma", "mb")
-    ]
+    workers = [context.Process(target=_append_many, args=(uri, model, chunks, start)) for model in ("ma", "mb")]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -45,8 +45,8 @@ from quantbias_assets.quantize import (
     weight_args,
 )
 
-
 # ------------------------------------------------------------------ paper registry
+
 
 def test_paper_models_are_the_ten_bases_of_spec_6_1():
     assert [(m.nickname, m.source, m.size_b) for m in PAPER_MODELS] == [
@@ -89,18 +89,33 @@ def test_published_checkpoints_follow_spec_6_1():
 
 # ------------------------------------------------------------------ methods
 
+
 def test_method_catalog_paper_labels_bits_and_calibration():
     assert {k: m.label for k, m in METHOD_SPECS.items()} == {
-        "none": "Native", "rtn-w8a16": "RTN W8A16", "rtn-w4a16": "RTN W4A16",
-        "sq-rtn-w4a16": "RTN W4A16 + SQ", "gptq-w4a16": "GPTQ W4A16", "awq-w4a16": "AWQ W4A16",
-        "rtn-w8a8": "RTN W8A8", "sq-rtn-w8a8": "RTN W8A8 + SQ",
+        "none": "Native",
+        "rtn-w8a16": "RTN W8A16",
+        "rtn-w4a16": "RTN W4A16",
+        "sq-rtn-w4a16": "RTN W4A16 + SQ",
+        "gptq-w4a16": "GPTQ W4A16",
+        "awq-w4a16": "AWQ W4A16",
+        "rtn-w8a8": "RTN W8A8",
+        "sq-rtn-w8a8": "RTN W8A8 + SQ",
     }
     assert {k: (m.weight_bits, m.activation_bits) for k, m in METHOD_SPECS.items()} == {
-        "none": (16, 16), "rtn-w8a16": (8, 16), "rtn-w4a16": (4, 16), "sq-rtn-w4a16": (4, 16),
-        "gptq-w4a16": (4, 16), "awq-w4a16": (4, 16), "rtn-w8a8": (8, 8), "sq-rtn-w8a8": (8, 8),
+        "none": (16, 16),
+        "rtn-w8a16": (8, 16),
+        "rtn-w4a16": (4, 16),
+        "sq-rtn-w4a16": (4, 16),
+        "gptq-w4a16": (4, 16),
+        "awq-w4a16": (4, 16),
+        "rtn-w8a8": (8, 8),
+        "sq-rtn-w8a8": (8, 8),
     }
     assert {k for k, m in METHOD_SPECS.items() if m.needs_calibration} == {
-        "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8"
+        "sq-rtn-w4a16",
+        "gptq-w4a16",
+        "awq-w4a16",
+        "sq-rtn-w8a8",
     }
 
 
@@ -108,11 +123,23 @@ def test_backfill_and_plot_order_come_from_the_catalog():
     # A new model gets the native model and the paper's 5 variants; W8A8 is supplementary.
     assert BACKFILL_METHODS == ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16")
     assert quantized_label_order() == (
-        "RTN W8A16", "RTN W4A16", "RTN W4A16 + SQ", "GPTQ W4A16", "AWQ W4A16", "RTN W8A8", "RTN W8A8 + SQ",
+        "RTN W8A16",
+        "RTN W4A16",
+        "RTN W4A16 + SQ",
+        "GPTQ W4A16",
+        "AWQ W4A16",
+        "RTN W8A8",
+        "RTN W8A8 + SQ",
     )
     assert {k: m.family for k, m in METHOD_SPECS.items()} == {
-        "none": "native", "rtn-w8a16": "rtn", "rtn-w4a16": "rtn", "sq-rtn-w4a16": "rtn",
-        "gptq-w4a16": "gptq", "awq-w4a16": "awq", "rtn-w8a8": "rtn", "sq-rtn-w8a8": "rtn",
+        "none": "native",
+        "rtn-w8a16": "rtn",
+        "rtn-w4a16": "rtn",
+        "sq-rtn-w4a16": "rtn",
+        "gptq-w4a16": "gptq",
+        "awq-w4a16": "awq",
+        "rtn-w8a8": "rtn",
+        "sq-rtn-w8a8": "rtn",
     }
 
 
@@ -138,16 +165,29 @@ def test_unknown_method_is_a_clear_error():
 
 def test_schemes_per_method():
     assert weight_args(get_method("rtn-w4a16"), 64) == {
-        "num_bits": 4, "type": "int", "strategy": "group", "group_size": 64, "symmetric": True, "dynamic": False,
+        "num_bits": 4,
+        "type": "int",
+        "strategy": "group",
+        "group_size": 64,
+        "symmetric": True,
+        "dynamic": False,
     }
     assert weight_args(get_method("awq-w4a16"))["symmetric"] is False
     assert weight_args(get_method("awq-w4a16"))["group_size"] == 128
     assert weight_args(get_method("rtn-w8a16")) == {
-        "num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True, "dynamic": False,
+        "num_bits": 8,
+        "type": "int",
+        "strategy": "channel",
+        "symmetric": True,
+        "dynamic": False,
     }
     assert activation_args(get_method("rtn-w4a16")) is None
     assert activation_args(get_method("sq-rtn-w8a8")) == {
-        "num_bits": 8, "type": "int", "strategy": "token", "symmetric": True, "dynamic": True,
+        "num_bits": 8,
+        "type": "int",
+        "strategy": "token",
+        "symmetric": True,
+        "dynamic": True,
     }
     with pytest.raises(ValueError, match="does not quantize"):
         weight_args(get_method("none"))
@@ -155,10 +195,25 @@ def test_schemes_per_method():
 
 # ------------------------------------------------------------------ user registry file
 
+
 @pytest.mark.parametrize(
     "bad",
-    ["org/model", "my model", "Qwen2", "", "a\tb", ".", "..", ".hidden", "-flag", "_x", "a\\b", "a\0b",
-     "ok\n", "x" * 101],
+    [
+        "org/model",
+        "my model",
+        "Qwen2",
+        "",
+        "a\tb",
+        ".",
+        "..",
+        ".hidden",
+        "-flag",
+        "_x",
+        "a\\b",
+        "a\0b",
+        "ok\n",
+        "x" * 101,
+    ],
 )
 def test_invalid_nicknames_are_refused(bad):
     with pytest.raises(ValueError, match="nickname: .* not a valid model partition key"):
@@ -170,7 +225,9 @@ def test_valid_nicknames_keep_dots_inside():
         assert validate_nickname(good) == good
 
 
-@pytest.mark.parametrize(("model", "method"), [("..", "none"), (".", "none"), ("a/b", "none"), ("ok", ".."), ("ok", "")])
+@pytest.mark.parametrize(
+    ("model", "method"), [("..", "none"), (".", "none"), ("a/b", "none"), ("ok", ".."), ("ok", "")]
+)
 def test_checkpoint_paths_refuse_unsafe_partition_keys(tmp_path, model, method):
     with pytest.raises(ValueError, match=r"^(model|method): .* is not a safe folder name"):
         manifest_path(tmp_path / "store", model, method)
@@ -183,18 +240,44 @@ def test_add_model_local_folder_and_hub_id(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
 
     local = add_model(str(folder), path=registry_file)
-    hub = add_model("org/Some-Model", "some-model", size_b=1.5, revision="abc123",
-                    trust_remote_code=True, published={"gptq-w4a16": "org/Some-Model-GPTQ"}, path=registry_file)
+    hub = add_model(
+        "org/Some-Model",
+        "some-model",
+        size_b=1.5,
+        revision="abc123",
+        trust_remote_code=True,
+        published={"gptq-w4a16": "org/Some-Model-GPTQ"},
+        path=registry_file,
+    )
 
     assert (local.nickname, local.source, local.family, local.trust_remote_code) == (
-        "my-model", str(folder.absolute()), "llama", False
+        "my-model",
+        str(folder.absolute()),
+        "llama",
+        False,
     )
-    assert yaml.safe_load(registry_file.read_text()) == {"models": [
-        {"nickname": "my-model", "source": str(folder.absolute()), "family": "llama", "size_b": None,
-         "revision": None, "trust_remote_code": False, "published": {}},
-        {"nickname": "some-model", "source": "org/Some-Model", "family": None, "size_b": 1.5,
-         "revision": "abc123", "trust_remote_code": True, "published": {"gptq-w4a16": "org/Some-Model-GPTQ"}},
-    ]}
+    assert yaml.safe_load(registry_file.read_text()) == {
+        "models": [
+            {
+                "nickname": "my-model",
+                "source": str(folder.absolute()),
+                "family": "llama",
+                "size_b": None,
+                "revision": None,
+                "trust_remote_code": False,
+                "published": {},
+            },
+            {
+                "nickname": "some-model",
+                "source": "org/Some-Model",
+                "family": None,
+                "size_b": 1.5,
+                "revision": "abc123",
+                "trust_remote_code": True,
+                "published": {"gptq-w4a16": "org/Some-Model-GPTQ"},
+            },
+        ]
+    }
     registry = load_registry(registry_file)
     assert len(registry) == 12
     assert registry["some-model"] == hub
@@ -224,10 +307,16 @@ def test_add_model_refusals_leave_the_file_unchanged(tmp_path):
 
 def test_registry_file_errors_name_file_record_and_field(tmp_path):
     registry_file = tmp_path / "models.yaml"
-    registry_file.write_text(yaml.safe_dump({"models": [
-        {"nickname": "ok", "source": "org/ok"},
-        {"nickname": "fine", "source": "org/fine", "trust_remote_code": "yes"},
-    ]}))
+    registry_file.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {"nickname": "ok", "source": "org/ok"},
+                    {"nickname": "fine", "source": "org/fine", "trust_remote_code": "yes"},
+                ]
+            }
+        )
+    )
     with pytest.raises(ValueError, match=rf"^{registry_file}: record 1: trust_remote_code: expected true or false$"):
         load_registry(registry_file)
     registry_file.write_text(yaml.safe_dump({"models": [{"nickname": "ok", "source": "org/ok", "colour": "red"}]}))
@@ -242,7 +331,9 @@ def test_registry_file_refuses_dot_nicknames(tmp_path):
     registry_file = tmp_path / "models.yaml"
     for bad in ("..", "."):
         registry_file.write_text(yaml.safe_dump({"models": [{"nickname": bad, "source": "org/x"}]}))
-        with pytest.raises(ValueError, match=rf"^{registry_file}: record 0: nickname: '{re.escape(bad)}' is not a valid"):
+        with pytest.raises(
+            ValueError, match=rf"^{registry_file}: record 0: nickname: '{re.escape(bad)}' is not a valid"
+        ):
             load_registry(registry_file)
 
 
@@ -276,6 +367,7 @@ def test_cli_models_add_and_list(tmp_path, monkeypatch, capsys):
 
 # ------------------------------------------------------------------ calibration sampling
 
+
 def test_calibration_selection_is_seeded_and_counted():
     texts = [f"sample {i}" for i in range(10)] + ["", "   "]
     settings = CalibrationSettings(source="x.txt", num_samples=4, max_seq_length=16, seed=7)
@@ -293,10 +385,18 @@ def test_calibration_identity_records_the_local_source_digest(tmp_path):
     source = tmp_path / "calib.txt"
     source.write_text("a\nb\n")
     identity = CalibrationSettings(source=str(source), num_samples=2, max_seq_length=8, seed=3).identity()
-    assert identity == {"source": str(source), "num_samples": 2, "max_seq_length": 8, "seed": 3,
-                        "source_digest": hashlib.sha256(b"a\nb\n").hexdigest()}
+    assert identity == {
+        "source": str(source),
+        "num_samples": 2,
+        "max_seq_length": 8,
+        "seed": 3,
+        "source_digest": hashlib.sha256(b"a\nb\n").hexdigest(),
+    }
     assert CalibrationSettings().identity() == {
-        "source": "reference", "num_samples": 512, "max_seq_length": 6144, "seed": 0
+        "source": "reference",
+        "num_samples": 512,
+        "max_seq_length": 6144,
+        "seed": 0,
     }
     with pytest.raises(ValueError, match="num_samples: 0 must be >= 1"):
         CalibrationSettings(num_samples=0)
@@ -304,16 +404,27 @@ def test_calibration_identity_records_the_local_source_digest(tmp_path):
 
 # ------------------------------------------------------------------ manifest and folders
 
+
 def test_manifest_round_trip_and_missing(tmp_path):
     manifest = CheckpointManifest(
-        model="tiny", method="rtn-w4a16", source="quantized", path="/m", digest="d" * 64,
-        calibration={"seed": 0}, quantization_config={"format": "pack-quantized"}, size_bytes=10,
+        model="tiny",
+        method="rtn-w4a16",
+        source="quantized",
+        path="/m",
+        digest="d" * 64,
+        calibration={"seed": 0},
+        quantization_config={"format": "pack-quantized"},
+        size_bytes=10,
     )
     written = write_manifest(tmp_path, manifest)
-    assert written == tmp_path / "tiny" / "rtn-w4a16" / "checkpoint.json" == manifest_path(tmp_path, "tiny", "rtn-w4a16")
+    assert (
+        written == tmp_path / "tiny" / "rtn-w4a16" / "checkpoint.json" == manifest_path(tmp_path, "tiny", "rtn-w4a16")
+    )
     assert read_manifest(tmp_path, "tiny", "rtn-w4a16") == manifest
     assert manifest.identity == {"digest": "d" * 64}
-    with pytest.raises(FileNotFoundError, match=r"tiny/none/checkpoint.json: no checkpoint manifest for model 'tiny', method 'none'"):
+    with pytest.raises(
+        FileNotFoundError, match=r"tiny/none/checkpoint.json: no checkpoint manifest for model 'tiny', method 'none'"
+    ):
         read_manifest(tmp_path, "tiny", "none")
     with pytest.raises(ValueError, match="source: 'copied' is not one of quantized, base, published"):
         CheckpointManifest(model="a", method="none", source="copied", path="/x")  # type: ignore[arg-type]
@@ -333,10 +444,9 @@ def test_weights_digest_matches_an_independent_hash(tmp_path):
 
 def test_staged_folder_replaces_whole_or_leaves_nothing(tmp_path):
     target = tmp_path / "store" / "tiny" / "rtn-w4a16"
-    with pytest.raises(RuntimeError):
-        with staged_folder(target) as staging:
-            (staging / "half.safetensors").write_bytes(b"x")
-            raise RuntimeError("quantization failed")
+    with pytest.raises(RuntimeError), staged_folder(target) as staging:
+        (staging / "half.safetensors").write_bytes(b"x")
+        raise RuntimeError("quantization failed")
     assert list((tmp_path / "store" / "tiny").iterdir()) == []
 
     manifest = CheckpointManifest(model="tiny", method="rtn-w4a16", source="quantized", path=str(target))
@@ -357,9 +467,13 @@ def test_staged_folder_refuses_to_replace_a_foreign_folder_and_keeps_its_files(t
     (target / "tiny").mkdir(parents=True)
     (target / "tiny" / "checkpoint.json").write_text("{}")
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match=rf"^{target}: folder exists without a checkpoint.json written by quantbias"):
-        with staged_folder(target) as staging:
-            (staging / "model.safetensors").write_bytes(b"x")
+    with (
+        pytest.raises(
+            FileExistsError, match=rf"^{target}: folder exists without a checkpoint.json written by quantbias"
+        ),
+        staged_folder(target) as staging,
+    ):
+        (staging / "model.safetensors").write_bytes(b"x")
     assert (target / "notes.txt").read_text() == "keep me"
     assert (target / "tiny" / "checkpoint.json").read_text() == "{}"
     assert sorted(p.name for p in target.parent.iterdir()) == ["none"]  # no staging folder left
@@ -370,19 +484,17 @@ def test_staged_folder_refuses_to_replace_a_foreign_folder_and_keeps_its_files(t
         with staged_folder(tmp_path / "file"):
             pass
     (target / "checkpoint.json").write_text(json.dumps({"name": "someone else's"}))
-    with pytest.raises(FileExistsError):
-        with staged_folder(target):
-            pass
+    with pytest.raises(FileExistsError), staged_folder(target):
+        pass
     assert (tmp_path / "file").read_text() == "data" and (target / "notes.txt").exists()
 
 
 def test_staged_folder_refuses_a_folder_that_appears_while_building(tmp_path):
     target = tmp_path / "store" / "tiny" / "none"
-    with pytest.raises(FileExistsError, match="refusing to replace it"):
-        with staged_folder(target) as staging:
-            (staging / "v1").write_text("1")
-            target.mkdir(parents=True)
-            (target / "theirs").write_text("2")
+    with pytest.raises(FileExistsError, match="refusing to replace it"), staged_folder(target) as staging:
+        (staging / "v1").write_text("1")
+        target.mkdir(parents=True)
+        (target / "theirs").write_text("2")
     assert [p.name for p in target.parent.iterdir()] == ["none"]
     assert [p.name for p in target.iterdir()] == ["theirs"]
 
@@ -400,8 +512,8 @@ def test_staged_folder_replaces_an_empty_folder_and_its_own_checkpoints(tmp_path
 
 
 def test_cli_quantize_refuses_a_foreign_out_folder(tmp_path, monkeypatch, capsys):
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
     base = tmp_path / "base"

@@ -176,7 +176,9 @@ def test_matches_the_reference_rule_on_benchmark_choices(tokenizer, data_dir):
     for path in sorted((data_dir / "closed_datasets").glob("*/*.json")):
         for record in json.loads(path.read_text())[:25]:
             prompt = render_user_prompt(tokenizer, record["prompt"])
-            for sequence, choice in zip(build_choice_sequences(tokenizer, prompt, record["choices"]), record["choices"]):
+            for sequence, choice in zip(
+                build_choice_sequences(tokenizer, prompt, record["choices"]), record["choices"]
+            ):
                 assert sequence.score_start == reference_choice_start(tokenizer, sequence.token_ids, choice), (
                     f"{path}: {record['idx']}: {choice!r}"
                 )

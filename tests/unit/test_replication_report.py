@@ -30,8 +30,12 @@ def inputs(**overrides) -> ReplicationInputs:
     base = dict(
         table1=table1(),
         ratio=pl.DataFrame(
-            {"dataset_group": ["BBQ", "IAT"], "response_flip_high": [50.0, 30.0], "response_flip_low": [10.0, 0.0],
-             "high_to_low_ratio": [5.0, None]}
+            {
+                "dataset_group": ["BBQ", "IAT"],
+                "response_flip_high": [50.0, 30.0],
+                "response_flip_low": [10.0, 0.0],
+                "high_to_low_ratio": [5.0, None],
+            }
         ),
         per_method=pl.DataFrame(
             [
@@ -54,41 +58,80 @@ def inputs(**overrides) -> ReplicationInputs:
             orient="row",
         ),
         fig3c=pl.DataFrame(
-            [("BBQ", "not significant", 3, 30, 12.5), ("IAT", "not significant", 2, 20, 21.0),
-             ("BBQ", "significant", 1, 10, 40.0)],
+            [
+                ("BBQ", "not significant", 3, 30, 12.5),
+                ("IAT", "not significant", 2, 20, 21.0),
+                ("BBQ", "significant", 1, 10, 40.0),
+            ],
             schema=["dataset_group", "effect", "n_units", "n_rows", "pct_responses_flipped"],
             orient="row",
         ),
         groups=pl.DataFrame(
-            [("BBQ", "RTN W4A16", "old", 40, 50, 20.0, 10.0, 12.5, 5.0, 7.5),
-             ("BBQ", "GPTQ W4A16", "young", 35, 45, 10.0, 5.0, 1.0, 4.4, -3.4),
-             ("IAT", "RTN W8A16", "muslim", 31, 31, 2.0, 1.0, 1.5, 0.5, 1.0)],
-            schema=["dataset_group", "method_label", "group", "n_questions", "n_rows", "perc_res_flipped",
-                    "perc_bias_flipped", "unbiased_to_biased", "biased_to_unbiased", "diff_unb_to_b"],
+            [
+                ("BBQ", "RTN W4A16", "old", 40, 50, 20.0, 10.0, 12.5, 5.0, 7.5),
+                ("BBQ", "GPTQ W4A16", "young", 35, 45, 10.0, 5.0, 1.0, 4.4, -3.4),
+                ("IAT", "RTN W8A16", "muslim", 31, 31, 2.0, 1.0, 1.5, 0.5, 1.0),
+            ],
+            schema=[
+                "dataset_group",
+                "method_label",
+                "group",
+                "n_questions",
+                "n_rows",
+                "perc_res_flipped",
+                "perc_bias_flipped",
+                "unbiased_to_biased",
+                "biased_to_unbiased",
+                "diff_unb_to_b",
+            ],
             orient="row",
         ),
-        coverage=pl.DataFrame({"dataset": ["BBQ", "IAT"], "style": ["closed", "closed"], "questions": [20, 40],
-                               "rows": [60, 120], "methods": [3, 3]}),
+        coverage=pl.DataFrame(
+            {
+                "dataset": ["BBQ", "IAT"],
+                "style": ["closed", "closed"],
+                "questions": [20, 40],
+                "rows": [60, 120],
+                "methods": [3, 3],
+            }
+        ),
         open_verdicts=pl.DataFrame({"method": ["rtn-w8a16"], "rows": [10], "invalid": [10]}),
         text=pl.DataFrame(
-            {"method": ["gptq-w4a16", "gptq-w4a16"], "num_words_base": [10, 20], "num_words_quant": [12, 18],
-             "num_words_diff": [2, -2], "rougeLsum_recall": [0.5, 0.7], "common_prefix_frac": [1.0, 0.5],
-             "max_3gram_rep_diff": [0, 1], "prop_non_english_diff": [0.0, 0.1]}
+            {
+                "method": ["gptq-w4a16", "gptq-w4a16"],
+                "num_words_base": [10, 20],
+                "num_words_quant": [12, 18],
+                "num_words_diff": [2, -2],
+                "rougeLsum_recall": [0.5, 0.7],
+                "common_prefix_frac": [1.0, 0.5],
+                "max_3gram_rep_diff": [0, 1],
+                "prop_non_english_diff": [0.0, 0.1],
+            }
         ),
         drift=pl.DataFrame(
-            {"method": ["rtn-w8a16", "rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8"],
-             "tokens": [100] * 5, "mean_kl": [0.01, 0.1, 0.05, 0.2, 0.03], "median_kl": [0.0] * 5,
-             "p95_kl": [0.0] * 5, "top1_agreement": [1.0] * 5}
+            {
+                "method": ["rtn-w8a16", "rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8"],
+                "tokens": [100] * 5,
+                "mean_kl": [0.01, 0.1, 0.05, 0.2, 0.03],
+                "median_kl": [0.0] * 5,
+                "p95_kl": [0.0] * 5,
+                "top1_agreement": [1.0] * 5,
+            }
         ),
     )
     return ReplicationInputs(**{**base, **overrides})
 
 
 RUN = RunInfo(
-    command="bench/replicate.py --quick", model="smollm2-135m-instruct", model_source="`SmolLM2.gguf`",
-    parameters="134.5M-parameter", native_note="Native is a dequantized Q4_1.",
+    command="bench/replicate.py --quick",
+    model="smollm2-135m-instruct",
+    model_source="`SmolLM2.gguf`",
+    parameters="134.5M-parameter",
+    native_note="Native is a dequantized Q4_1.",
     sizes={"closed datasets": "the first 6 questions of every axis"},
-    timings={"questions": 10.0, "none: checkpoint + closed responses": 20.5}, label="quick run", date="2026-12-02",
+    timings={"questions": 10.0, "none: checkpoint + closed responses": 20.5},
+    label="quick run",
+    date="2026-12-02",
 )
 
 
@@ -136,9 +179,16 @@ def test_drift_checks():
 def test_text_summary_per_method():
     row = text_summary(inputs().text).row(0, named=True)
     assert row == {
-        "method": "gptq-w4a16", "pairs": 2, "words_native": 15.0, "words_quantized": 15.0, "words_change": 0.0,
-        "rougeLsum_recall": pytest.approx(0.6), "common_prefix_frac": 0.75, "identical": 50.0,
-        "max_3gram_rep_change": 0.5, "non_english_change": pytest.approx(0.05),
+        "method": "gptq-w4a16",
+        "pairs": 2,
+        "words_native": 15.0,
+        "words_quantized": 15.0,
+        "words_change": 0.0,
+        "rougeLsum_recall": pytest.approx(0.6),
+        "common_prefix_frac": 0.75,
+        "identical": 50.0,
+        "max_3gram_rep_change": 0.5,
+        "non_english_change": pytest.approx(0.05),
     }
     assert text_summary(pl.DataFrame()).is_empty()
 
@@ -150,8 +200,10 @@ def test_report_shows_our_numbers_next_to_the_paper():
     assert "| response flips, high vs low uncertainty bin | 16.00x pooled; per dataset 5.00–5.00x | 3–11x" in text
     assert "| 4-bit vs 8-bit (RTN W8A16): response flips | 3.50x | 4–6x" in text
     assert "| most responses flipped where the aggregate did not change | 21.0% (IAT) | up to 21%" in text
-    assert ("| largest group worsening / improvement (U→B − B→U) | +7.5% (old, BBQ, RTN W4A16) / "
-            "-3.4% (young, BBQ, GPTQ W4A16) | +18.6% / −14.1%") in text
+    assert (
+        "| largest group worsening / improvement (U→B − B→U) | +7.5% (old, BBQ, RTN W4A16) / "
+        "-3.4% (young, BBQ, GPTQ W4A16) | +18.6% / −14.1%"
+    ) in text
     assert "| low | 40 | 50.0 | 2.5 | 0.0 |" in text  # pooled Table 1
     assert "| IAT | 0.00 | 30.00 | – |" in text  # no low-bin flips: no ratio
     assert "- GPTQ W4A16 < RTN W4A16: yes\n- AWQ W4A16 < RTN W4A16: no\n" in text

@@ -48,7 +48,7 @@ def test_config_hash_changes_with_every_numeric_setting(change: dict) -> None:
 
 
 def test_response_hash_keys_turn_and_reply_without_concatenation_ambiguity() -> None:
-    expected = hashlib.sha256('["Why?","Because."]'.encode()).hexdigest()
+    expected = hashlib.sha256(b'["Why?","Because."]').hexdigest()
     assert response_hash("Why?", "Because.") == expected
     assert response_hash("ab", "c") != response_hash("a", "bc")
 
@@ -88,13 +88,21 @@ def test_inference_defaults_are_greedy_and_reference_sampling_is_what_the_code_r
         "tensor_parallel_size": 1,
         "enforce_eager": True,
     }
-    assert InferenceResource(torch_threads=1).engine_config() == {"device": "cpu", "dtype": "float32", "torch_threads": 1}
+    assert InferenceResource(torch_threads=1).engine_config() == {
+        "device": "cpu",
+        "dtype": "float32",
+        "torch_threads": 1,
+    }
 
 
 def test_request_from_extras_round_trips_the_resource_and_names_missing_keys() -> None:
     extras = {
-        "lake_root": "/lake", "model": "m", "method": "none", "model_store_root": "/models",
-        "datasets": ["BBQ"], **InferenceResource(chunk_rows=8, sample_per_axis=3).to_extras(),
+        "lake_root": "/lake",
+        "model": "m",
+        "method": "none",
+        "model_store_root": "/models",
+        "datasets": ["BBQ"],
+        **InferenceResource(chunk_rows=8, sample_per_axis=3).to_extras(),
     }
     request = RespondRequest.from_extras(json.loads(json.dumps(extras)))  # as Pipes delivers them
     assert (request.chunk_rows, request.sample_per_axis, request.datasets) == (8, 3, ("BBQ",))

@@ -13,7 +13,11 @@ PARTITION = {"model": "tiny", "method": "none"}
 
 def wanted_frame(hashes: list[str], config: str = "c1") -> pl.DataFrame:
     return pl.DataFrame(
-        {"idx": [f"D/a/{i}" for i in range(len(hashes))], "question_hash": hashes, "config_hash": [config] * len(hashes)}
+        {
+            "idx": [f"D/a/{i}" for i in range(len(hashes))],
+            "question_hash": hashes,
+            "config_hash": [config] * len(hashes),
+        }
     )
 
 
@@ -63,27 +67,48 @@ def test_run_resumable_commits_chunks_and_deletes_stale(tmp_path) -> None:
     progress = []
     first = run_resumable(
         wanted_frame(["q1", "q2", "q3", "q4", "q5"]),
-        uri=uri, partition=PARTITION, key=KEY, process_chunk=fake_outputs, chunk_rows=2,
+        uri=uri,
+        partition=PARTITION,
+        key=KEY,
+        process_chunk=fake_outputs,
+        chunk_rows=2,
         on_chunk=progress.append,
     )
     assert (first.new, first.reused, first.failed, first.deleted_stale, first.rows) == (4, 0, 1, 0, 4)
     assert [(p.chunk, p.chunks, p.rows_written, p.rows_failed, p.done) for p in progress] == [
-        (1, 3, 2, 0, 2), (2, 3, 1, 1, 4), (3, 3, 1, 0, 5),
+        (1, 3, 2, 0, 2),
+        (2, 3, 1, 1, 4),
+        (3, 3, 1, 0, 5),
     ]
     assert len(list((tmp_path / "responses" / "D" / "_delta_log").glob("*.json"))) == 3  # one commit per chunk
 
     # another partition of the same table must survive this partition's stale deletion
     lake.append_chunk(
-        pl.DataFrame({"idx": ["x"], "question_hash": ["q1"], "config_hash": ["c0"], "model": ["other"],
-                      "method": ["none"], "answer": ["Q1"]}),
+        pl.DataFrame(
+            {
+                "idx": ["x"],
+                "question_hash": ["q1"],
+                "config_hash": ["c0"],
+                "model": ["other"],
+                "method": ["none"],
+                "answer": ["Q1"],
+            }
+        ),
         uri,
     )
     second = run_resumable(
         wanted_frame(["q1", "q2", "q6"]),
-        uri=uri, partition=PARTITION, key=KEY, process_chunk=fake_outputs, chunk_rows=2,
+        uri=uri,
+        partition=PARTITION,
+        key=KEY,
+        process_chunk=fake_outputs,
+        chunk_rows=2,
     )
     assert (second.new, second.reused, second.failed, second.deleted_stale, second.rows) == (1, 2, 0, 2, 3)
     table = lake.read(uri).sort("model", "question_hash")
     assert table.select("model", "question_hash", "config_hash").rows() == [
-        ("other", "q1", "c0"), ("tiny", "q1", "c1"), ("tiny", "q2", "c1"), ("tiny", "q6", "c1"),
+        ("other", "q1", "c0"),
+        ("tiny", "q1", "c1"),
+        ("tiny", "q2", "c1"),
+        ("tiny", "q6", "c1"),
     ]

@@ -25,7 +25,7 @@ P_LOW = math.exp(-1) / (2 + math.exp(-1))  # 0.15536240...
 def test_geometric_mean_probabilities_are_normalised():
     probs = choice_probabilities(SUMS, COUNTS)
     assert probs.tolist() == pytest.approx([P_HIGH, P_HIGH, P_LOW], abs=1e-15)
-    assert P_HIGH == pytest.approx(0.4223188, abs=1e-7) and P_LOW == pytest.approx(0.1553624, abs=1e-7)
+    assert pytest.approx(0.4223188, abs=1e-7) == P_HIGH and pytest.approx(0.1553624, abs=1e-7) == P_LOW
 
 
 def test_not_a_softmax_over_summed_logprobs():

@@ -9,13 +9,15 @@ def responses(rows):
 
 
 def test_pairs_statistics_differences_and_overlap_by_hand():
-    frame = responses([
-        ("m", "none", "age", "q1", "the cat sat on the mat"),
-        ("m", "rtn-w4a16", "age", "q1", "the cat sat"),
-        ("m", "none", "age", "q2", "hello hello hello"),
-        ("m", "rtn-w4a16", "age", "q2", ""),
-        ("m", "rtn-w4a16", "age", "q3", "no native answer: not paired"),
-    ])
+    frame = responses(
+        [
+            ("m", "none", "age", "q1", "the cat sat on the mat"),
+            ("m", "rtn-w4a16", "age", "q1", "the cat sat"),
+            ("m", "none", "age", "q2", "hello hello hello"),
+            ("m", "rtn-w4a16", "age", "q2", ""),
+            ("m", "rtn-w4a16", "age", "q3", "no native answer: not paired"),
+        ]
+    )
     out = text_pattern_pairs("FMT10K-IM-S", frame).sort("idx")
     assert out["idx"].to_list() == ["q1", "q2"]
     assert out["dataset_group"].to_list() == ["FMT10K", "FMT10K"]
@@ -36,12 +38,14 @@ def test_pairs_statistics_differences_and_overlap_by_hand():
 
 
 def test_each_distinct_answer_counted_once_per_pair_and_latest_row_wins():
-    frame = responses([
-        ("m", "none", "age", "q1", "old answer"),
-        ("m", "none", "age", "q1", "a b c"),  # the later row of the same key replaces the earlier
-        ("m", "rtn-w4a16", "age", "q1", "a b c"),
-        ("m", "rtn-w8a16", "age", "q1", "a b"),
-    ])
+    frame = responses(
+        [
+            ("m", "none", "age", "q1", "old answer"),
+            ("m", "none", "age", "q1", "a b c"),  # the later row of the same key replaces the earlier
+            ("m", "rtn-w4a16", "age", "q1", "a b c"),
+            ("m", "rtn-w8a16", "age", "q1", "a b"),
+        ]
+    )
     out = text_pattern_pairs("CEB-Continuation-S", frame).sort("method")
     assert out["method"].to_list() == ["rtn-w4a16", "rtn-w8a16"]
     assert out["num_words_diff"].to_list() == [0, -1]

@@ -31,7 +31,13 @@ def test_stop_word_list_is_nltk_classic() -> None:
 
 def test_content_tokens_drop_punctuation_and_stop_words() -> None:
     assert content_tokens("Hello, world! Don’t STOP; the cat-dog 42 café.") == [
-        "hello", "world", "stop", "cat", "dog", "42", "café"
+        "hello",
+        "world",
+        "stop",
+        "cat",
+        "dog",
+        "42",
+        "café",
     ]
 
 

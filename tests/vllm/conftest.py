@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 
-
 def vllm_installed() -> bool:
     # Asks for the installed wheel, not `find_spec("vllm")`: pytest puts tests/ on sys.path, where
     # this very folder is an importable namespace package called vllm.
@@ -71,5 +70,10 @@ def real_closed_questions(data_dir: Path) -> list[dict]:
     for name in SCORED_DATASETS:
         frame = load_dataset(get_dataset(name), data_dir).frame
         step = frame.height // QUESTIONS_PER_DATASET
-        rows.extend(frame.gather_every(step).head(QUESTIONS_PER_DATASET).select("dataset", "idx", "prompt", "choices").to_dicts())
+        rows.extend(
+            frame.gather_every(step)
+            .head(QUESTIONS_PER_DATASET)
+            .select("dataset", "idx", "prompt", "choices")
+            .to_dicts()
+        )
     return rows

@@ -45,7 +45,10 @@ def smollm2_folder(tmp_path_factory) -> Path:
         pytest.fail(f"{python}: the main environment is needed to import the GGUF (bash scripts/setup.sh)")
     done = subprocess.run(
         [python, "-c", IMPORT_SCRIPT, str(session_store(tmp_path_factory))],
-        capture_output=True, text=True, timeout=1200, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=REPO_ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -75,7 +78,9 @@ def test_choice_logprobs_agree_on_real_questions(engines, real_closed_questions)
     for row, vllm_question, hf_question in zip(real_closed_questions, vllm_scores, hf_scores, strict=True):
         for vllm_choice, hf_choice in zip(vllm_question, hf_question, strict=True):
             assert vllm_choice.n_tokens == hf_choice.n_tokens
-            np.testing.assert_allclose(vllm_choice.token_logprobs, hf_choice.token_logprobs, atol=TOLERANCE, err_msg=row["idx"])
+            np.testing.assert_allclose(
+                vllm_choice.token_logprobs, hf_choice.token_logprobs, atol=TOLERANCE, err_msg=row["idx"]
+            )
         vllm_probs = choice_probabilities([c.sum_logprob for c in vllm_question], [c.n_tokens for c in vllm_question])
         hf_probs = choice_probabilities([c.sum_logprob for c in hf_question], [c.n_tokens for c in hf_question])
         np.testing.assert_allclose(vllm_probs, hf_probs, atol=TOLERANCE, err_msg=row["idx"])
@@ -89,5 +94,7 @@ def test_greedy_replies_agree_and_the_known_answer_is_paris(engines):
     vllm_replies = vllm.generate(CONVERSATIONS, settings)
     hf_replies = hf.generate(CONVERSATIONS, settings)
     assert [r.text for r in vllm_replies] == [r.text for r in hf_replies]
-    assert [(r.n_new_tokens, r.finish_reason) for r in vllm_replies] == [(r.n_new_tokens, r.finish_reason) for r in hf_replies]
+    assert [(r.n_new_tokens, r.finish_reason) for r in vllm_replies] == [
+        (r.n_new_tokens, r.finish_reason) for r in hf_replies
+    ]
     assert "Paris" in vllm_replies[0].text and vllm_replies[0].finish_reason == "stop"

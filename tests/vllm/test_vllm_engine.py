@@ -27,7 +27,9 @@ GENERATION_CONVERSATIONS = [
 
 
 def choice_sequences(tokenizer, rows: list[dict]) -> list[list[ChoiceSequence]]:
-    return [build_choice_sequences(tokenizer, render_user_prompt(tokenizer, row["prompt"]), row["choices"]) for row in rows]
+    return [
+        build_choice_sequences(tokenizer, render_user_prompt(tokenizer, row["prompt"]), row["choices"]) for row in rows
+    ]
 
 
 def one_forward_per_choice(model_dir: Path, questions: list[list[ChoiceSequence]]) -> list[list[float]]:
@@ -60,7 +62,9 @@ def test_scores_equal_an_independent_transformers_computation(vllm_engine, tiny_
     for row, question, question_scores, question_expected in zip(real_closed_questions, questions, scores, expected):
         assert [score.n_tokens for score in question_scores] == [len(s.token_ids) - s.score_start for s in question]
         assert [score.n_chars for score in question_scores] == [len(choice) for choice in row["choices"]]
-        np.testing.assert_allclose([score.sum_logprob for score in question_scores], question_expected, atol=TOLERANCE, err_msg=row["idx"])
+        np.testing.assert_allclose(
+            [score.sum_logprob for score in question_scores], question_expected, atol=TOLERANCE, err_msg=row["idx"]
+        )
 
 
 def test_probabilities_equal_the_hf_engine(vllm_engine, hf_engine, real_closed_questions):
@@ -74,7 +78,9 @@ def test_probabilities_equal_the_hf_engine(vllm_engine, hf_engine, real_closed_q
         datasets_seen.add(row["dataset"])
         for vllm_choice, hf_choice in zip(vllm_question, hf_question, strict=True):
             assert vllm_choice.n_tokens == hf_choice.n_tokens
-            np.testing.assert_allclose(vllm_choice.token_logprobs, hf_choice.token_logprobs, atol=TOLERANCE, err_msg=row["idx"])
+            np.testing.assert_allclose(
+                vllm_choice.token_logprobs, hf_choice.token_logprobs, atol=TOLERANCE, err_msg=row["idx"]
+            )
         vllm_probs = choice_probabilities([c.sum_logprob for c in vllm_question], [c.n_tokens for c in vllm_question])
         hf_probs = choice_probabilities([c.sum_logprob for c in hf_question], [c.n_tokens for c in hf_question])
         np.testing.assert_allclose(vllm_probs, hf_probs, atol=TOLERANCE, err_msg=row["idx"])
