@@ -386,10 +386,12 @@ def replicate(args: argparse.Namespace) -> int:
 
     sizes = {
         "closed datasets": f"the first {args.closed_per_axis} questions of every axis (all of an axis that has fewer)",
-        "open datasets": f"the first {args.open_per_axis} prompt(s) of every axis; greedy, {args.max_new_tokens} new tokens "
-        f"({args.fmt_tokens_per_turn} per FMT10K turn)",
-        "calibration": f"{args.calibration_samples} benchmark prompts outside the sample, ≤ {args.calibration_max_seq_length} tokens each",
-        "held-out text for KL": f"{args.held_out_texts} other prompts outside the sample, ≤ {args.held_out_tokens} tokens each",
+        "open datasets": f"the first {args.open_per_axis} prompt(s) of every axis; greedy, "
+        f"{args.max_new_tokens} new tokens ({args.fmt_tokens_per_turn} per FMT10K turn)",
+        "calibration": f"{args.calibration_samples} benchmark prompts outside the sample, "
+        f"≤ {args.calibration_max_seq_length} tokens each",
+        "held-out text for KL": f"{args.held_out_texts} other prompts outside the sample, "
+        f"≤ {args.held_out_tokens} tokens each",
         "torch threads": args.threads,
     }
     info = RunInfo(

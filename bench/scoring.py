@@ -168,8 +168,9 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
         f"-> tree is {tree_rate / padded_rate:.2f}x  (max |d sum_logprob| {agreement_padded:.1e})"
     )
     print(
-        f"  achieved {flops / tree_seconds / 1e9:.2f} GFLOP/s (trie tokens x {decoder_flops_per_token(engine.model) / 1e6:.2f} "
-        f"MFLOP/token) vs fp32 matmul peak {peak:.2f} GFLOP/s (best of before/after the run): "
+        f"  achieved {flops / tree_seconds / 1e9:.2f} GFLOP/s "
+        f"(trie tokens x {decoder_flops_per_token(engine.model) / 1e6:.2f} MFLOP/token) "
+        f"vs fp32 matmul peak {peak:.2f} GFLOP/s (best of before/after the run): "
         f"{ideal_seconds / tree_seconds:.0%} of the machine's limit"
     )
     engine.close()

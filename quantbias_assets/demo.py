@@ -321,7 +321,8 @@ def summary() -> str:
             "select uncertainty_bin as bin, sum(n_rows) as rows,"
             " round(100.0 * sum(response_flip * n_rows / 100.0) / sum(n_rows), 1) as response_flip_pct,"
             " round(100.0 * sum(bias_flip * n_rows / 100.0) / sum(n_rows), 1) as bias_flip_pct"
-            " from table1_uncertainty_bins group by 1 order by case bin when 'low' then 0 when 'medium' then 1 else 2 end"
+            " from table1_uncertainty_bins group by 1"
+            " order by case bin when 'low' then 0 when 'medium' then 1 else 2 end"
         )
         tests = table(
             "select method_label as method, count(*) as units, count(p_value) as tested,"

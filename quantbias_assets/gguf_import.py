@@ -155,7 +155,7 @@ def read_gguf_info(path: str | os.PathLike[str], *, with_sha256: bool = True) ->
         name = _field(reader, "general.name")
         context_length = _field(reader, f"{architecture}.context_length") if architecture else None
         special = {token: _field(reader, key) for token, key in SPECIAL_TOKEN_FIELDS.items()}
-    except Exception as error:  # the reader raises ValueError, IndexError, struct errors... on bad bytes
+    except Exception as error:  # noqa: BLE001 - the reader raises ValueError, IndexError, struct errors... on bad bytes
         raise GGUFImportError(
             f"{path}: not a readable GGUF file, corrupt or truncated ({type(error).__name__}: {error})"
         ) from None

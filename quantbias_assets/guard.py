@@ -111,7 +111,8 @@ def guard_conversation(
             {"role": "user", "content": user_turn},
             {"role": "assistant", "content": reply},
         ]
-    return conversation + [
+    return [
+        *conversation,
         {"role": "user", "content": turns[-1]},
         {"role": "assistant", "content": response},
     ]

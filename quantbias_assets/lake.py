@@ -308,7 +308,7 @@ def _with_commit_retries(action: Callable[[], T], uri: str, storage_options: Map
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             return action()
-        except Exception as error:
+        except Exception as error:  # filtered by _is_retryable, re-raised otherwise
             if attempt == COMMIT_ATTEMPTS or not _is_retryable(error):
                 raise
             delay = random.uniform(0.05, 0.2) * attempt

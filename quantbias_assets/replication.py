@@ -404,7 +404,8 @@ This report:
 ```
 
 Without `--quick` the same command runs the full-size replication, sized for about 2 hours on
-2 cores from the scoring speed measured on a quiet machine, not yet timed end to end (every size is an option: `--closed-per-axis`, `--open-per-axis`, `--max-new-tokens`,
+2 cores from the scoring speed measured on a quiet machine, not yet timed end to end (every size is an option:
+`--closed-per-axis`, `--open-per-axis`, `--max-new-tokens`,
 `--fmt-tokens-per-turn`, `--calibration-samples`, `--calibration-max-seq-length`,
 `--held-out-texts`, `--held-out-tokens`; `--help` lists the defaults). Each model gets its own
 `QUANTBIAS_HOME` (`.quantbias/replication/<nickname>`), whose Dagster instance holds every run

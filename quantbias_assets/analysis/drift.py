@@ -130,7 +130,8 @@ def measure_drift(
         quant.close()
         row = summarize_drift(method, np.concatenate(kl_parts), np.concatenate(same_parts))
         log(
-            f"drift {method}: mean KL {row.mean_kl:.5f} nats over {row.tokens} tokens, top-1 agreement {row.top1_agreement:.3f}"
+            f"drift {method}: mean KL {row.mean_kl:.5f} nats over {row.tokens} tokens, "
+            f"top-1 agreement {row.top1_agreement:.3f}"
         )
         rows.append(row)
     native.close()

@@ -112,7 +112,7 @@ def fetch_datasets(
         except FileTooLarge as error:
             report.failed.append(f"{relative}: {error} ({url})")
             continue
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
+        except (TimeoutError, OSError) as error:
             report.failed.append(f"{relative}: {error} ({url})")
             continue
         manifest[relative] = {"status": "present", "sha256": sha256, "bytes": size, "url": url}

@@ -80,7 +80,8 @@ def choice_score_from_logprobs(sequence: ChoiceSequence, token_logprobs: Sequenc
     values = tuple(float(v) for v in token_logprobs)
     if len(values) != len(sequence.token_ids) - sequence.score_start:
         raise ValueError(
-            f"choice sequence: expected {len(sequence.token_ids) - sequence.score_start} token log-probs, got {len(values)}"
+            f"choice sequence: expected {len(sequence.token_ids) - sequence.score_start} token log-probs, "
+            f"got {len(values)}"
         )
     return ChoiceScore(
         sum_logprob=float(sum(values)),

@@ -317,7 +317,8 @@ def generate_conversations(
             active.append(i)
         conversations = [[*histories[i], {"role": "user", "content": turns[i][turn]}] for i in active]
 
-        def failed(position: int, error: Exception) -> None:
+        # `active` is bound now: the fallback calls this within this turn, never later
+        def failed(position: int, error: Exception, active: list[int] = active) -> None:
             replies[active[position]] = None
             on_error(active[position], error)
 
@@ -528,7 +529,8 @@ def respond_dataset(
         rate = p.done / p.seconds if p.seconds > 0 else 0.0
         log_info(
             f"responses/{dataset}: chunk {p.chunk}/{p.chunks} committed: "
-            f"{p.done}/{p.pending} pending questions done ({p.rows_failed} failed in this chunk), {rate:.2f} questions/s"
+            f"{p.done}/{p.pending} pending questions done ({p.rows_failed} failed in this chunk), "
+            f"{rate:.2f} questions/s"
         )
 
     uri = target.uri("responses", dataset)

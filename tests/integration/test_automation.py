@@ -515,7 +515,8 @@ def test_a_killed_run_process_is_failed_by_run_monitoring_and_its_gpu_slot_freed
     started = tmp_path / "step-started"
     env = {**os.environ, "DAGSTER_HOME": str(home), "STEP_STARTED": str(started)}
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-f", str(code), "--select", "model_step"],
+        [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-f", str(code),
+         "--select", "model_step"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

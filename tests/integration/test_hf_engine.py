@@ -263,7 +263,7 @@ def test_checkpoint_generation_defaults_do_not_leak(tiny_model_dir, tmp_path):
     assert penalised.generate(conversation, settings) == plain.generate(conversation, settings)
     tokens, _ = greedy_reference(plain, conversation[0], 16)
     assert plain.generate(conversation, settings)[0].text == plain.tokenizer.decode(tokens, skip_special_tokens=True)
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         HFEngine(tmp_path / "missing")
 
 

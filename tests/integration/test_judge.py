@@ -187,7 +187,7 @@ def test_tiny_guard_verdicts_are_counted_invalid_and_match_the_engine(
 def test_incremental_rejudges_exactly_the_changed_responses(
     lake_with_responses: tuple[str, dict[str, pl.DataFrame]], tiny_model_dir: Path, data_dir: Path
 ) -> None:
-    root, questions = lake_with_responses
+    root, _ = lake_with_responses
     assert judge(root, tiny_model_dir, [SINGLE]).success
     before = read_verdicts(root, SINGLE)
 
@@ -205,7 +205,7 @@ def test_incremental_rejudges_exactly_the_changed_responses(
     md = metadata_of(second)[SINGLE]
     assert (md["rows"], md["new_rows"], md["reused_rows"], md["deleted_stale_rows"]) == (6, 3, 3, 3)
     after = read_verdicts(root, SINGLE)
-    assert after["idx"].to_list() == sorted(ids[:5] + [ids[6]])
+    assert after["idx"].to_list() == sorted([*ids[:5], ids[6]])
     unchanged = ids[:3]
     keep = ["idx", "conversation_hash", "verdict_raw", "created_at"]
     assert (

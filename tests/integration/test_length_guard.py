@@ -190,7 +190,8 @@ def test_the_cap_fails_questions_longer_than_it_and_scores_the_rest(engine, toke
     assert run(cap) == (
         [],
         [
-            f"questions/X: record X/a/0: prompt: {lengths[0]} tokens with its longest choice exceed the max_context_tokens cap of {cap}",
+            f"questions/X: record X/a/0: prompt: {lengths[0]} tokens with its longest choice exceed "
+            f"the max_context_tokens cap of {cap}",
             f"questions/X: record X/a/1: prompt: {prompt_lengths[1]} tokens exceed the max_context_tokens cap of {cap}",
         ],
     )
@@ -223,7 +224,8 @@ def test_generation_counts_max_new_tokens_and_every_turn(engine, tokenizer) -> N
     )
     assert frame["idx"].to_list() == ["X/a/0"]
     assert errors == [
-        f"questions/X: record X/a/1: prompt: {tokens} tokens + max_new_tokens 8 exceed the max_context_tokens cap of {tokens + 7}"
+        f"questions/X: record X/a/1: prompt: {tokens} tokens + max_new_tokens 8 exceed "
+        f"the max_context_tokens cap of {tokens + 7}"
     ]
 
     # multi-turn: the third turn is too long for the model's context; the other conversation finishes
@@ -253,7 +255,8 @@ def test_generation_counts_max_new_tokens_and_every_turn(engine, tokenizer) -> N
     assert frame["idx"].to_list() == ["X/a/0"] and frame["turns_out"].list.len().to_list() == [3]
     assert len(errors) == 1
     found = re.fullmatch(
-        r"questions/X: record X/a/1: turns: turn 3: (\d+) tokens \+ max_new_tokens 2 exceed the model's context of 4096",
+        r"questions/X: record X/a/1: turns: turn 3: (\d+) tokens \+ max_new_tokens 2 exceed"
+        r" the model's context of 4096",
         errors[0],
     )
     assert found, errors[0]

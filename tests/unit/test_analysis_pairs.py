@@ -96,7 +96,8 @@ def test_pairs_join_within_model_and_drop_stale_duplicate_and_bad_rows() -> None
     assert result.n_stale == 1
     assert result.n_errors == 1
     assert result.errors == [
-        "responses/CEB-Recognition-S: record R/2 (a/gptq-w4a16): probs_rounded: length does not match the question's choices"
+        "responses/CEB-Recognition-S: record R/2 (a/gptq-w4a16): probs_rounded: "
+        "length does not match the question's choices"
     ]
     frame = result.frame.sort("idx")
     assert frame.select("model", "method", "idx").rows() == [("a", "gptq-w4a16", "R/0"), ("a", "gptq-w4a16", "R/1")]

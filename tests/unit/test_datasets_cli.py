@@ -32,8 +32,8 @@ def test_check_exits_1_with_the_error_lines(data_dir: Path, tmp_path: Path, caps
     out = capsys.readouterr().out
     assert "CEB-Credit                   999 rows  1 error(s)" in out
     assert (
-        f"closed_datasets/CEB-Credit/age.json: record {records[0]['idx']}: label: expected one of yes, no, got 'perhaps'"
-        in out.splitlines()
+        f"closed_datasets/CEB-Credit/age.json: record {records[0]['idx']}: "
+        "label: expected one of yes, no, got 'perhaps'" in out.splitlines()
     )
 
 

@@ -233,7 +233,8 @@ def test_question_hash_is_sha256_of_dataset_and_canonical_record() -> None:
 def test_axis_is_the_file_stem_not_a_source_field() -> None:
     record = {"idx": "IAT/religion/islam/0", "social_aspect": "islam", "social_groups": ["christian", "muslim"],
               "group_order": ["base", "stigma"], "keyword_order": ["positive", "negative"], "keywords": ["a", "b"],
-              "prompt": "p", "choices": ["w", "x", "y", "z"], "label": ["biased_1", "unbiased_1", "unbiased_2", "biased_2"]}  # fmt: skip
+              "prompt": "p", "choices": ["w", "x", "y", "z"],
+              "label": ["biased_1", "unbiased_1", "unbiased_2", "biased_2"]}  # fmt: skip
     (row,) = load_one("IAT", "religion", [record])
     assert row["axis"] == "religion"
 

@@ -44,7 +44,8 @@ def test_missing_required_field_uses_idx_or_position() -> None:
 
 def test_label_index_out_of_range() -> None:
     bbq = {"idx": "BBQ/age/7", "question_polarity": "neg", "context_condition": "ambig", "stereotyped_groups": ["old"],
-           "prompt": "p", "choices": ["a", "b", "c"], "unknown_label": 3, "answer_label": 3, "target_label": 4}  # fmt: skip
+           "prompt": "p", "choices": ["a", "b", "c"],
+           "unknown_label": 3, "answer_label": 3, "target_label": 4}  # fmt: skip
     (error,) = errors_for("BBQ", {"age": json.dumps([bbq]).encode()})
     assert error == "closed_datasets/BBQ/age.json: record BBQ/age/7: target_label: index 4 out of range 1..3"
     recognition = {"prompt": "p", "label": "toxic", "target": 0, "choices": ["Yes", "No"], "idx": "R/0"}

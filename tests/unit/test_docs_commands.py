@@ -167,7 +167,7 @@ def test_documented_partition_key_parses(where: str, key: str) -> None:
 
 
 def test_the_checks_reject_what_the_docs_used_to_show() -> None:
-    with pytest.raises(ValueError, match="method 'qwen2.5-0.5b-instruct' is not one of"):
+    with pytest.raises(ValueError, match=r"method 'qwen2\.5-0\.5b-instruct' is not one of"):
         check_partition_key("qwen2.5-0.5b-instruct|none")
     with pytest.raises(ValueError, match="method 'model' is not one of"):
         check_partition_key("model|method")

@@ -162,7 +162,8 @@ def test_the_cap_stops_a_body_without_a_length_header(tmp_path: Path) -> None:
     [
         (
             "file:///srv/mirror/data",
-            "base_url: 'file:///srv/mirror/data': expected an http:// or https:// URL; a local file:// mirror needs --allow-file-url",
+            "base_url: 'file:///srv/mirror/data': expected an http:// or https:// URL; "
+            "a local file:// mirror needs --allow-file-url",
         ),
         ("ftp://mirror.example/data", "base_url: 'ftp://mirror.example/data': expected an http:// or https:// URL"),
         ("/srv/mirror/data", "base_url: '/srv/mirror/data': expected an http:// or https:// URL"),

@@ -228,7 +228,7 @@ def test_credential_names_never_reach_a_pod_as_plain_env(name: str) -> None:
 
 def test_plain_env_outside_the_allow_list_is_refused_unless_named() -> None:
     with pytest.raises(
-        ValueError, match="^respond worker pod: env: MY_FEATURE_FLAG: not in the allow-list of plain env names"
+        ValueError, match=r"^respond worker pod: env: MY_FEATURE_FLAG: not in the allow-list of plain env names"
     ):
         worker_pod(WorkerPodConfig(image="img:1", env={"MY_FEATURE_FLAG": "on"}), "respond")
     spec = worker_pod(

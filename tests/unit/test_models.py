@@ -216,7 +216,7 @@ def test_schemes_per_method():
     ],
 )
 def test_invalid_nicknames_are_refused(bad):
-    with pytest.raises(ValueError, match="nickname: .* not a valid model partition key"):
+    with pytest.raises(ValueError, match=r"nickname: .* not a valid model partition key"):
         validate_nickname(bad)
 
 
@@ -480,9 +480,11 @@ def test_staged_folder_refuses_to_replace_a_foreign_folder_and_keeps_its_files(t
 
     # a file where a folder should go, and a foreign checkpoint.json, are refused the same way
     (tmp_path / "file").write_text("data")
-    with pytest.raises(FileExistsError, match="exists and is not a checkpoint folder"):
-        with staged_folder(tmp_path / "file"):
-            pass
+    with (
+        pytest.raises(FileExistsError, match="exists and is not a checkpoint folder"),
+        staged_folder(tmp_path / "file"),
+    ):
+        pass
     (target / "checkpoint.json").write_text(json.dumps({"name": "someone else's"}))
     with pytest.raises(FileExistsError), staged_folder(target):
         pass

@@ -163,7 +163,7 @@ def test_bad_sequences_name_the_question_and_choice(vllm_engine):
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     from quantbias_assets.engines.vllm import VLLMEngine
 
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         VLLMEngine(tmp_path / "absent")
 
 
