@@ -82,7 +82,11 @@ def run_demo(env: dict[str, str]) -> None:
     with log.open("wb") as out:
         demo = subprocess.run(
             [sys.executable, "-m", "quantbias_assets.cli", "demo", "--model", DEMO_MODEL_ARG],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=DEMO_TIMEOUT_S,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=DEMO_TIMEOUT_S,
         )
     assert demo.returncode == 0, f"setup: quantbias demo failed ({demo.returncode}); see {log}"
 
@@ -129,10 +133,8 @@ def stop_process_group(process: subprocess.Popen) -> None:
     """SIGINT to dagster dev's own process group (webserver, daemon, code servers, runs), then SIGKILL."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGINT)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pass
     # Whatever is left of the group (a run's worker, a code server) goes too.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)

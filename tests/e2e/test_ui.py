@@ -139,10 +139,7 @@ def asset_checks(url: str, *path: str) -> dict[str, tuple[bool, str | None]]:
     """Check name -> (blocking, status of its execution for the latest materialization)."""
     node = graphql(url, ASSET_CHECKS, {"key": {"path": list(path)}})["assetNodeOrError"]
     checks = node["assetChecksOrError"]["checks"]
-    return {
-        c["name"]: (c["blocking"], (c["executionForLatestMaterialization"] or {}).get("status"))
-        for c in checks
-    }
+    return {c["name"]: (c["blocking"], (c["executionForLatestMaterialization"] or {}).get("status")) for c in checks}
 
 
 def response_runs(url: str) -> list[dict[str, Any]]:
@@ -170,8 +167,10 @@ def run_errors(url: str, run_id: str) -> str:
 
 def dimension_selector(page: Page, dialog: Locator, dimension: str) -> Locator:
     """The partition picker under the `dimension` heading of the launch dialog."""
-    boxes = dialog.locator("div").filter(has=page.get_by_text(dimension, exact=True)).filter(
-        has=page.get_by_text(PARTITION_PLACEHOLDER)
+    boxes = (
+        dialog.locator("div")
+        .filter(has=page.get_by_text(dimension, exact=True))
+        .filter(has=page.get_by_text(PARTITION_PLACEHOLDER))
     )
     # Boxes holding both are the heading's ancestors; the last one in page order is the innermost.
     return boxes.last.get_by_text(PARTITION_PLACEHOLDER)
@@ -214,7 +213,9 @@ def test_after_the_demo_a_quiet_instance_stays_quiet(page: Page, dagster_dev) ->
     url = dagster_dev.url
     before = all_runs(url)
     assert before and all(run["status"] in TERMINAL_STATUSES for run in before.values())
-    launched = graphql(url, LAUNCH_RUN, {"params": {"selector": {**REPOSITORY, "jobName": observe_dataset_files_job.name}}})
+    launched = graphql(
+        url, LAUNCH_RUN, {"params": {"selector": {**REPOSITORY, "jobName": observe_dataset_files_job.name}}}
+    )
     assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
     observe_id = launched["launchRun"]["run"]["runId"]
     assert wait_until_finished(url, observe_id, RUN_TIMEOUT_S) == "SUCCESS"
