@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--home", type=Path, default=None, help="QUANTBIAS_HOME (default .quantbias/replication/<nickname>)"
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/replication.md"))
+    parser.add_argument("--out", type=lambda text: Path(text).resolve(), default=Path("docs/replication.md").resolve())
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     parser.add_argument(
         "--report-only",
