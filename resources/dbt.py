@@ -35,15 +35,20 @@ def dbt_env(lake_root: str, duckdb_path: str) -> dict[str, str]:
 
 @contextmanager
 def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for a dbt subprocess started inside the block, then restore.
+    """Set environment variables for a dbt subprocess started inside the block, then restore them
+    and the working directory.
 
-    DbtCliResource hands its process a copy of os.environ and takes no env of its own.
+    DbtCliResource hands its process a copy of os.environ and takes no env of its own. dbt's
+    in-process adapter (row counts, column types) chdirs into the project, which would re-anchor
+    every relative path of the rest of the process (e.g. QUANTBIAS_DATA_DIR=../shared/datasets).
     """
     saved = {key: os.environ.get(key) for key in values}
+    working_directory = os.getcwd()
     os.environ.update(values)
     try:
         yield
     finally:
+        os.chdir(working_directory)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

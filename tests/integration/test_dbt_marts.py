@@ -4,6 +4,7 @@ Expected values are computed by hand from the rows written here.
 """
 
 import base64
+import os
 
 import dagster as dg
 import duckdb
@@ -138,10 +139,13 @@ def build_marts(tmp_path):
         ),
     ]
     lake.write_table(pl.DataFrame(rankings), lake.table_uri(root, "analysis", "model_rankings"))
+    working_directory = os.getcwd()
     result = dg.materialize(
         [analysis_marts, paper_figures], resources={"dbt": dbt_resource(), "lake": LakeResource(root=root)}
     )
     assert result.success
+    # dbt's in-process adapter chdirs into the project; the step puts the process back where it was
+    assert os.getcwd() == working_directory
     with duckdb.connect(str(tmp_path / "home" / "warehouse.duckdb"), read_only=True) as con:
         yield con, result
 
