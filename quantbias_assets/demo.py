@@ -38,11 +38,11 @@ class DemoDefaults:
 
 
 # Sized for the 10-minute budget on 2 cores (README): on the real model GPTQ alone takes
-# minutes, each method costs ~4 CPU-minutes (checkpoint, 312 scored questions, 37 open answers
-# of which 10 are 5-turn FMT10K conversations, their verdicts), so it runs the native model and
-# RTN W4A16 with short answers; 8 closed questions per axis (39 axes) populate all three
-# uncertainty bins (measured: 30 low, 39 medium, 243 high).
-REAL_DEFAULTS = DemoDefaults(("none", "rtn-w4a16"), sample=8, open_sample=1, max_new_tokens=16)
+# minutes, each method costs a few CPU-minutes (checkpoint, 216 scored questions, 37 open
+# answers of which 10 are 5-turn FMT10K conversations, their verdicts), so it runs the native
+# model and RTN W4A16 with short answers. 6 closed questions per axis populate all three
+# uncertainty bins (measured in the quick replication run: 22 low, 19 medium, 175 high per method).
+REAL_DEFAULTS = DemoDefaults(("none", "rtn-w4a16"), sample=6, open_sample=1, max_new_tokens=12)
 TINY_DEFAULTS = DemoDefaults(
     ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16"), sample=12, open_sample=12, max_new_tokens=24
 )
