@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,3 +156,15 @@ def weights_digest(folder: str | Path) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         update_with_file(digest, path)
     return digest.hexdigest()
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put a finished staging folder at `target`: the old folder (if any) is renamed aside first,
+    so `target` is always either the old or the new folder, never a half of each."""
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)

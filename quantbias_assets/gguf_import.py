@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quantbias_assets.checkpoint_manifest import weights_digest
+from quantbias_assets.checkpoint_manifest import replace_folder, weights_digest
 from quantbias_assets.hashing import file_sha256
 
 GGUF_SUFFIX = ".gguf"
@@ -308,13 +308,7 @@ def import_gguf(
             "versions": _versions(),
         }
         (staging / IMPORT_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        if target.exists():
-            retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(target, retired)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 import resource
 import shutil
@@ -27,11 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantbias_assets.catalog.methods import QuantMethod, get_method
-from quantbias_assets.catalog.models import is_local_source
+from quantbias_assets.catalog.models import is_local_source, read_model_config
 from quantbias_assets.checkpoint_manifest import (
     MANIFEST_NAME,
     CheckpointManifest,
     read_manifest_file,
+    replace_folder,
     weight_files,
     weights_digest,
     write_manifest_file,
@@ -264,14 +264,7 @@ def check_base_folder(folder: Path) -> None:
 def check_model_files(folder: Path) -> None:
     """Read config.json and every safetensors header, so a broken file fails with its name
     (transformers' own errors for both do not say which file)."""
-    config = folder / "config.json"
-    if config.is_file():
-        try:
-            document = json.loads(config.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"{config}: not valid JSON: {error}") from None
-        if not isinstance(document, dict):
-            raise ValueError(f"{config}: expected a JSON object, got {type(document).__name__}")
+    read_model_config(folder)
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights)
 
@@ -382,13 +375,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    replace_folder(staging, target)
 
 
 def quantize_into(

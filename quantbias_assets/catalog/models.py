@@ -236,7 +236,8 @@ def default_nickname(source: str) -> str:
     return (name.stem if is_gguf_source(source) else name.name).lower()
 
 
-def _local_family(folder: Path) -> str | None:
+def read_model_config(folder: Path) -> dict[str, Any] | None:
+    """A model folder's config.json (None when absent); a broken one fails naming the file."""
     config = folder / "config.json"
     if not config.is_file():
         return None
@@ -246,9 +247,16 @@ def _local_family(folder: Path) -> str | None:
         raise ValueError(f"{config}: not valid JSON: {error}") from None
     if not isinstance(document, dict):
         raise ValueError(f"{config}: expected a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _local_family(folder: Path) -> str | None:
+    document = read_model_config(folder)
+    if document is None:
+        return None
     family = document.get("model_type")
     if family is not None and not isinstance(family, str):
-        raise ValueError(f"{config}: model_type: expected a string, got {family!r}")
+        raise ValueError(f"{folder / 'config.json'}: model_type: expected a string, got {family!r}")
     return family
 
 
