@@ -205,12 +205,13 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     add_parser.set_defaults(handler=add)
 
     from quantbias_assets.catalog.methods import METHOD_SPECS  # plain data, no torch
+    from quantbias_assets.quantize import DEFAULT_GROUP_SIZE  # torch loads only when quantizing
 
     q = sub.add_parser("quantize", help="quantize one model with one method into a folder")
     q.add_argument("--model", required=True, metavar="DIR_OR_ID", help="local folder, hub id or registry nickname")
     q.add_argument("--method", required=True, help=", ".join(METHOD_SPECS))
     q.add_argument("--out", required=True, metavar="DIR")
-    q.add_argument("--group-size", type=int, default=128)
+    q.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE)
     q.add_argument("--calibration", default="reference", help='"reference" or a local .txt / .jsonl file')
     q.add_argument("--calibration-samples", type=int, default=512)
     q.add_argument("--calibration-length", type=int, default=6144)
@@ -317,7 +318,8 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
 
 def register_demo(sub: argparse._SubParsersAction) -> None:
     """`quantbias demo`."""
-    from quantbias_assets.demo import DEMO_GROUP_SIZE, REAL_DEFAULTS, TINY_DEFAULTS
+    from quantbias_assets.demo import REAL_DEFAULTS, TINY_DEFAULTS
+    from quantbias_assets.quantize import DEFAULT_GROUP_SIZE
 
     def demo(args: argparse.Namespace) -> int:
         from quantbias_assets.demo import DemoOptions, run_demo
@@ -367,7 +369,7 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         help="new tokens per open answer / FMT turn (" + defaults(lambda d: d.max_new_tokens) + ")",
     )
     parser.add_argument(
-        "--group-size", type=int, default=DEMO_GROUP_SIZE, help="weight group size of the 4-bit methods"
+        "--group-size", type=int, default=DEFAULT_GROUP_SIZE, help="weight group size of the 4-bit methods"
     )
     parser.add_argument("--guard", help="a local Llama Guard folder (default: the demo model itself)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of each worker")

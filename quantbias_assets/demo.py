@@ -20,6 +20,7 @@ import polars as pl
 
 from quantbias_assets import settings
 from quantbias_assets.catalog.methods import validate_methods
+from quantbias_assets.quantize import DEFAULT_GROUP_SIZE
 
 TINY_MODEL = "tiny"
 TINY_NICKNAME = "tiny-demo"
@@ -47,8 +48,6 @@ TINY_DEFAULTS = DemoDefaults(
     ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16"), sample=12, open_sample=12, max_new_tokens=24
 )
 DEMO_METHODS = REAL_DEFAULTS.methods
-# The 4-bit weight group: SmolLM2's hidden size 576 is not a multiple of the usual 128.
-DEMO_GROUP_SIZE = 64
 
 
 @dataclass
@@ -62,7 +61,7 @@ class DemoOptions:
     sample: int | None = None
     open_sample: int | None = None
     max_new_tokens: int | None = None
-    group_size: int = DEMO_GROUP_SIZE
+    group_size: int = DEFAULT_GROUP_SIZE
     guard: str | None = None
     # One thread per worker: on a 2-core machine two threads thrash as soon as anything else
     # runs.
@@ -178,7 +177,7 @@ def calibration_file(data_dir: Path) -> Path:
 RUN_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def checkpoint_run_config(calibration: Path, group_size: int = DEMO_GROUP_SIZE) -> dict:
+def checkpoint_run_config(calibration: Path, group_size: int = DEFAULT_GROUP_SIZE) -> dict:
     """GPTQ calibrates on a small local text here (the hub's calibration set is unreachable)."""
     checkpoint = {
         "calibration_source": str(calibration),
@@ -244,7 +243,8 @@ def run_demo(options: DemoOptions) -> int:
     worker_config = checkpoint_run_config(calibration_file(data_dir), options.group_size)
     say(
         f"data: {data_dir}; model: {nickname} ({source}); methods: {', '.join(options.methods)} "
-        f"(4-bit group size {options.group_size}); sample per axis: {options.sample} closed, "
+        f"(4-bit group size {options.group_size}, or the largest power of two below it that fits the layers); "
+        f"sample per axis: {options.sample} closed, "
         f"{options.open_sample} open questions; max_new_tokens: {options.max_new_tokens} per answer "
         f"(FMT10K: per turn); torch threads: {options.torch_threads}; DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     )

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quantbias_assets.checkpoint_manifest import replace_folder, weights_digest
+from quantbias_assets.checkpoint_manifest import installed_versions, replace_folder, weights_digest
 from quantbias_assets.hashing import file_sha256
 
 GGUF_SUFFIX = ".gguf"
@@ -257,14 +257,6 @@ def dequantize_into(info: GGUFInfo, out_dir: Path, dtype: str = "float32") -> No
     tokenizer.save_pretrained(out_dir)
 
 
-def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("gguf", "torch", "transformers"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return versions
-
-
 def import_gguf(
     path: str | os.PathLike[str],
     store_root: str | os.PathLike[str],
@@ -305,7 +297,7 @@ def import_gguf(
             "dtype": dtype,
             "weights_digest": digest,
             "import_version": IMPORT_VERSION,
-            "versions": _versions(),
+            "versions": installed_versions(("gguf", "torch", "transformers")),
         }
         (staging / IMPORT_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         replace_folder(staging, target)

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from quantbias_assets.catalog.models import is_local_source, read_model_config
 from quantbias_assets.checkpoint_manifest import (
     MANIFEST_NAME,
     CheckpointManifest,
+    installed_versions,
     read_manifest_file,
     replace_folder,
     weight_files,
@@ -233,14 +233,6 @@ def awq_cpu_pin_memory_fix() -> Iterator[bool]:
 
 
 # ---------------------------------------------------------------- building checkpoints
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for package in VERSIONED_PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[package] = metadata.version(package)
-    return versions
 
 
 def folder_size(folder: Path) -> int:
@@ -482,7 +474,7 @@ def build_checkpoint(
         "model": request.model,
         "method": request.method,
         "trust_remote_code": request.trust_remote_code,
-        "versions": library_versions(),
+        "versions": installed_versions(VERSIONED_PACKAGES),
         **request.base_provenance,
     }
     base_folder = resolve_base_folder(request)

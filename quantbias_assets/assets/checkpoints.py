@@ -16,6 +16,7 @@ from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
 from quantbias_assets.catalog.methods import METHOD_SPECS
 from quantbias_assets.catalog.models import get_model
 from quantbias_assets.partitions import model_and_method, model_method_partitions
+from quantbias_assets.quantize import DEFAULT_GROUP_SIZE
 
 # Bump when the worker builds different checkpoints from the same inputs.
 CHECKPOINT_CODE_VERSION = "1"
@@ -25,7 +26,10 @@ CALIBRATION_SOURCE_ENV = "QUANTBIAS_CALIBRATION_SOURCE"
 class CheckpointConfig(dg.Config):
     """Quantization settings; all of them are recorded in the checkpoint manifest."""
 
-    group_size: int = Field(default=128, description="weight group size of the 4-bit methods")
+    group_size: int = Field(
+        default=DEFAULT_GROUP_SIZE,
+        description="weight group size of the 4-bit methods (a smaller power of two where it does not divide a layer)",
+    )
     calibration_source: str = Field(
         default_factory=lambda: os.environ.get(CALIBRATION_SOURCE_ENV, "reference"),
         description='"reference" (hub calibration set) or a local .txt/.jsonl file',

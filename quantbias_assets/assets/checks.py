@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from quantbias_assets.assets.datasets import _column_schema, _markdown_table
+from quantbias_assets.assets.table_metadata import column_schema, markdown_preview
 
 PROBABILITY_TOLERANCE = 1e-6
 PREVIEW_ROWS = 5
@@ -167,7 +167,7 @@ def check_results(
 
 def schema_metadata(schema: pl.Schema) -> dict[str, object]:
     """The column schema of a worker table, for its asset definition."""
-    return {"dagster/column_schema": _column_schema(pl.DataFrame(schema=schema))}
+    return {"dagster/column_schema": column_schema(pl.DataFrame(schema=schema))}
 
 
 def table_metadata(uri: str, partition: pl.DataFrame, preview_columns: Sequence[str]) -> dict[str, object]:
@@ -175,7 +175,7 @@ def table_metadata(uri: str, partition: pl.DataFrame, preview_columns: Sequence[
     return {
         "dagster/uri": dg.MetadataValue.path(uri),
         "partition_rows": dg.MetadataValue.int(partition.height),
-        "preview": dg.MetadataValue.md(_markdown_table(partition.select(preview_columns).head(PREVIEW_ROWS))),
+        "preview": dg.MetadataValue.md(markdown_preview(partition.select(preview_columns).head(PREVIEW_ROWS))),
     }
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 
 from quantbias_assets import settings
+from quantbias_assets.assets.table_metadata import column_schema, markdown_preview
 from quantbias_assets.catalog.datasets import (
     DATASETS,
     DatasetLoad,
@@ -25,13 +26,11 @@ from quantbias_assets.catalog.datasets import (
     load_dataset,
 )
 from quantbias_assets.hashing import file_sha256
-from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
 GROUP_NAME = "datasets"
 QUESTIONS_CODE_VERSION = "questions-v1"
 PREVIEW_ROWS = 5
-PREVIEW_TEXT_CHARS = 60
 PREVIEW_COLUMNS = {
     "closed": ("idx", "axis", "group", "prompt", "choices", "choice_labels"),
     "open": ("idx", "axis", "group", "prompt", "turns"),
@@ -44,15 +43,6 @@ def dataset_files_key(name: str) -> dg.AssetKey:
 
 def questions_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["questions", name])
-
-
-def _markdown_table(frame: pl.DataFrame) -> str:
-    """A preview: values as stored, long texts cut to PREVIEW_TEXT_CHARS."""
-    return markdown_table(frame, None, max_chars=PREVIEW_TEXT_CHARS)
-
-
-def _column_schema(frame: pl.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()])
 
 
 def table_content_hash(frame: pl.DataFrame) -> str:
@@ -113,15 +103,15 @@ def questions_metadata(load: DatasetLoad, source_version: str, uri: str) -> dict
     preview = frame.select(PREVIEW_COLUMNS[load.spec.style]).head(PREVIEW_ROWS)
     return {
         "dagster/row_count": dg.MetadataValue.int(frame.height),
-        "dagster/column_schema": _column_schema(frame),
+        "dagster/column_schema": column_schema(frame),
         "dagster/uri": dg.MetadataValue.path(uri),
         "rows": dg.MetadataValue.int(frame.height),
-        "rows_per_axis": dg.MetadataValue.md(_markdown_table(rows_per_axis)),
+        "rows_per_axis": dg.MetadataValue.md(markdown_preview(rows_per_axis)),
         "axes_present": dg.MetadataValue.json(list(load.axes_present)),
         "axes_absent": dg.MetadataValue.json(list(load.axes_absent)),
         "style": dg.MetadataValue.text(load.spec.style),
         "source_data_version": dg.MetadataValue.text(source_version),
-        "preview": dg.MetadataValue.md(_markdown_table(preview)),
+        "preview": dg.MetadataValue.md(markdown_preview(preview)),
     }
 
 

@@ -14,7 +14,7 @@ import polars as pl
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 
 from quantbias_assets import settings
-from quantbias_assets.assets.datasets import _markdown_table
+from quantbias_assets.assets.table_metadata import markdown_preview
 from resources.dbt import dbt_env, dbt_project, ensure_manifest, temporary_env
 from resources.lake import LakeResource
 
@@ -40,7 +40,7 @@ def preview(invocation: DbtCliInvocation, unique_id: str) -> dg.MetadataValue:
     with invocation.adapter.connection_named(f"preview_{unique_id}"):
         _, table = invocation.adapter.execute(f"select * from {relation} limit {PREVIEW_ROWS}", fetch=True)
     rows = [[None if value is None else str(value) for value in row] for row in table.rows]
-    return dg.MetadataValue.md(_markdown_table(pl.DataFrame(rows, schema=list(table.column_names), orient="row")))
+    return dg.MetadataValue.md(markdown_preview(pl.DataFrame(rows, schema=list(table.column_names), orient="row")))
 
 
 def with_preview(events: Iterator[Any], invocation: DbtCliInvocation) -> Iterator[Any]:
