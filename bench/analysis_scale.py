@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -200,11 +201,21 @@ def analyse(root: str) -> None:
     os.environ["QUANTBIAS_HOME"] = os.path.join(os.path.dirname(root), "home")  # the dbt warehouse goes here
     resources = {"lake": LakeResource(root=root), "dbt": dbt_resource()}
     analysis_assets = [*analysis_assets, model_rankings]
+    instance = dg.DagsterInstance.ephemeral()
+    models = sorted(
+        set().union(*(lake.read(str(table), columns=["model"])["model"] for table in Path(root, "responses").iterdir()))
+    )
+    instance.add_dynamic_partitions("model", models)
     total, total_cpu = time.perf_counter(), time.process_time()
     for key in (PAIRED_RESPONSES_KEY, BIAS_TESTS_KEY, MODEL_RANKINGS_KEY):
         start, cpu = time.perf_counter(), time.process_time()
-        result = dg.materialize(analysis_assets, selection=[key], resources=resources)
-        assert result.success
+        # the pairs are one partition per model; the tests and rankings span all models
+        partitions = models if key == PAIRED_RESPONSES_KEY else [None]
+        for partition in partitions:
+            result = dg.materialize(
+                analysis_assets, selection=[key], partition_key=partition, instance=instance, resources=resources
+            )
+            assert result.success
         rows = lake.read(lake.table_uri(root, *key.path)).height
         print(
             f"{'/'.join(key.path)}: {time.perf_counter() - start:.1f} s "
@@ -217,7 +228,7 @@ def analyse(root: str) -> None:
         f"significant {tests['is_significant'].sum():,}"
     )
     start = time.perf_counter()
-    assert dg.materialize([analysis_marts], resources=resources).success
+    assert dg.materialize([analysis_marts], instance=instance, resources=resources).success
     dbt_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"dbt build (marts + data tests): {time.perf_counter() - start:.1f} s, dbt peak RSS {dbt_peak:.2f} GB")
     print(

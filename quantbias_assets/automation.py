@@ -60,8 +60,10 @@ def refresh_existing_partitions() -> dg.AutomationCondition:
     ).with_label("refresh_existing_partitions")
 
 
-# Tables the analysis scans across all their partitions, skipping what is absent.
-SCANNED_LAKE_TABLES = dg.AssetSelection.key_prefixes("questions", "responses", "verdicts")
+# Partitioned tables that the assets below them scan across all their partitions, skipping what
+# is absent: the model x method worker tables and the per-model analysis tables.
+PER_MODEL_ANALYSIS = dg.AssetSelection.keys(["analysis", "paired_responses"], ["analysis", "text_patterns"])
+SCANNED_LAKE_TABLES = dg.AssetSelection.key_prefixes("questions", "responses", "verdicts") | PER_MODEL_ANALYSIS
 QUESTION_TABLES = dg.AssetSelection.key_prefixes("questions")
 
 
@@ -100,7 +102,15 @@ def condition_for(key: dg.AssetKey, has_deps: bool = True) -> dg.AutomationCondi
         return refresh_over_existing_partitions()
     if not has_deps:
         return build_once_when_missing()
-    return dg.AutomationCondition.eager()
+    return eager_over_existing_partitions()
+
+
+def eager_over_existing_partitions() -> dg.AutomationCondition:
+    """`eager`, except that an absent partition of a scanned table does not block: a mart over
+    `analysis/paired_responses` would otherwise wait for every registered model's analysis."""
+    return dg.AutomationCondition.eager().replace(
+        "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(SCANNED_LAKE_TABLES)
+    )
 
 
 def with_automation(assets: Iterable[dg.AssetsDefinition | dg.AssetSpec]) -> Sequence:

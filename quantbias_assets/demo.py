@@ -212,6 +212,7 @@ def run_demo(options: DemoOptions) -> int:
 
     import definitions
     from quantbias_assets.assets.responses import response_key
+    from quantbias_assets.automation import PER_MODEL_ANALYSIS
     from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
@@ -290,11 +291,21 @@ def run_demo(options: DemoOptions) -> int:
             run_config=RUN_LOGGING,
             partition_key=partition_key(nickname, method),
         )
-    analysis = dg.AssetSelection.groups("analysis")
+    per_model = PER_MODEL_ANALYSIS.resolve(definitions.defs.resolve_asset_graph())
     materialize(
-        "analysis, dbt marts, figures",
+        f"{nickname}: paired responses, text patterns",
         assets,
-        analysis,
+        dg.AssetSelection.keys(*per_model),
+        options,
+        instance=instance,
+        resources=resources,
+        run_config=RUN_LOGGING,
+        partition_key=nickname,
+    )
+    materialize(
+        "bias tests, rankings, dbt marts, figures",
+        assets,
+        dg.AssetSelection.groups("analysis") - dg.AssetSelection.keys(*per_model),
         options,
         instance=instance,
         resources=resources,

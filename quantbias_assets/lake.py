@@ -109,17 +109,33 @@ def replace_partition(
     storage_options: Mapping[str, str] | None = None,
 ) -> None:
     """Replace exactly the (model, method) partition with `df`; other partitions are untouched."""
-    _require_single_partition(df, model=model, method=method)
+    replace_rows(df, uri, {"model": model, "method": method}, partition_by=PARTITION_COLUMNS,
+                 storage_options=storage_options)  # fmt: skip
+
+
+def replace_rows(
+    df: pl.DataFrame,
+    uri: str,
+    where: Mapping[str, str],
+    *,
+    partition_by: Sequence[str] = (),
+    storage_options: Mapping[str, str] | None = None,
+) -> None:
+    """Replace the rows matching `where` (column = value) with `df` in one commit; other rows are
+    untouched. Every row of `df` must match `where`; an empty `df` deletes the matching rows."""
+    _require_partition(df, where)
     if not table_exists(uri, storage_options):
-        append_chunk(df, uri, storage_options=storage_options)
+        if partition_by:
+            append_chunk(df, uri, partition_by=partition_by, storage_options=storage_options)
+        else:
+            write_table(df, uri, storage_options=storage_options)
         return
-    predicate = equality_predicate({"model": model, "method": method})
+    options: dict[str, object] = {"predicate": equality_predicate(where)}
+    if partition_by:
+        options["partition_by"] = list(partition_by)
     _with_commit_retries(
         lambda: df.write_delta(
-            uri,
-            mode="overwrite",
-            storage_options=_options(storage_options),
-            delta_write_options={"partition_by": list(PARTITION_COLUMNS), "predicate": predicate},
+            uri, mode="overwrite", storage_options=_options(storage_options), delta_write_options=options
         ),
         uri,
         storage_options,

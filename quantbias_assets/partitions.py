@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from quantbias_assets.catalog.methods import METHOD_KEYS
@@ -12,6 +14,11 @@ METHODS = METHOD_KEYS  # the method catalog's keys, in its order
 model_partitions = dg.DynamicPartitionsDefinition(name="model")
 method_partitions = dg.StaticPartitionsDefinition(list(METHODS))
 model_method_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "method": method_partitions})
+
+# A per-model asset (the analysis of one model) reads every method partition of that model.
+with warnings.catch_warnings():  # its beta notice would open every CLI command's output
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    PER_MODEL = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="model")
 
 
 def partition_key(model: str, method: str) -> dg.MultiPartitionKey:

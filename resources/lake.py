@@ -31,6 +31,9 @@ class LakeResource(dg.ConfigurableResource):
     def replace_partition(self, df: pl.DataFrame, uri: str, *, model: str, method: str) -> None:
         lake.replace_partition(df, uri, model=model, method=method, storage_options=self.storage_options)
 
+    def replace_rows(self, df: pl.DataFrame, uri: str, where: Mapping[str, str]) -> None:
+        lake.replace_rows(df, uri, where, storage_options=self.storage_options)
+
     def append_chunk(self, df: pl.DataFrame, uri: str, *, partition_by: Sequence[str] = lake.PARTITION_COLUMNS) -> None:
         lake.append_chunk(df, uri, partition_by=partition_by, storage_options=self.storage_options)
 

@@ -1,9 +1,14 @@
 """Analysis assets: `analysis/paired_responses` (native vs quantized rows with flips, flags and
 uncertainty bins) and `analysis/bias_tests` (per-unit aggregate metrics and tests of change).
 
-Both are unpartitioned Delta tables over ALL (model, method) partitions of the response and
-verdict tables, which are read with lazy Delta scans (the IO manager cannot load several
-multi-partitions at once). The computation lives in `quantbias_assets.analysis`.
+`analysis/paired_responses` is partitioned by model: a partition pairs every method of one model
+with that model's native answers, reading the model's rows of the response and verdict tables
+with lazy Delta scans (the IO manager cannot load several multi-partitions at once). A model
+partition depends on the 8 method partitions of each of its 24 tables, so Dagster's staleness
+check reads ~200 partition versions for one model's page and none for the asset as a whole
+(unpartitioned, it read every partition of every model: 1,920 with 10 models). `analysis/bias_tests`
+is one unpartitioned table over all models (its Benjamini–Hochberg family is every unit).
+The computation lives in `quantbias_assets.analysis`.
 """
 
 from typing import Literal
@@ -17,6 +22,7 @@ from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs, flip_rates
 from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
 from quantbias_assets.catalog.datasets import DATASETS, dataset_style, open_datasets
 from quantbias_assets.markdown import markdown_table
+from quantbias_assets.partitions import PER_MODEL, model_partitions
 from resources.lake import LakeResource
 
 GROUP_NAME = "analysis"
@@ -63,14 +69,14 @@ class BiasTestConfig(dg.Config):
         )
 
 
-def _read(lake: LakeResource, key: tuple[str, ...], wanted: tuple[str, ...]) -> pl.DataFrame:
-    scan = lake.scan(lake.uri(*key))
+def _read(lake: LakeResource, key: tuple[str, ...], wanted: tuple[str, ...], model: str | None = None) -> pl.DataFrame:
+    scan = lake.scan(lake.uri(*key), filters=None if model is None else {"model": model})
     present = [column for column in wanted if column in scan.collect_schema().names()]
     return scan.select(present).collect()
 
 
 def _dataset_pairs(
-    lake: LakeResource, dataset: str, config: PairsConfig
+    lake: LakeResource, dataset: str, model: str, config: PairsConfig
 ) -> tuple[pl.DataFrame | None, list[str], int, int]:
     """(pairs or None when the dataset has no tables yet, error lines, bad rows, stale rows)."""
     closed = dataset_style(dataset) == "closed"
@@ -78,10 +84,10 @@ def _dataset_pairs(
     if not all(lake.exists(lake.uri(*key)) for key in keys[:2]):
         return None, [], 0, 0
     questions = _read(lake, ("questions", dataset), QUESTION_COLUMNS)
-    responses = _read(lake, ("responses", dataset), CLOSED_RESPONSE_COLUMNS if closed else OPEN_RESPONSE_COLUMNS)
+    responses = _read(lake, ("responses", dataset), CLOSED_RESPONSE_COLUMNS if closed else OPEN_RESPONSE_COLUMNS, model)
     verdicts = None
     if not closed and lake.exists(lake.uri("verdicts", dataset)):
-        verdicts = _read(lake, ("verdicts", dataset), VERDICT_COLUMNS)
+        verdicts = _read(lake, ("verdicts", dataset), VERDICT_COLUMNS, model)
     result = build_pairs(
         dataset,
         responses,
@@ -96,22 +102,24 @@ def _dataset_pairs(
 @dg.asset(
     key=PAIRED_RESPONSES_KEY,
     deps=[dg.AssetKey(["questions", name]) for name in ANALYSED_DATASETS]
-    + [dg.AssetKey(["responses", name]) for name in ANALYSED_DATASETS]
-    + [dg.AssetKey(["verdicts", name]) for name in OPEN_DATASETS],
+    + [dg.AssetDep(dg.AssetKey(["responses", name]), partition_mapping=PER_MODEL) for name in ANALYSED_DATASETS]
+    + [dg.AssetDep(dg.AssetKey(["verdicts", name]), partition_mapping=PER_MODEL) for name in OPEN_DATASETS],
+    partitions_def=model_partitions,
     group_name=GROUP_NAME,
-    code_version="paired-responses-v1",
+    code_version="paired-responses-v2",
     kinds={"delta", "polars"},
-    description="Every quantized answer paired with its model's native answer: flips, bias flags, "
-    "uncertainty bins (docs/schemas.md, docs/analysis.md).",
+    description="Every quantized answer of one model paired with the model's native answer: flips, "
+    "bias flags, uncertainty bins (docs/schemas.md, docs/analysis.md).",
 )
 def paired_responses(
     context: dg.AssetExecutionContext, config: PairsConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
+    model = context.partition_key
     frames, errors, missing, per_dataset = [], [], [], []
     n_bad = n_stale = 0
     for dataset in ANALYSED_DATASETS:
         try:
-            frame, dataset_errors, dataset_bad, dataset_stale = _dataset_pairs(lake, dataset, config)
+            frame, dataset_errors, dataset_bad, dataset_stale = _dataset_pairs(lake, dataset, model, config)
         except (pl.exceptions.PolarsError, ValueError, KeyError) as error:
             # one unreadable table must not stop the other datasets
             errors.append(f"responses/{dataset}: {type(error).__name__}: {error}")
@@ -126,11 +134,11 @@ def paired_responses(
         per_dataset.append((dataset, frame.height, dataset_bad, dataset_stale))
     pairs = pl.concat(frames) if frames else pl.DataFrame(schema=PAIR_SCHEMA)
     uri = lake.uri(*PAIRED_RESPONSES_KEY.path)
-    lake.write_table(pairs, uri)
+    lake.replace_rows(pairs, uri, {"model": model})  # the other models' rows stay
     for line in errors:
         context.log.warning(line)
     if missing:
-        context.log.info(f"no responses yet for: {', '.join(missing)}")
+        context.log.info(f"{model}: no responses yet for: {', '.join(missing)}")
     rows_table = pl.DataFrame(per_dataset, schema=["dataset", "paired_rows", "bad_rows", "stale_rows"], orient="row")
     invalid = pairs.filter(pl.col("is_biased_base").is_null() | pl.col("is_biased_quant").is_null()).height
     return dg.MaterializeResult(

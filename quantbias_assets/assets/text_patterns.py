@@ -2,7 +2,8 @@
 
 Words, repeated n-grams, non-English share, ROUGE-Lsum and the common word prefix of every
 quantized answer against its native answer (the paper's supplementary text figures), computed
-in the orchestrator from the response tables: no model involved.
+in the orchestrator from the response tables: no model involved. Partitioned by model, like
+`analysis/paired_responses`, so its status never reads every partition of every model.
 """
 
 import dagster as dg
@@ -10,7 +11,9 @@ import polars as pl
 
 from quantbias_assets.analysis.text_patterns import text_pattern_pairs
 from quantbias_assets.assets.analysis import GROUP_NAME, OPEN_DATASETS
+from quantbias_assets.lake import equality_predicate
 from quantbias_assets.markdown import markdown_table
+from quantbias_assets.partitions import PER_MODEL, model_partitions
 from resources.lake import LakeResource
 
 TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])
@@ -18,27 +21,33 @@ TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])
 
 @dg.asset(
     key=TEXT_PATTERNS_KEY,
-    deps=[dg.AssetKey(["responses", name]) for name in OPEN_DATASETS],
+    deps=[dg.AssetDep(dg.AssetKey(["responses", name]), partition_mapping=PER_MODEL) for name in OPEN_DATASETS],
+    partitions_def=model_partitions,
     group_name=GROUP_NAME,
-    code_version="text-patterns-v1",
+    code_version="text-patterns-v2",
     kinds={"delta", "polars"},
     description="Per open-ended answer pair: word count, n-gram repetition and non-English share "
     "of both answers and their change, ROUGE-Lsum and the longest common word prefix.",
 )
 def text_patterns(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    model = context.partition_key
     frames, missing = [], []
     for dataset in OPEN_DATASETS:
         uri = lake.uri("responses", dataset)
         if not lake.exists(uri):
             missing.append(dataset)
             continue
-        responses = lake.read(uri, columns=["model", "method", "axis", "idx", "response", "created_at"])
+        responses = lake.read(
+            uri, filters={"model": model}, columns=["model", "method", "axis", "idx", "response", "created_at"]
+        )
         frames.append(text_pattern_pairs(dataset, responses.sort("created_at")))
         context.log.info(f"{dataset}: {frames[-1].height} answer pairs measured")
     pairs = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
     uri = lake.uri(*TEXT_PATTERNS_KEY.path)
     if not pairs.is_empty():
-        lake.write_table(pairs, uri)
+        lake.replace_rows(pairs, uri, {"model": model})  # the other models' rows stay
+    elif lake.exists(uri):
+        lake.delete_where(uri, equality_predicate({"model": model}))
     per_dataset = (
         pairs.group_by("dataset_group", "method")
         .agg(

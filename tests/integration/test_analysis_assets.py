@@ -127,8 +127,29 @@ def verdicts(method: str, questions: pl.DataFrame, unsafe: set[int], invalid: se
     )  # fmt: skip
 
 
-def metadata_of(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict:
-    return next(e.materialization.metadata for e in result.get_asset_materialization_events() if e.asset_key == key)
+def metadata_of(results: list[dg.ExecuteInProcessResult], key: dg.AssetKey) -> dict:
+    events = [event for result in results for event in result.get_asset_materialization_events()]
+    return next(event.materialization.metadata for event in events if event.asset_key == key)
+
+
+def materialize_analysis(lake_root: str, models: tuple[str, ...] = (MODEL,)) -> list[dg.ExecuteInProcessResult]:
+    """Each model's pairs (its partition), then the tests over all models, as the demo runs them."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("model", list(models))
+    resources = {"lake": LakeResource(root=lake_root)}
+    results = [
+        dg.materialize(
+            analysis_assets,
+            selection=[PAIRED_RESPONSES_KEY],
+            partition_key=model,
+            instance=instance,
+            resources=resources,
+        )
+        for model in models
+    ]
+    results.append(dg.materialize(analysis_assets, selection=[BIAS_TESTS_KEY], instance=instance, resources=resources))
+    assert all(result.success for result in results)
+    return results
 
 
 @pytest.fixture
@@ -154,8 +175,7 @@ def lake_root(tmp_path: Path) -> str:
 
 
 def test_materialize_paired_responses_and_bias_tests(lake_root: str) -> None:
-    result = dg.materialize(analysis_assets, resources={"lake": LakeResource(root=lake_root)})
-    assert result.success
+    result = materialize_analysis(lake_root)
 
     pairs = lake.read(lake.table_uri(lake_root, *PAIRED_RESPONSES_KEY.path))
     # Jigsaw: 60 questions x 2 quantized methods; FMT10K: 12 x 1
@@ -196,9 +216,32 @@ def test_a_broken_response_table_does_not_stop_the_other_datasets(lake_root: str
     # responses of FMT10K without their response_hash column: that dataset is reported, Jigsaw still pairs
     uri = lake.table_uri(lake_root, "responses", "FMT10K-IM-S")
     lake.write_table(lake.read(uri).drop("response_hash"), uri, partition_by=("model", "method"))
-    result = dg.materialize(analysis_assets, resources={"lake": LakeResource(root=lake_root)})
-    assert result.success
+    result = materialize_analysis(lake_root)
     pairs = lake.read(lake.table_uri(lake_root, *PAIRED_RESPONSES_KEY.path))
     assert pairs["dataset"].unique().to_list() == ["CEB-Jigsaw"]
     errors = metadata_of(result, PAIRED_RESPONSES_KEY)["errors"].value
     assert "responses/FMT10K-IM-S" in errors and "response_hash" in errors
+
+
+def test_a_model_partition_replaces_only_that_models_pairs(lake_root: str) -> None:
+    """A second model's partition adds its pairs next to the first's; re-running the first
+    replaces its rows (no duplicates); a model without responses leaves no rows."""
+    other = "llama-3.2-1b-instruct"
+    uri = lake.table_uri(lake_root, "responses", "CEB-Jigsaw")
+    jigsaw = lake.read(uri, filters={"model": MODEL})
+    for method in ("none", "rtn-w4a16"):
+        rows = jigsaw.filter(pl.col("method") == method).with_columns(model=pl.lit(other))
+        lake.replace_partition(rows, uri, model=other, method=method)
+    materialize_analysis(lake_root, models=(MODEL, other, "no-responses-yet"))
+    materialize_analysis(lake_root, models=(MODEL,))
+    pairs = lake.read(lake.table_uri(lake_root, *PAIRED_RESPONSES_KEY.path))
+    assert pairs.group_by("model", "dataset").len().sort("model", "dataset").rows() == [
+        (other, "CEB-Jigsaw", 60),  # 60 questions x rtn-w4a16
+        (MODEL, "CEB-Jigsaw", 120),
+        (MODEL, "FMT10K-IM-S", 12),
+    ]
+    tests = lake.read(lake.table_uri(lake_root, *BIAS_TESTS_KEY.path))
+    assert tests.filter(pl.col("model") == other).select("method", "axis").sort("axis").rows() == [
+        ("rtn-w4a16", "gender"),
+        ("rtn-w4a16", "race"),
+    ]

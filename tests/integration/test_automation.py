@@ -204,6 +204,7 @@ def test_broken_registry_fails_the_tick_naming_file_record_and_field(defs, insta
 MODELS = ("tiny-a", "tiny-b")
 ANALYSIS_KEYS = {dg.AssetKey(["analysis", name]) for name in ("paired_responses", "bias_tests", "model_rankings")}
 TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])  # reads the open datasets' responses only
+PAIRED_RESPONSES_KEY = dg.AssetKey(["analysis", "paired_responses"])  # partitioned by model
 SEED_KEY = dg.AssetKey(["marts", "quantization_methods"])
 
 
@@ -287,9 +288,10 @@ def deployment(quantbias_home, defs) -> Deployment:
     d.materialized(responses("BBQ"), bbq_partitions)
     d.materialized(responses("FMT10K-IM-S"), [pk("tiny-a", "none")])
     d.materialized(verdicts("FMT10K-IM-S"), [pk("tiny-a", "none")])
-    for key in defs.resolve_asset_graph().materializable_asset_keys:
+    asset_graph = defs.resolve_asset_graph()
+    for key in asset_graph.materializable_asset_keys:
         if key.path[0] in ("analysis", "marts", "reports"):
-            d.materialized(key)
+            d.materialized(key, MODELS if asset_graph.get(key).is_partitioned else (None,))
     assert d.tick() == {}  # the initial evaluation requests nothing
     return d
 
@@ -309,11 +311,16 @@ def test_data_version_change_refreshes_questions_then_existing_partitions_then_a
     assert requested == {responses("BBQ"): {pk("tiny-a", "none"), pk("tiny-a", "rtn-w4a16"), pk("tiny-b", "none")}}
     d.run(requested)
 
+    # First each model's pairs, then (once they are in) everything over all models.
     requested = d.tick()
-    assert set(requested) >= ANALYSIS_KEYS and TEXT_PATTERNS_KEY not in requested
+    assert requested == {PAIRED_RESPONSES_KEY: set(MODELS)}
+    d.run(requested)
+    requested = d.tick()
+    assert set(requested) >= ANALYSIS_KEYS - {PAIRED_RESPONSES_KEY} and TEXT_PATTERNS_KEY not in requested
     assert dg.AssetKey(["reports", "paper_figures"]) in requested
     assert not any(key.path[0] in ("checkpoint", "responses", "verdicts", "questions") for key in requested)
     assert SEED_KEY not in requested
+    assert all(partitions == {None} for partitions in requested.values())  # one run, not one per model
     d.run(requested)
     assert d.tick() == {}
 
@@ -356,7 +363,10 @@ def test_backfilled_partition_refreshes_analysis_not_responses(deployment):
     for key in (dg.AssetKey("checkpoint"), responses("BBQ"), responses("FMT10K-IM-S"), verdicts("FMT10K-IM-S")):
         d.materialized(key, [new])
     requested = d.tick()
-    assert ANALYSIS_KEYS | {TEXT_PATTERNS_KEY} <= set(requested)
+    assert requested == {PAIRED_RESPONSES_KEY: {"tiny-b"}, TEXT_PATTERNS_KEY: {"tiny-b"}}  # that model's only
+    d.run(requested)
+    requested = d.tick()
+    assert ANALYSIS_KEYS - {PAIRED_RESPONSES_KEY} <= set(requested)
     assert not any(key.path[0] in ("checkpoint", "responses", "verdicts", "questions") for key in requested)
 
 

@@ -30,6 +30,7 @@ MARTS = (
 )  # fmt: skip
 METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16", "rtn-w8a8", "sq-rtn-w8a8")
 MODEL_X_METHOD = f"model(dynamic 'model') x method{METHODS}"
+PER_MODEL = "model(dynamic 'model')"
 DBT_CODE_VERSION = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # dagster-dbt: sha1 of the SQL, sha256 of a seed
 
 
@@ -61,10 +62,10 @@ EXPECTED: dict[str, dict] = {
         )
         for name in OPEN
     },
-    "analysis/paired_responses": row("analysis", None, "paired-responses-v1", "refresh_over_existing_partitions"),
+    "analysis/paired_responses": row("analysis", PER_MODEL, "paired-responses-v2", "refresh_over_existing_partitions"),
     "analysis/bias_tests": row("analysis", None, "bias-tests-v1", "refresh_over_existing_partitions"),
     "analysis/model_rankings": row("analysis", None, "model-rankings-v1", "refresh_over_existing_partitions"),
-    "analysis/text_patterns": row("analysis", None, "text-patterns-v1", "refresh_over_existing_partitions"),
+    "analysis/text_patterns": row("analysis", PER_MODEL, "text-patterns-v2", "refresh_over_existing_partitions"),
     **{f"marts/{name}": row("analysis", None, "<dbt>", "eager") for name in MARTS},
     "reports/paper_figures": row("analysis", None, "2", "eager"),  # 2: figures embedded in metadata
 }
@@ -74,6 +75,8 @@ EXPECTED["marts/quantization_methods"]["automation"] = "build_once_when_missing"
 def partitions_label(partitions_def: dg.PartitionsDefinition | None) -> str | None:
     if partitions_def is None:
         return None
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        return f"model(dynamic '{partitions_def.name}')"
     assert isinstance(partitions_def, dg.MultiPartitionsDefinition), partitions_def
     dims = {dim.name: dim.partitions_def for dim in partitions_def.partitions_defs}
     assert set(dims) == {"model", "method"}
@@ -161,8 +164,13 @@ def test_dependencies_of_worker_and_analysis_assets(defs):
         | {f"responses/{name}" for name in DATASETS}
         | {f"verdicts/{name}" for name in OPEN}
     )
+    # one model's analysis reads every method partition of that model
+    for table in ("responses/BBQ", "verdicts/FMT10K-IM-S"):
+        mapping = asset_graph.get_partition_mapping(key("analysis/paired_responses"), key(table))
+        assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
+        assert mapping.partition_dimension_name == "model"
     assert isinstance(
-        asset_graph.get_partition_mapping(key("analysis/paired_responses"), key("responses/BBQ")),
+        asset_graph.get_partition_mapping(key("analysis/bias_tests"), key("analysis/paired_responses")),
         dg.AllPartitionMapping,
     )
     assert parents("analysis/bias_tests") == {"analysis/paired_responses"}

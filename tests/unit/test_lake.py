@@ -90,6 +90,19 @@ def test_replace_partition_rejects_rows_of_another_partition(tmp_path: Path) -> 
     assert sorted_rows(lake.read(uri)) == [("m1", "none", 1)]
 
 
+def test_replace_rows_of_one_model_in_an_unpartitioned_table(tmp_path: Path) -> None:
+    uri = lake.table_uri(str(tmp_path), "analysis", "paired_responses")
+    lake.replace_rows(pl.concat([rows("m1", "none", [1]), rows("m1", "awq-w4a16", [2])]), uri, {"model": "m1"})
+    lake.replace_rows(rows("m2", "none", [3]), uri, {"model": "m2"})
+    lake.replace_rows(rows("m1", "rtn-w4a16", [4]), uri, {"model": "m1"})
+    assert sorted_rows(lake.read(uri)) == [("m1", "rtn-w4a16", 4), ("m2", "none", 3)]
+    lake.replace_rows(rows("m2", "none", []), uri, {"model": "m2"})  # no rows left for m2
+    assert sorted_rows(lake.read(uri)) == [("m1", "rtn-w4a16", 4)]
+    assert not (tmp_path / "analysis" / "paired_responses" / "model=m1").exists()
+    with pytest.raises(ValueError, match="m1 carry other model values"):
+        lake.replace_rows(rows("m2", "none", [5]), uri, {"model": "m1"})
+
+
 def test_append_chunk_creates_then_appends(tmp_path: Path) -> None:
     uri = lake.table_uri(str(tmp_path), "responses", "IAT")
     lake.append_chunk(rows("m1", "none", [1]), uri)
