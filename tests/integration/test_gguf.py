@@ -294,3 +294,18 @@ def test_missing_gguf_package_is_named(tmp_path):
         "(pip install gguf==0.19.0; scripts/setup.sh installs it)"
     )
     assert not (tmp_path / "models.yaml").exists()
+
+
+def test_the_tensor_name_map_is_built_once_during_an_import_and_restored_after():
+    import gguf
+
+    from quantbias_assets.gguf_import import _tensor_name_map_built_once
+
+    original = gguf.get_tensor_name_map
+    with _tensor_name_map_built_once():
+        first = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is first
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is not first
+        assert first.get_name("model.layers.29.self_attn.q_proj") == "blk.29.attn_q"
+    assert gguf.get_tensor_name_map is original
+    assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is not first
