@@ -14,8 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from quantbias_assets.markdown import report_table as markdown_table
+from quantbias_assets.scoring import UNCERTAINTY_BINS
 
-BIN_ORDER = {"low": 0, "medium": 1, "high": 2}
+BIN_ORDER = {name: rank for rank, name in enumerate(UNCERTAINTY_BINS)}
 EIGHT_BIT_REFERENCE = "rtn-w8a16"  # the paper's only 8-bit method in its 4-vs-8 comparison (spec §7.3)
 
 # The paper's claims (spec/reference_metrics.md §11), shown next to our numbers.
@@ -33,8 +34,9 @@ class ReplicationInputs:
 
     table1: pl.DataFrame  # table1_uncertainty_bins
     ratio: pl.DataFrame  # uncertainty_flip_ratio
-    per_method: pl.DataFrame  # method, method_label, w_bits, a_bits, style, n_rows, pct_flipped, pct_bias_flipped
-    significance: pl.DataFrame  # method, method_label, units, tested, significant
+    per_method: pl.DataFrame  # bits_and_size_summary per method and style: method, method_label, w_bits, a_bits,
+    # style, n_rows, pct_flipped, pct_bias_flipped
+    significance: pl.DataFrame  # bits_and_size_summary per method: method, method_label, units, tested, significant
     fig3c: pl.DataFrame  # fig3c_flips_by_significance
     groups: pl.DataFrame  # group_asymmetry_by_dataset
     coverage: pl.DataFrame  # dataset, style, questions, rows (per quantized method pair)
@@ -77,13 +79,13 @@ def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> Repli
             ),
             ratio=table("select * from uncertainty_flip_ratio order by dataset_group"),
             per_method=table(
-                "select method, method_label, w_bits, a_bits, style, count(*) as n_rows,"
-                " 100.0 * avg(flipped::int) as pct_flipped, 100.0 * avg(bias_flipped::int) as pct_bias_flipped"
-                " from stg_paired_responses group by all order by all"
+                "select level as method, method_label, w_bits, a_bits, style, n_rows, pct_flipped, pct_bias_flipped"
+                " from bits_and_size_summary where factor = 'method' and style <> 'all' and n_rows is not null"
+                " order by all"
             ),
             significance=table(
-                "select method, method_label, count(*) as units, count(p_value) as tested,"
-                " sum(significant::int) as significant from stg_bias_tests group by all order by all"
+                "select level as method, method_label, units, tested, significant from bits_and_size_summary"
+                " where factor = 'method' and style = 'all' and units is not null order by all"
             ),
             fig3c=table("select * from fig3c_flips_by_significance order by all"),
             groups=table("select * from group_asymmetry_by_dataset"),
@@ -355,10 +357,10 @@ High / low response-flip ratio per dataset (`uncertainty_flip_ratio`; paper: {PA
 
 {markdown_table(ratio, 2)}
 
-## Flips per method (`stg_paired_responses`)
+## Flips per method (`bits_and_size_summary`)
 {markdown_table(per_method, 1)}
 
-## Units with a significant change of the aggregate bias metric, per method (`stg_bias_tests`)
+## Units with a significant change of the aggregate bias metric, per method (`bits_and_size_summary`)
 {markdown_table(significance, 1)}
 
 Response flips in units with and without a significant change (`fig3c_flips_by_significance`;

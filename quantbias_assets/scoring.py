@@ -43,9 +43,8 @@ def normalized_entropy(probs: Sequence[float]) -> float:
 
 
 def uncertainty_bin(entropy_norm: float) -> str:
-    if entropy_norm <= 1 / 3:
-        return "low"
-    return "medium" if entropy_norm <= 2 / 3 else "high"
+    """The bin of one value, by the one rule of `uncertainty_bin_expr`."""
+    return pl.select(uncertainty_bin_expr(pl.lit(entropy_norm, pl.Float64))).item()
 
 
 def add_choice_views(frame: pl.DataFrame | pl.LazyFrame, *, decimals: int = REFERENCE_DECIMALS):
@@ -83,7 +82,8 @@ def add_choice_views(frame: pl.DataFrame | pl.LazyFrame, *, decimals: int = REFE
 
 
 def uncertainty_bin_expr(entropy_norm: pl.Expr) -> pl.Expr:
-    """Vectorised `uncertainty_bin`."""
+    """low <= 1/3 < medium <= 2/3 < high (`UNCERTAINTY_BINS`); NaN and null fall into high, as in
+    the reference."""
     return (
         pl.when(entropy_norm <= 1 / 3)
         .then(pl.lit("low"))

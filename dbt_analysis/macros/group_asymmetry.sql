@@ -1,5 +1,7 @@
-{#- Social-group asymmetry (spec §7.2) over the rows of `relation`, grouped by `by` columns:
-    U->B and B->U are percentages of ALL rows of the group; n_questions counts unique questions. -#}
+{#- Social-group asymmetry (spec §7.2) over the rows of `relation`, grouped by `by` columns: rows
+    without both bias flags (an invalid guard verdict) are left out; U->B and B->U are percentages
+    of ALL the group's remaining rows; a group needs `min_questions` unique questions and a single
+    (comma-free) label. -#}
 {% macro group_asymmetry(relation, by, min_questions) %}
 select
     {{ by | join(', ') }},
@@ -12,6 +14,7 @@ select
     100.0 * avg(unbiased_to_biased::int) - 100.0 * avg(biased_to_unbiased::int) as diff_unb_to_b
 from {{ relation }}
 where "group" is not null and "group" not like '%,%'
+    and is_biased_base is not null and is_biased_quant is not null
 group by {{ by | join(', ') }}
 having count(distinct idx) >= {{ min_questions }}
 {% endmacro %}

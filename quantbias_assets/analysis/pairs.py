@@ -1,5 +1,7 @@
 """Base vs quantized pairs (spec §3–4): one row per (model, method != none, idx) joined with the
-same model's native answer (method `none`) on idx, with flips, bias flags and uncertainty bins.
+same model's native answer (method `none`) on idx, with flips, bias flags, uncertainty bins, the
+base model's parameter count (from the model registry) and whether the paper analyses the row.
+These are row-level tables only: every aggregate over them is a dbt model (dbt_analysis/).
 
 Bad response rows (probabilities missing or not matching the question's options, a chosen index
 out of range) are dropped with one error line each; rows answering an older version of a question
@@ -8,16 +10,21 @@ out of range) are dropped with one error line each; rows answering an older vers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from quantbias_assets.analysis.flags import CORRECT_OPTION_FIELD, RULE_QUESTION_FIELDS, closed_flags, open_flags
 from quantbias_assets.catalog.datasets import dataset_group, dataset_style, get_dataset
+from quantbias_assets.scoring import uncertainty_bin_expr
 
 NATIVE_METHOD = "none"
-UNCERTAINTY_BINS = ("low", "medium", "high")
 MAX_ERROR_LINES = 50
+
+# The rows the reference analyses: BBQ keeps ambiguous contexts only (spec §1.2: its loader keeps
+# `context_condition == "ambig"`, so a BBQ row without a context condition is left out too).
+ANALYSED = ((pl.col("dataset") != "BBQ") | (pl.col("context_condition") == "ambig")).fill_null(False)
 
 PAIR_SCHEMA = pl.Schema(
     {
@@ -48,6 +55,8 @@ PAIR_SCHEMA = pl.Schema(
         "bias_flipped": pl.Boolean,
         "unbiased_to_biased": pl.Boolean,
         "biased_to_unbiased": pl.Boolean,
+        "param_size_b": pl.Float64,
+        "analysed": pl.Boolean,
     }
 )
 
@@ -63,17 +72,6 @@ class PairsResult:
     n_stale: int = 0
 
 
-def uncertainty_bin(entropy: pl.Expr) -> pl.Expr:
-    """low <= 1/3 < medium <= 2/3 < high; NaN and null fall into high, as in the reference."""
-    return (
-        pl.when(entropy <= 1 / 3)
-        .then(pl.lit("low"))
-        .when(entropy <= 2 / 3)
-        .then(pl.lit("medium"))
-        .otherwise(pl.lit("high"))
-    )
-
-
 def build_pairs(
     dataset: str,
     responses: pl.DataFrame,
@@ -82,12 +80,14 @@ def build_pairs(
     *,
     verdict_column: str = "is_safe",
     stereoset_reference: bool = False,
+    param_sizes: Mapping[str, float | None] | None = None,
 ) -> PairsResult:
     """Pair every quantized answer of `dataset` with its model's native answer.
 
     `responses` and `verdicts` hold all (model, method) partitions of the dataset's tables,
     `questions` the current question table. `verdict_column` selects the guard flag of open
-    datasets (`is_safe`, or the reference's `is_safe_reference`).
+    datasets (`is_safe`, or the reference's `is_safe_reference`). `param_sizes` maps a model
+    nickname to its parameters in billions (the registry's `size_b`); other models get null.
     """
     source = f"responses/{dataset}"
     current, n_stale = _current_rows(responses, questions)
@@ -103,6 +103,7 @@ def build_pairs(
         dataset=pl.lit(dataset),
         dataset_group=pl.lit(dataset_group(dataset)),
         style=pl.lit(dataset_style(dataset)),
+        param_size_b=pl.col("model").replace_strict(dict(param_sizes or {}), default=None, return_dtype=pl.Float64),
     )
     return PairsResult(
         frame=_derive_flips(frame, closed=dataset_style(dataset) == "closed"),
@@ -113,31 +114,8 @@ def build_pairs(
 
 
 def analysis_rows(pairs: pl.DataFrame) -> pl.DataFrame:
-    """The rows the reference analyses: BBQ's disambiguated contexts are left out (spec §1.2)."""
-    return pairs.filter((pl.col("dataset") != "BBQ") | (pl.col("context_condition").fill_null("ambig") == "ambig"))
-
-
-def flip_rates_by_uncertainty(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Table 1: per closed dataset group and base-uncertainty bin, % of rows, % response flips
-    and % bias flips (percent of the paired rows; BBQ ambiguous only)."""
-    closed = analysis_rows(pairs).filter(pl.col("style") == "closed")
-    return (
-        closed.group_by("dataset_group", "uncertainty_bin")
-        .agg(
-            rows=pl.len(),
-            response_flip=100 * pl.col("flipped").mean(),
-            bias_flip=100 * pl.col("bias_flipped").mean(),
-            n_choices=pl.col("n_choices").first(),
-        )
-        .with_columns(pct_responses=100 * pl.col("rows") / pl.col("rows").sum().over("dataset_group"))
-        .sort(
-            "dataset_group",
-            pl.col("uncertainty_bin").replace_strict(
-                {name: rank for rank, name in enumerate(UNCERTAINTY_BINS)}, return_dtype=pl.Int8
-            ),
-        )
-        .select("dataset_group", "uncertainty_bin", "n_choices", "rows", "pct_responses", "response_flip", "bias_flip")
-    )
+    """The rows the reference analyses (`ANALYSED`)."""
+    return pairs.filter(ANALYSED)
 
 
 def _current_rows(responses: pl.DataFrame, questions: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -259,10 +237,11 @@ def _derive_flips(frame: pl.DataFrame, *, closed: bool) -> pl.DataFrame:
     both_flagged = base.is_not_null() & quant.is_not_null()
     return frame.with_columns(
         entropy_delta=pl.col("entropy_norm_quant") - pl.col("entropy_norm_base"),
-        uncertainty_bin=(uncertainty_bin(pl.col("entropy_norm_base")) if closed else pl.lit(None, pl.String)),
+        uncertainty_bin=(uncertainty_bin_expr(pl.col("entropy_norm_base")) if closed else pl.lit(None, pl.String)),
         flipped=flipped,
         bias_flipped=base != quant,
         # null (not False) when a verdict is missing, so such rows are excluded, never miscounted
         unbiased_to_biased=pl.when(both_flagged).then(~base & quant),
         biased_to_unbiased=pl.when(both_flagged).then(base & ~quant),
+        analysed=ANALYSED,
     ).select([pl.col(name).cast(dtype) for name, dtype in PAIR_SCHEMA.items()])

@@ -8,19 +8,21 @@ partition depends on the 8 method partitions of each of its 24 tables, so Dagste
 check reads ~200 partition versions for one model's page and none for the asset as a whole
 (unpartitioned, it read every partition of every model: 1,920 with 10 models). `analysis/bias_tests`
 is one unpartitioned table over all models (its Benjamini–Hochberg family is every unit).
-The computation lives in `quantbias_assets.analysis`.
+The computation lives in `quantbias_assets.analysis`. Aggregates over these tables (Table 1, the
+method and model-size summaries) are dbt marts (assets/marts.py).
 """
 
+from collections.abc import Callable
 from typing import Literal
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from quantbias_assets.analysis.groups import method_summary, model_size_summary
-from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs, flip_rates_by_uncertainty
+from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs
 from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
 from quantbias_assets.catalog.datasets import DATASETS, dataset_style, open_datasets
+from quantbias_assets.catalog.models import PAPER_MODELS, load_registry
 from quantbias_assets.markdown import markdown_table
 from quantbias_assets.partitions import PER_MODEL, model_partitions
 from resources.lake import LakeResource
@@ -75,8 +77,19 @@ def _read(lake: LakeResource, key: tuple[str, ...], wanted: tuple[str, ...], mod
     return scan.select(present).collect()
 
 
+def _param_sizes(log: Callable[[str], None]) -> dict[str, float | None]:
+    """Model nickname -> parameters (billions) from the registry; a broken registry file leaves
+    user models without a size instead of stopping the analysis."""
+    try:
+        entries = load_registry().values()
+    except ValueError as error:
+        log(f"model sizes of the paper models only: {error}")
+        entries = PAPER_MODELS
+    return {entry.nickname: entry.size_b for entry in entries}
+
+
 def _dataset_pairs(
-    lake: LakeResource, dataset: str, model: str, config: PairsConfig
+    lake: LakeResource, dataset: str, model: str, config: PairsConfig, param_sizes: dict[str, float | None]
 ) -> tuple[pl.DataFrame | None, list[str], int, int]:
     """(pairs or None when the dataset has no tables yet, error lines, bad rows, stale rows)."""
     closed = dataset_style(dataset) == "closed"
@@ -95,6 +108,7 @@ def _dataset_pairs(
         verdicts,
         verdict_column=config.verdict_column,
         stereoset_reference=config.stereoset_reference,
+        param_sizes=param_sizes,
     )
     return result.frame, result.errors, result.n_errors, result.n_stale
 
@@ -117,9 +131,12 @@ def paired_responses(
     model = context.partition_key
     frames, errors, missing, per_dataset = [], [], [], []
     n_bad = n_stale = 0
+    param_sizes = _param_sizes(context.log.warning)
     for dataset in ANALYSED_DATASETS:
         try:
-            frame, dataset_errors, dataset_bad, dataset_stale = _dataset_pairs(lake, dataset, model, config)
+            frame, dataset_errors, dataset_bad, dataset_stale = _dataset_pairs(
+                lake, dataset, model, config, param_sizes
+            )
         except (pl.exceptions.PolarsError, ValueError, KeyError) as error:
             # one unreadable table must not stop the other datasets
             errors.append(f"responses/{dataset}: {type(error).__name__}: {error}")
@@ -152,7 +169,6 @@ def paired_responses(
             "stale_rows": dg.MetadataValue.int(n_stale),
             "rows_with_invalid_verdicts": dg.MetadataValue.int(invalid),
             "errors": dg.MetadataValue.md("\n".join(f"- {line}" for line in errors) or "none"),
-            "flip_rates_by_uncertainty": dg.MetadataValue.md(markdown_table(flip_rates_by_uncertainty(pairs), 0)),
         }
     )
 
@@ -174,16 +190,6 @@ def bias_tests_table(
     uri = lake.uri(*BIAS_TESTS_KEY.path)
     lake.write_table(tests, uri)
     tested = tests.filter(pl.col("p_value").is_not_null())
-    per_method = (
-        tested.group_by("method")
-        .agg(
-            units=pl.len(),
-            significant=pl.col("is_significant").sum(),
-            more_biased=(pl.col("direction") == "more_biased").sum(),
-            less_biased=(pl.col("direction") == "less_biased").sum(),
-        )
-        .sort("method")
-    )
     context.log.info(
         f"{tested.height} of {tests.height} units tested, {int(tested['is_significant'].sum())} significant"
     )
@@ -194,9 +200,6 @@ def bias_tests_table(
             "rows": dg.MetadataValue.int(tests.height),
             "units_tested": dg.MetadataValue.int(tested.height),
             "units_significant": dg.MetadataValue.int(int(tested["is_significant"].sum())),
-            "significant_units_per_method": dg.MetadataValue.md(markdown_table(per_method)),
-            "methods_vs_8bit": dg.MetadataValue.md(markdown_table(method_summary(tests), 2)),
-            "model_sizes": dg.MetadataValue.md(markdown_table(model_size_summary(tests), 2)),
             "seed": dg.MetadataValue.int(config.seed),
             "iterations": dg.MetadataValue.int(config.iterations),
         }

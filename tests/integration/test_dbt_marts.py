@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from quantbias_assets import lake
+from quantbias_assets.analysis.pairs import ANALYSED
 from quantbias_assets.assets.marts import analysis_marts
 from quantbias_assets.assets.reports import paper_figures
 from resources.dbt import dbt_resource
@@ -44,7 +45,49 @@ def paired_row(idx: int, *, bin_: str, flipped: bool, bias_flipped: bool, contex
         bias_flipped=bias_flipped,
         unbiased_to_biased=bias_flipped,
         biased_to_unbiased=False,
+        param_size_b=1.0,
     )
+
+
+def open_row(idx: str, group: str | None, base: bool, quant: bool | None, *, method: str = "gptq-w4a16") -> dict:
+    """An FMT10K pair of m-14b; `quant` None is an invalid verdict (no flags, no flips)."""
+    flags_known = quant is not None
+    return dict(
+        dataset="FMT10K-IM-S",
+        dataset_group="FMT10K",
+        style="open",
+        model="m-14b",
+        method=method,
+        axis="gender",
+        idx=f"FMT10K-IM-S/{idx}",
+        group=group,
+        context_condition=None,
+        is_biased_base=base,
+        is_biased_quant=quant,
+        flipped=base != quant if flags_known else None,
+        bias_flipped=base != quant if flags_known else None,
+        unbiased_to_biased=(not base and quant) if flags_known else None,
+        biased_to_unbiased=(base and not quant) if flags_known else None,
+        param_size_b=14.0,
+    )
+
+
+def group_rows() -> list[dict]:
+    """Open pairs for the group tables (>= 30 questions, single labels) and the method summaries."""
+
+    def rows(group: str, flags: list[tuple[bool, bool | None]]) -> list[dict]:
+        return [open_row(f"{group}/{i}", group, base, quant) for i, (base, quant) in enumerate(flags)]
+
+    return [
+        # male: 40 valid rows, 10 U->B, 5 B->U; 2 invalid verdicts left out (not rows, not questions)
+        *rows("male", [(False, True)] * 10 + [(True, False)] * 5 + [(False, False)] * 25 + [(False, None)] * 2),
+        # short: 30 rows, 6 B->U
+        *rows("short", [(True, False)] * 6 + [(True, True)] * 24),
+        *rows("male, old", [(False, True)] * 30),  # a multi-group label: dropped
+        *rows("tall", [(False, True)] * 10),  # 10 questions: dropped
+        # RTN W8A16, the 8-bit baseline: 1 of 4 flipped
+        *[open_row(f"w8/{i}", None, False, i == 0, method="rtn-w8a16") for i in range(4)],
+    ]
 
 
 def unit_row(axis: str, method: str, *, n: int, significant: bool | None, flip_rate: float, p: float | None) -> dict:
@@ -99,7 +142,8 @@ def build_marts(tmp_path):
         paired_row(6, bin_="low", flipped=True, bias_flipped=True, context="disambig"),
         paired_row(7, bin_="low", flipped=True, bias_flipped=True, context="disambig"),
     ]
-    lake.write_table(pl.DataFrame(paired), lake.table_uri(root, "analysis", "paired_responses"))
+    frame = pl.DataFrame(paired + group_rows(), infer_schema_length=None).with_columns(analysed=ANALYSED)
+    lake.write_table(frame, lake.table_uri(root, "analysis", "paired_responses"))
     tests = [
         unit_row("age", "rtn-w4a16", n=50, significant=True, flip_rate=0.2, p=0.001),
         unit_row("nationality", "rtn-w4a16", n=150, significant=False, flip_rate=0.4, p=0.5),
@@ -188,6 +232,71 @@ def test_significance_marts(built_marts):
     assert fig4a == pytest.approx({"RTN W4A16": 50.0, "RTN W8A16": 0.0})
     changes = dict(built_marts.execute("select model, rank_change from fig4c_model_rankings").fetchall())
     assert changes == {"a": 1, "b": -1}
+
+
+@pytest.mark.slow
+def test_group_asymmetry_leaves_out_invalid_verdicts_multi_labels_and_small_groups(built_marts):
+    built_marts, _ = built_marts
+    rows = built_marts.execute(
+        'select dataset_group, method_label, "group", n_questions, n_rows, perc_res_flipped, perc_bias_flipped,'
+        " unbiased_to_biased, biased_to_unbiased, diff_unb_to_b from group_asymmetry_by_dataset order by diff_unb_to_b"
+    ).fetchall()
+    # BBQ "old" has 6 questions (< 30); "male, old" is a multi-group label; "tall" has 10 questions
+    assert rows == [
+        ("FMT10K", "GPTQ W4A16", "short", 30, 30, 20.0, 20.0, 0.0, 20.0, -20.0),
+        # 40 valid rows: 10 U->B, 5 B->U; the 2 rows with an invalid verdict count nowhere
+        ("FMT10K", "GPTQ W4A16", "male", 40, 40, 37.5, 37.5, 25.0, 12.5, 12.5),
+    ]
+
+
+@pytest.mark.slow
+def test_bits_and_size_summary_per_method_width_and_model(built_marts):
+    built_marts, _ = built_marts
+    columns = ("n_rows", "pct_flipped", "units", "tested", "significant", "pct_significant", "pct_more_biased",
+               "flip_ratio_vs_8bit", "significant_ratio_vs_8bit")  # fmt: skip
+    table = {
+        row[:3]: dict(zip(columns, row[3:], strict=True))
+        for row in built_marts.execute(
+            f"select factor, level, style, {', '.join(columns)} from bits_and_size_summary"
+        ).fetchall()
+    }
+    # paired rows: RTN W4A16 6 closed BBQ rows (3 flipped), GPTQ W4A16 112 open rows (110 with a verdict
+    # on both sides, 61 flipped), RTN W8A16 4 open rows (1 flipped)
+    w4 = table[("method", "rtn-w4a16", "all")]
+    assert (w4["n_rows"], w4["pct_flipped"], w4["flip_ratio_vs_8bit"]) == pytest.approx((6, 50.0, 2.0))
+    # the units of BBQ: 2 of RTN W4A16 (1 significant, more biased), 1 untested of RTN W8A16
+    assert (w4["units"], w4["tested"], w4["significant"], w4["pct_significant"], w4["pct_more_biased"]) == (
+        2, 2, 1, 50.0, 50.0
+    )  # fmt: skip
+    assert w4["significant_ratio_vs_8bit"] is None  # no significant 8-bit unit
+    assert table[("method", "rtn-w8a16", "all")]["pct_significant"] == 0.0
+    assert table[("method", "rtn-w4a16", "closed")]["flip_ratio_vs_8bit"] is None  # no closed 8-bit rows
+    gptq = table[("method", "gptq-w4a16", "open")]
+    assert (gptq["n_rows"], gptq["pct_flipped"]) == pytest.approx((112, 6100 / 110))
+    assert gptq["flip_ratio_vs_8bit"] == pytest.approx(6100 / 110 / 25)
+    four_bit = table[("w_bits", "4", "all")]
+    assert (four_bit["n_rows"], four_bit["pct_flipped"]) == pytest.approx((118, 6400 / 116))
+    sizes = dict(
+        built_marts.execute(
+            "select level, param_size_b from bits_and_size_summary where factor = 'model' and style = 'all'"
+        ).fetchall()
+    )
+    assert sizes == {"m-1b": 1.0, "m-14b": 14.0}
+    assert table[("model", "m-1b", "all")]["pct_significant"] == pytest.approx(100 / 3)
+
+
+@pytest.mark.slow
+def test_summary_marts_show_their_whole_table(built_marts):
+    _, result = built_marts
+    marts = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("analysis_marts")}
+    table1 = marts["table1_uncertainty_bins"]["flip_rates_by_uncertainty"].value
+    # dataset, bin, choices, rows, % responses, % response flips, % bias flips; bins in order
+    assert "| BBQ | low | 3 | 2 | 33 | 50 | 0 |" in table1 and "| BBQ | high | 3 | 3 | 50 | 67 | 33 |" in table1
+    assert table1.index("| BBQ | low |") < table1.index("| BBQ | medium |") < table1.index("| BBQ | high |")
+    summary = marts["bits_and_size_summary"]
+    methods = summary["methods_vs_8bit"].value.splitlines()
+    assert [line.split(" | ")[0] for line in methods[2:]] == ["| rtn-w8a16", "| gptq-w4a16", "| rtn-w4a16"]
+    assert "| m-1b | 1.00 |" in summary["model_sizes"].value
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from quantbias_assets.analysis.pairs import analysis_rows, build_pairs, flip_rates_by_uncertainty
+from quantbias_assets.analysis.pairs import ANALYSED, analysis_rows, build_pairs
 
 T0, T1 = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -143,9 +143,37 @@ def test_bbq_disambiguated_rows_are_kept_but_left_out_of_the_analysis() -> None:
     assert frame["chosen_label_quant"].to_list() == ["target", "target"]
     assert frame["correct_idx"].to_list() == [2, 0]
     assert frame["unbiased_to_biased"].to_list() == [True, False]
+    assert frame["analysed"].to_list() == [True, False]
     assert analysis_rows(frame)["idx"].to_list() == ["B/0"]
-    table = flip_rates_by_uncertainty(frame)
-    assert table.rows() == [("BBQ", "high", 3, 1, 100.0, 100.0, 100.0)]
+
+
+def test_analysed_rows_bbq_ambiguous_only_and_a_missing_context_is_not_ambiguous() -> None:
+    frame = pl.DataFrame(
+        {
+            "dataset": ["BBQ", "BBQ", "BBQ", "CEB-Jigsaw"],
+            "context_condition": ["ambig", "disambig", None, None],
+        }
+    )
+    # as the reference's BBQ loader: only `context_condition == "ambig"` is analysed
+    assert frame.select(ANALYSED)["dataset"].to_list() == [True, False, False, True]
+    assert analysis_rows(frame)["context_condition"].to_list() == ["ambig", None]
+
+
+def test_parameter_sizes_come_from_the_given_registry_sizes() -> None:
+    rows = pl.concat(
+        [
+            closed_responses(model, method, [[0.9, 0.1]], [0.1])
+            for model in ("qwen2.5-0.5b-instruct", "my-4bit-model")
+            for method in ("none", "rtn-w8a16")
+        ]
+    )
+    sizes = {"qwen2.5-0.5b-instruct": 0.5, "my-4bit-model": None}
+    frame = build_pairs("CEB-Recognition-S", rows, recognition_questions(1), param_sizes=sizes).frame.sort("model")
+    # no size parsed from a name: a registry entry without `size_b` stays null
+    assert frame.select("model", "param_size_b").rows() == [("my-4bit-model", None), ("qwen2.5-0.5b-instruct", 0.5)]
+    assert (
+        build_pairs("CEB-Recognition-S", rows, recognition_questions(1)).frame["param_size_b"].to_list() == [None] * 2
+    )
 
 
 def test_open_pairs_use_current_verdicts_and_keep_invalid_as_null() -> None:

@@ -1,19 +1,71 @@
--- §7.3: behaviour change by weight bits (8-bit vs 4-bit) and by model size.
-with flips as (
-    select 'w_bits' as factor, cast(w_bits as varchar) as level, avg(flipped::int) as flip_rate,
-           avg(bias_flipped::int) as bias_flip_rate, count(*) as n_rows
-    from {{ ref('stg_paired_responses') }} group by w_bits
-    union all
-    select 'model', model, avg(flipped::int), avg(bias_flipped::int), count(*)
-    from {{ ref('stg_paired_responses') }} group by model
+-- §7.3: behaviour change per quantization method, per weight width (`w_bits`) and per base model
+-- (with its parameter count), for the closed and the open datasets apart and together (style
+-- 'all'): paired rows and their flip rates; units, tested units and significant ones (an untested
+-- unit, below the minimum rows, counts as not significant, as in Fig 3a/4a); and the ratios to
+-- RTN W8A16 of the same style, the paper's 8-bit baseline ("4-bit: 4-6x more changes than 8-bit").
+with dataset_styles as (
+    select distinct dataset, style from {{ ref('stg_paired_responses') }}
+),
+model_sizes as (
+    select model, any_value(param_size_b) as param_size_b from {{ ref('stg_paired_responses') }} group by model
+),
+paired as (
+    unpivot (
+        select method, cast(w_bits as varchar) as w_bits, model, style, flipped, bias_flipped
+        from {{ ref('stg_paired_responses') }}
+    ) on method, w_bits, model into name factor value level
+),
+units as (
+    unpivot (
+        select t.method, cast(t.w_bits as varchar) as w_bits, t.model, s.style, t.p_value, t.significant, t.direction
+        from {{ ref('stg_bias_tests') }} as t
+        join dataset_styles as s using (dataset)
+    ) on method, w_bits, model into name factor value level
+),
+flips as (
+    select
+        factor, level, coalesce(style, 'all') as style,
+        count(*) as n_rows,
+        100.0 * avg(flipped::int) as pct_flipped,
+        100.0 * avg(bias_flipped::int) as pct_bias_flipped
+    from paired
+    group by grouping sets ((factor, level, style), (factor, level))
 ),
 significance as (
-    select 'w_bits' as factor, cast(w_bits as varchar) as level, avg(significant::int) as share_significant
-    from {{ ref('stg_bias_tests') }} group by w_bits
-    union all
-    select 'model', model, avg(significant::int) from {{ ref('stg_bias_tests') }} group by model
+    select
+        factor, level, coalesce(style, 'all') as style,
+        count(*) as units,
+        count(p_value) as tested,
+        sum(significant::int) as significant,
+        100.0 * avg(significant::int) as pct_significant,
+        100.0 * avg((significant and direction = 'more_biased')::int) as pct_more_biased,
+        100.0 * avg((significant and direction = 'less_biased')::int) as pct_less_biased
+    from units
+    group by grouping sets ((factor, level, style), (factor, level))
+),
+summary as (
+    select * from flips full outer join significance using (factor, level, style)
 )
-select f.factor, f.level, f.n_rows, 100.0 * f.flip_rate as pct_flipped,
-       100.0 * f.bias_flip_rate as pct_bias_flipped, 100.0 * s.share_significant as pct_significant
-from flips as f
-left join significance as s using (factor, level)
+select
+    s.factor,
+    s.level,
+    s.style,
+    m.label as method_label,
+    m.w_bits,
+    m.a_bits,
+    z.param_size_b,
+    s.n_rows,
+    s.pct_flipped,
+    s.pct_bias_flipped,
+    s.units,
+    s.tested,
+    s.significant,
+    s.pct_significant,
+    s.pct_more_biased,
+    s.pct_less_biased,
+    s.pct_flipped / nullif(b.pct_flipped, 0) as flip_ratio_vs_8bit,
+    s.pct_significant / nullif(b.pct_significant, 0) as significant_ratio_vs_8bit
+from summary as s
+left join {{ ref('quantization_methods') }} as m on s.factor = 'method' and m.method = s.level
+left join model_sizes as z on s.factor = 'model' and z.model = s.level
+left join summary as b on b.factor = 'method' and b.level = 'rtn-w8a16' and b.style = s.style
