@@ -17,7 +17,6 @@ from quantbias_assets.markdown import report_table as markdown_table
 from quantbias_assets.scoring import UNCERTAINTY_BINS
 
 BIN_ORDER = {name: rank for rank, name in enumerate(UNCERTAINTY_BINS)}
-EIGHT_BIT_REFERENCE = "rtn-w8a16"  # the paper's only 8-bit method in its 4-vs-8 comparison (spec §7.3)
 
 # The paper's claims (spec/reference_metrics.md §11), shown next to our numbers.
 PAPER = {
@@ -36,7 +35,9 @@ class ReplicationInputs:
     ratio: pl.DataFrame  # uncertainty_flip_ratio
     per_method: pl.DataFrame  # bits_and_size_summary per method and style: method, method_label, w_bits, a_bits,
     # style, n_rows, pct_flipped, pct_bias_flipped
-    significance: pl.DataFrame  # bits_and_size_summary per method: method, method_label, units, tested, significant
+    significance: pl.DataFrame  # bits_and_size_summary per method: method, method_label, units, tested, significant,
+    # pct_significant
+    four_bit: pl.DataFrame  # bits_and_size_summary, w_bits = 4: style, flip_ratio_vs_8bit, significant_ratio_vs_8bit
     fig3c: pl.DataFrame  # fig3c_flips_by_significance
     groups: pl.DataFrame  # group_asymmetry_by_dataset
     coverage: pl.DataFrame  # dataset, style, questions, rows (per quantized method pair)
@@ -84,8 +85,13 @@ def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> Repli
                 " order by all"
             ),
             significance=table(
-                "select level as method, method_label, units, tested, significant from bits_and_size_summary"
-                " where factor = 'method' and style = 'all' and units is not null order by all"
+                "select level as method, method_label, units, tested, significant, pct_significant"
+                " from bits_and_size_summary where factor = 'method' and style = 'all' and units is not null"
+                " order by all"
+            ),
+            four_bit=table(
+                "select style, flip_ratio_vs_8bit, significant_ratio_vs_8bit from bits_and_size_summary"
+                " where factor = 'w_bits' and level = '4' order by style"
             ),
             fig3c=table("select * from fig3c_flips_by_significance order by all"),
             groups=table("select * from group_asymmetry_by_dataset"),
@@ -150,19 +156,8 @@ def headlines(inputs: ReplicationInputs) -> Headlines:
     high_low = _ratio(pooled.get("high", {}).get("response_flip"), pooled.get("low", {}).get("response_flip"))
     ratios = inputs.ratio["high_to_low_ratio"].drop_nulls() if inputs.ratio.height else pl.Series([], dtype=pl.Float64)
 
-    closed = inputs.per_method.filter(pl.col("style") == "closed")
-    four = closed.filter(pl.col("w_bits") == 4)
-    eight = closed.filter(pl.col("method") == EIGHT_BIT_REFERENCE)
-    four_flip = (four["pct_flipped"] * four["n_rows"]).sum() / four["n_rows"].sum() if four.height else None
-    eight_flip = eight["pct_flipped"][0] if eight.height else None
-
-    sig = inputs.significance.filter(pl.col("tested") > 0).with_columns(
-        pct=100.0 * pl.col("significant") / pl.col("tested")
-    )
-    four_methods = set(four["method"].to_list())
-    four_sig = sig.filter(pl.col("method").is_in(four_methods))
-    eight_sig = sig.filter(pl.col("method") == EIGHT_BIT_REFERENCE)
-    four_sig_pct = 100.0 * four_sig["significant"].sum() / four_sig["tested"].sum() if four_sig.height else None
+    # the mart's 4-bit row: response flips on closed datasets, significant units over all of them
+    four_bit = {row["style"]: row for row in inputs.four_bit.iter_rows(named=True)}
 
     masked = inputs.fig3c.filter(pl.col("effect") == "not significant").drop_nulls("pct_responses_flipped")
     masked_row = masked.sort("pct_responses_flipped", descending=True).row(0, named=True) if masked.height else None
@@ -180,8 +175,8 @@ def headlines(inputs: ReplicationInputs) -> Headlines:
         high_low_pooled=high_low,
         high_low_min=float(ratios.min()) if ratios.len() else None,
         high_low_max=float(ratios.max()) if ratios.len() else None,
-        four_vs_eight_flips=_ratio(four_flip, eight_flip),
-        four_vs_eight_significant=_ratio(four_sig_pct, eight_sig["pct"][0] if eight_sig.height else None),
+        four_vs_eight_flips=four_bit.get("closed", {}).get("flip_ratio_vs_8bit"),
+        four_vs_eight_significant=four_bit.get("all", {}).get("significant_ratio_vs_8bit"),
         masked_flip_max=masked_row["pct_responses_flipped"] if masked_row else None,
         masked_flip_dataset=masked_row["dataset_group"] if masked_row else None,
         group_worse=worse if worse and worse[3] > 0 else None,
@@ -250,9 +245,6 @@ def render_report(inputs: ReplicationInputs, run: RunInfo) -> str:
         inputs.ratio.select("dataset_group", "response_flip_low", "response_flip_high", "high_to_low_ratio")
         if inputs.ratio.height
         else inputs.ratio
-    )
-    significance = inputs.significance.with_columns(
-        pct_significant=pl.when(pl.col("tested") > 0).then(100.0 * pl.col("significant") / pl.col("tested"))
     )
     per_method = inputs.per_method.select(
         "style", "method_label", "w_bits", "a_bits", "n_rows", "pct_flipped", "pct_bias_flipped"
@@ -361,7 +353,7 @@ High / low response-flip ratio per dataset (`uncertainty_flip_ratio`; paper: {PA
 {markdown_table(per_method, 1)}
 
 ## Units with a significant change of the aggregate bias metric, per method (`bits_and_size_summary`)
-{markdown_table(significance, 1)}
+{markdown_table(inputs.significance, 1)}
 
 Response flips in units with and without a significant change (`fig3c_flips_by_significance`;
 paper: {PAPER["masked_flips"]}):

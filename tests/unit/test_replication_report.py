@@ -49,12 +49,19 @@ def inputs(**overrides) -> ReplicationInputs:
         ),
         significance=pl.DataFrame(
             [
-                ("rtn-w8a16", "RTN W8A16", 12, 10, 1),
-                ("rtn-w4a16", "RTN W4A16", 12, 10, 3),
-                ("gptq-w4a16", "GPTQ W4A16", 12, 10, 1),
-                ("awq-w4a16", "AWQ W4A16", 2, 0, 0),
+                ("rtn-w8a16", "RTN W8A16", 12, 10, 1, 10.0),
+                ("rtn-w4a16", "RTN W4A16", 12, 10, 3, 30.0),
+                ("gptq-w4a16", "GPTQ W4A16", 12, 10, 1, 10.0),
+                ("awq-w4a16", "AWQ W4A16", 2, 0, 0, None),
             ],
-            schema=["method", "method_label", "units", "tested", "significant"],
+            schema=["method", "method_label", "units", "tested", "significant", "pct_significant"],
+            orient="row",
+        ),
+        # the mart's 4-bit row of the methods above: closed flips (100 x 10% + 300 x 6%) / 400 = 7% vs
+        # RTN W8A16 2%; significant: 4 of 20 tested units = 20% vs 1 of 10 = 10%
+        four_bit=pl.DataFrame(
+            [("all", 5.0, 2.0), ("closed", 3.5, 2.0)],
+            schema=["style", "flip_ratio_vs_8bit", "significant_ratio_vs_8bit"],
             orient="row",
         ),
         fig3c=pl.DataFrame(
@@ -148,9 +155,8 @@ def test_headlines_from_the_marts():
     h = headlines(inputs())
     assert h.high_low_pooled == pytest.approx(16.0)
     assert (h.high_low_min, h.high_low_max) == (5.0, 5.0)
-    # closed 4-bit rows: (100 x 10% + 300 x 6%) / 400 = 7% vs RTN W8A16 2%; the open row is ignored
+    # the 4-bit vs 8-bit ratios of the mart: response flips on closed datasets, significance over all
     assert h.four_vs_eight_flips == pytest.approx(3.5)
-    # 4-bit: 4 of 20 tested units = 20% vs 1 of 10 = 10%; AWQ has no closed rows, so it is not 4-bit here
     assert h.four_vs_eight_significant == pytest.approx(2.0)
     assert (h.masked_flip_max, h.masked_flip_dataset) == (21.0, "IAT")
     assert h.group_worse == ("BBQ", "RTN W4A16", "old", 7.5)
@@ -159,8 +165,9 @@ def test_headlines_from_the_marts():
 
 def test_headlines_without_an_8bit_method_or_improving_groups():
     only_positive = inputs().groups.filter(pl.col("diff_unb_to_b") > 0)
-    h = headlines(inputs(per_method=inputs().per_method.filter(pl.col("method") != "rtn-w8a16"), groups=only_positive))
-    assert h.four_vs_eight_flips is None
+    no_8bit = inputs().four_bit.with_columns(flip_ratio_vs_8bit=None, significant_ratio_vs_8bit=None)
+    h = headlines(inputs(four_bit=no_8bit, groups=only_positive))
+    assert h.four_vs_eight_flips is None and h.four_vs_eight_significant is None
     assert h.group_better is None
     assert h.group_worse == ("BBQ", "RTN W4A16", "old", 7.5)
 
