@@ -41,7 +41,7 @@ class ReplicationInputs:
     fig3c: pl.DataFrame  # fig3c_flips_by_significance
     groups: pl.DataFrame  # group_asymmetry_by_dataset
     coverage: pl.DataFrame  # dataset, style, questions, rows (per quantized method pair)
-    open_verdicts: pl.DataFrame  # method, rows, invalid
+    open_verdicts: pl.DataFrame  # bits_and_size_summary per method, open datasets: method, rows, invalid
     text: pl.DataFrame  # analysis/text_patterns rows (may be empty)
     drift: pl.DataFrame  # analysis.drift.drift_frame
 
@@ -100,9 +100,8 @@ def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> Repli
                 " count(distinct method) as methods from stg_paired_responses group by all order by style, dataset"
             ),
             open_verdicts=table(
-                "select method, count(*) as rows,"
-                " sum((is_biased_base is null or is_biased_quant is null)::int) as invalid"
-                " from stg_paired_responses where style = 'open' group by all order by all"
+                "select level as method, n_rows as rows, n_invalid as invalid from bits_and_size_summary"
+                " where factor = 'method' and style = 'open' and n_rows is not null order by all"
             ),
             text=pl.DataFrame(),
             drift=drift,

@@ -272,6 +272,11 @@ def test_bits_and_size_summary_per_method_width_and_model(built_marts):
     assert table[("method", "rtn-w8a16", "all")]["pct_significant"] is None
     assert table[("method", "rtn-w4a16", "closed")]["flip_ratio_vs_8bit"] is None  # no closed 8-bit rows
     gptq = table[("method", "gptq-w4a16", "open")]
+    invalid = built_marts.execute(
+        "select n_invalid from bits_and_size_summary"
+        " where factor = 'method' and level = 'gptq-w4a16' and style = 'open'"
+    ).fetchone()
+    assert invalid == (2,)  # the two male rows without a quantized verdict
     assert (gptq["n_rows"], gptq["pct_flipped"]) == pytest.approx((112, 6100 / 110))
     assert gptq["flip_ratio_vs_8bit"] == pytest.approx(6100 / 110 / 25)
     four_bit = table[("w_bits", "4", "all")]

@@ -1,9 +1,10 @@
 -- §7.3: behaviour change per quantization method, per weight width (`w_bits`) and per base model
 -- (with its parameter count), for the closed and the open datasets apart and together (style
--- 'all'): paired rows and their flip rates; units, tested units (with the minimum rows) and the
--- share of tested units with a significant change (Fig 3a/4a instead count an untested unit as
--- not significant, as the reference's figures do); and the ratios to RTN W8A16 of the same style,
--- the paper's 8-bit baseline ("4-bit: 4-6x more changes than 8-bit").
+-- 'all'): paired rows, those without both bias flags (an invalid guard verdict) and flip rates;
+-- units, tested units (with the minimum rows) and the share of tested units with a significant
+-- change (Fig 3a/4a instead count an untested unit as not significant, as the reference's figures
+-- do); and the ratios to RTN W8A16 of the same style, the paper's 8-bit baseline ("4-bit: 4-6x
+-- more changes than 8-bit").
 with dataset_styles as (
     select distinct dataset, style from {{ ref('stg_paired_responses') }}
 ),
@@ -12,7 +13,9 @@ model_sizes as (
 ),
 paired as (
     unpivot (
-        select method, cast(w_bits as varchar) as w_bits, model, style, flipped, bias_flipped
+        select
+            method, cast(w_bits as varchar) as w_bits, model, style, flipped, bias_flipped,
+            is_biased_base is null or is_biased_quant is null as invalid_verdict
         from {{ ref('stg_paired_responses') }}
     ) on method, w_bits, model into name factor value level
 ),
@@ -27,6 +30,7 @@ flips as (
     select
         factor, level, coalesce(style, 'all') as style,
         count(*) as n_rows,
+        sum(invalid_verdict::int) as n_invalid,
         100.0 * avg(flipped::int) as pct_flipped,
         100.0 * avg(bias_flipped::int) as pct_bias_flipped
     from paired
@@ -56,6 +60,7 @@ select
     m.a_bits,
     z.param_size_b,
     s.n_rows,
+    s.n_invalid,
     s.pct_flipped,
     s.pct_bias_flipped,
     s.units,
