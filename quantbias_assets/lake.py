@@ -122,7 +122,8 @@ def replace_rows(
     storage_options: Mapping[str, str] | None = None,
 ) -> None:
     """Replace the rows matching `where` (column = value) with `df` in one commit; other rows are
-    untouched. Every row of `df` must match `where`; an empty `df` deletes the matching rows."""
+    untouched. Every row of `df` must match `where`; an empty `df` deletes the matching rows; new
+    columns are added to the table."""
     _require_partition(df, where)
     if not table_exists(uri, storage_options):
         if partition_by:
@@ -130,7 +131,8 @@ def replace_rows(
         else:
             write_table(df, uri, storage_options=storage_options)
         return
-    options: dict[str, object] = {"predicate": equality_predicate(where)}
+    # merge: a table written by an older code version gains the new columns (null in old rows)
+    options: dict[str, object] = {"predicate": equality_predicate(where), "schema_mode": "merge"}
     if partition_by:
         options["partition_by"] = list(partition_by)
     _with_commit_retries(
