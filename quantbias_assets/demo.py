@@ -253,7 +253,8 @@ def run_demo(options: DemoOptions) -> int:
     # Observed first, so the question tables record the files' versions: otherwise the schedule's
     # first observation in `dagster dev` would make every table (and all below it) stale.
     observe_started = time.perf_counter()
-    if not definitions.defs.resolve_job_def("observe_dataset_files").execute_in_process(instance=instance).success:
+    observe = definitions.defs.resolve_job_def("observe_dataset_files")
+    if not observe.execute_in_process(instance=instance, resources=resources).success:
         raise SystemExit("demo: observing the dataset files failed; see `dagster dev` for the run's logs")
     say(f"dataset files observed in {time.perf_counter() - observe_started:.1f} s")
     materialize(

@@ -1,1 +1,2 @@
-"""Dagster ConfigurableResources: lake, worker launchers, inference settings, model store, dbt."""
+"""Dagster ConfigurableResources: lake, worker launchers, inference settings, model store, dataset files,
+warehouse, dbt."""

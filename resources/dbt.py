@@ -1,22 +1,42 @@
-"""The dbt project (dbt_analysis/) and the dbt CLI resource that builds it over the lake."""
+"""The dbt project (dbt_analysis/), its manifest, and the dbt CLI resource that builds it over the lake.
+
+dbt takes its settings as `--vars` (`dbt_vars`): `lake_root`, which sources.yml reads the Delta
+tables under, and `warehouse_path`, the DuckDB file profiles.yml builds into.
+
+The manifest (dbt_analysis/target/manifest.json) is what dagster-dbt builds the asset graph from.
+`prepare_manifest` runs dagster-dbt's own preparation (`dbt parse`, DbtProject's preparer): at every
+load under `dagster dev` (`DbtProject.prepare_if_dev`), and elsewhere (the demo, tests, CI, a run
+pod) when the manifest is missing or older than a file of the project. The orchestrator image
+prepares it at build time: `dagster-dbt project prepare-and-package --file resources/dbt.py`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
 
-from quantbias_assets import settings
-
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_analysis"
+# Parsing opens no database, but dbt-duckdb names the database after the file's stem, and the
+# marts' table names in the manifest (`warehouse.main.<model>`) come from the parse.
+PARSE_VARS = {"lake_root": "lake", "warehouse_path": "warehouse.duckdb"}
 
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+def analysis_project(project_dir: Path = DBT_PROJECT_DIR) -> DbtProject:
+    """The dbt project in `project_dir` (profiles.yml inside it), parsed with PARSE_VARS."""
+    return DbtProject(
+        project_dir=project_dir,
+        profiles_dir=project_dir,
+        prepare_project_cli_args=["parse", "--quiet", "--vars", json.dumps(PARSE_VARS)],
+    )
+
+
+dbt_project = analysis_project()
 
 
 def dbt_executable() -> str:
@@ -25,65 +45,63 @@ def dbt_executable() -> str:
     return str(candidate) if candidate.exists() else "dbt"
 
 
-def dbt_env(lake_root: str, duckdb_path: str) -> dict[str, str]:
-    return {
-        "QUANTBIAS_LAKE": lake_root,
-        "QUANTBIAS_DBT_DUCKDB": duckdb_path,
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
+def dbt_vars(lake_root: str, warehouse_path: Path) -> str:
+    """The `--vars` of a dbt invocation. dbt runs in the project folder: the warehouse path is absolute."""
+    return json.dumps({"lake_root": lake_root, "warehouse_path": str(warehouse_path.absolute())})
 
 
 @contextmanager
-def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for a dbt subprocess started inside the block, then restore them
-    and the working directory.
-
-    DbtCliResource hands its process a copy of os.environ and takes no env of its own. dbt's
-    in-process adapter (row counts, column types) chdirs into the project, which would re-anchor
-    every relative path of the rest of the process (e.g. QUANTBIAS_DATA_DIR=../shared/datasets).
-    """
-    saved = {key: os.environ.get(key) for key in values}
+def restored_working_directory() -> Iterator[None]:
+    """dbt's in-process adapter (row counts, column types) chdirs into the project, which would
+    re-anchor every relative path of the rest of the process (e.g. QUANTBIAS_DATA_DIR=../shared/datasets)."""
     working_directory = os.getcwd()
-    os.environ.update(values)
     try:
         yield
     finally:
         os.chdir(working_directory)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
-def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """Parse the project when its manifest is missing or older than any model, seed or macro.
+@contextmanager
+def dbt_on_path() -> Iterator[None]:
+    """dagster-dbt's preparer runs `dbt` from PATH; a venv used without activating it
+    (`.venv/bin/dagster dev`, `.venv/bin/quantbias demo`) has it only next to this interpreter."""
+    saved = os.environ.get("PATH")
+    executable = Path(dbt_executable())
+    if executable.is_absolute():
+        os.environ["PATH"] = os.pathsep.join(filter(None, [str(executable.parent), saved]))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = saved
 
-    dagster-dbt builds the asset graph from target/manifest.json; parsing takes a few seconds
-    and needs no database, so a fresh clone gets its manifest on first import. It parses against
-    a database file named like the warehouse (`warehouse.duckdb`, in a scratch folder): dbt-duckdb
-    names the database after the file, and the marts' table names (`warehouse.main.<model>`) come
-    from the manifest. A change to this file re-parses too.
-    """
-    manifest = Path(project.manifest_path)
+
+def manifest_is_stale(project: DbtProject) -> bool:
+    """No manifest, or one older than a model, seed, macro, test or config file of the project, or
+    than this module (which holds the parse settings)."""
+    manifest = project.manifest_path
+    if not manifest.exists():
+        return True
+    target = project.project_dir / project.target_path
     sources = [
-        p for p in DBT_PROJECT_DIR.rglob("*") if p.suffix in {".sql", ".yml", ".csv"} and "target" not in p.parts
+        path
+        for path in project.project_dir.rglob("*")
+        if path.suffix in {".sql", ".yml", ".csv"} and not path.is_relative_to(target)
     ]
-    newest = max(p.stat().st_mtime for p in [*sources, Path(__file__)])
-    if manifest.exists() and manifest.stat().st_mtime >= newest:
-        return manifest
-    with tempfile.TemporaryDirectory(prefix="quantbias-dbt-parse-") as scratch:
-        database = str(Path(scratch) / settings.analysis_duckdb_path().name)
-        env = {**os.environ, **dbt_env(os.environ.get("QUANTBIAS_LAKE", "lake"), database)}
-        result = subprocess.run(
-            [dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-    if result.returncode != 0:
-        raise RuntimeError(f"dbt parse failed for {DBT_PROJECT_DIR}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
-    return manifest
+    built = manifest.stat().st_mtime
+    return any(path.stat().st_mtime > built for path in [*sources, Path(__file__)])
+
+
+def prepare_manifest(project: DbtProject = dbt_project) -> Path:
+    """The project's manifest, prepared by dagster-dbt when `dagster dev` loads the code or when it
+    is missing or stale; returns its path."""
+    with dbt_on_path():
+        project.prepare_if_dev()
+        if manifest_is_stale(project):
+            project.preparer.prepare(project)
+    return project.manifest_path
 
 
 def dbt_resource() -> DbtCliResource:

@@ -1,8 +1,10 @@
 """Environment-keyed resource sets: `local` (laptop, CI) and `cluster` (Kubernetes), chosen by QUANTBIAS_ENV.
 
 Every environment provides the same resource keys, so assets never know where they run:
-`lake`, `workers`, `inference`, `model_store`, `guard` and `dbt` (the same dbt CLI in both: it
-reads the lake through `lake.root`).
+`lake`, `workers`, `inference`, `model_store`, `guard`, `dataset_files`, `warehouse` and `dbt`
+(the same dbt CLI in both: it reads the lake through `lake.root` and builds into `warehouse.path`).
+The dataset files and the warehouse are local files in both: $QUANTBIAS_DATA_DIR (else
+$QUANTBIAS_HOME/datasets) and $QUANTBIAS_HOME/warehouse.duckdb, on the shared volume in a cluster.
 
 `cluster` reads (set them on the code location and the run pods; k8s/helm/values.yaml does):
   QUANTBIAS_LAKE             lake root URI, e.g. s3://bucket/quantbias/lake
@@ -24,12 +26,14 @@ import os
 from importlib.metadata import version
 from typing import Any
 
+from resources.dataset_files import DatasetFilesResource
 from resources.dbt import dbt_resource
 from resources.guard import GuardResource
 from resources.inference import InferenceResource
 from resources.k8s import K8sWorkerLauncher, default_worker_pods, storage_options_problem
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
+from resources.warehouse import WarehouseResource
 from resources.workers import LocalWorkerLauncher
 
 ENVIRONMENTS = ("local", "cluster")
@@ -56,6 +60,8 @@ def _local_resources() -> dict[str, Any]:
         "inference": InferenceResource(),
         "model_store": ModelStoreResource(),
         "guard": GuardResource(),
+        "dataset_files": DatasetFilesResource(),
+        "warehouse": WarehouseResource(),
         "dbt": dbt_resource(),
     }
 
@@ -82,6 +88,8 @@ def _cluster_resources() -> dict[str, Any]:
         "inference": InferenceResource(backend="vllm", dtype="bfloat16"),
         "model_store": ModelStoreResource(root=model_store_root, storage_options=storage_options),
         "guard": GuardResource(backend="vllm", dtype="bfloat16"),
+        "dataset_files": DatasetFilesResource(),
+        "warehouse": WarehouseResource(),
         "dbt": dbt_resource(),
     }
 

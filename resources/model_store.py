@@ -7,21 +7,16 @@ folder; `storage_options` travel with it for workers that read from object stora
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 from pydantic import Field
 
 from quantbias_assets import settings
-from quantbias_assets.checkpoint_manifest import CheckpointManifest, manifest_path, read_manifest
+from quantbias_assets.checkpoint_manifest import CheckpointManifest, read_manifest
 
 
 class ModelStoreResource(dg.ConfigurableResource):
     root: str = Field(default_factory=settings.model_store_root, description="folder of the checkpoints")
     storage_options: dict[str, str] = Field(default_factory=dict, description="object-store settings")
-
-    def checkpoint_dir(self, model: str, method: str) -> Path:
-        return manifest_path(self.root, model, method).parent
 
     def manifest(self, model: str, method: str) -> CheckpointManifest:
         return read_manifest(self.root, model, method)

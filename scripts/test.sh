@@ -12,4 +12,4 @@ export TOKENIZERS_PARALLELISM=false
 bash scripts/setup_vllm_env.sh
 bash scripts/setup_browser.sh
 .venv/bin/python -m pytest "$@"
-.venv-vllm/bin/python -m pytest tests/vllm
+.venv-vllm/bin/python -m pytest tests/vllm_engine

@@ -12,7 +12,7 @@ RUN groupadd --gid 1000 quantbias \
  && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/quantbias quantbias
 
 WORKDIR /opt/quantbias
-# Dependencies first (cached layer): the pyproject pins, without torch/transformers.
+# Dependencies first (cached layer): the base and the `orchestrator` and `postgres` extras, no torch/transformers.
 COPY pyproject.toml constraints.txt README.md ./
 COPY k8s/images/select_requirements.py /tmp/select_requirements.py
 RUN python /tmp/select_requirements.py pyproject.toml orchestrator > /tmp/requirements.txt \
@@ -22,9 +22,11 @@ COPY definitions.py ./
 COPY quantbias_assets ./quantbias_assets
 COPY resources ./resources
 COPY dbt_analysis ./dbt_analysis
-# Editable, so resources/dbt.py finds dbt_analysis/ next to the code and writes its manifest there.
-# Loading the definitions once also parses the dbt project into dbt_analysis/target.
+# Editable, so resources/dbt.py finds dbt_analysis/ next to the code. The dbt manifest is prepared
+# here, at build time, by dagster-dbt (`dbt parse` into dbt_analysis/target); then the code location
+# must load without importing a model library.
 RUN pip install --no-deps -e . \
+ && dagster-dbt project prepare-and-package --file resources/dbt.py \
  && python -c "import sys, definitions; heavy = {'torch', 'transformers', 'vllm'} & set(sys.modules); sys.exit(f'code location imports {heavy}' if heavy else 0)" \
  && chown -R 1000:1000 /opt/quantbias
 

@@ -1,10 +1,11 @@
-"""Print the pip requirements of one image, selected from pyproject.toml (used while building images).
+"""Print the pip requirements of one image from pyproject.toml (used while building images).
 
-Each image installs this package with `pip install --no-deps` plus the requirements printed here,
-so one list of pins (pyproject.toml + constraints.txt) feeds every image:
-  orchestrator     dagster, dbt and the analysis stack; no torch, no model libraries
-  quantizer-worker the worker runtime plus the `quant` extra (llmcompressor); no orchestration
-  vllm-worker      the worker runtime without torch/transformers: the vLLM wheel brings its own pins
+Each image installs this package with `pip install --no-deps` plus the requirements printed here:
+the base dependencies and the image's extras, so one list of pins (pyproject.toml +
+constraints.txt) feeds every image, and the dependency layer is cached apart from the code:
+  orchestrator     extras orchestrator, postgres: Dagster, dbt, the figures; no torch, no model libraries
+  quantizer-worker extras hf, quant: transformers and llmcompressor; no orchestration
+  vllm-worker      the base only: the vLLM wheel brings its own torch and transformers
 
 Usage: python select_requirements.py PYPROJECT {orchestrator|quantizer-worker|vllm-worker}
 """
@@ -15,23 +16,11 @@ import re
 import sys
 import tomllib
 
-MODEL_LIBRARIES = {"torch", "transformers", "tokenizers", "accelerate"}
-ORCHESTRATION = {
-    "dagster",
-    "dagster-webserver",
-    "dagster-graphql",
-    "dagster-shared",
-    "dagster-k8s",
-    "dagster-dbt",
-    "dbt-core",
-    "dbt-duckdb",
-    "duckdb",
-    "kubernetes",
-    "fairlearn",
-    "matplotlib",
+IMAGE_EXTRAS = {
+    "orchestrator": ("orchestrator", "postgres"),
+    "quantizer-worker": ("hf", "quant"),
+    "vllm-worker": (),
 }
-# The orchestrator image also needs Postgres storage for the Helm chart's instance.
-ORCHESTRATOR_EXTRAS = ["dagster-postgres==0.29.27"]
 
 
 def requirement_name(requirement: str) -> str:
@@ -39,16 +28,11 @@ def requirement_name(requirement: str) -> str:
 
 
 def select_requirements(pyproject: dict, image: str) -> list[str]:
+    if image not in IMAGE_EXTRAS:
+        raise ValueError(f"image: {image!r}: expected {', '.join(IMAGE_EXTRAS)}")
     project = pyproject["project"]
-    base: list[str] = project["dependencies"]
-    if image == "orchestrator":
-        return [r for r in base if requirement_name(r) not in MODEL_LIBRARIES] + ORCHESTRATOR_EXTRAS
-    worker = [r for r in base if requirement_name(r) not in ORCHESTRATION]
-    if image == "quantizer-worker":
-        return worker + project["optional-dependencies"]["quant"]
-    if image == "vllm-worker":
-        return [r for r in worker if requirement_name(r) not in MODEL_LIBRARIES]
-    raise ValueError(f"image: {image!r}: expected orchestrator, quantizer-worker or vllm-worker")
+    extras = project["optional-dependencies"]
+    return [*project["dependencies"], *(r for extra in IMAGE_EXTRAS[image] for r in extras[extra])]
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from quantbias_assets import settings
 from quantbias_assets.assets.table_metadata import column_schema, markdown_preview
 from quantbias_assets.catalog.datasets import (
     DATASETS,
@@ -26,6 +25,7 @@ from quantbias_assets.catalog.datasets import (
     load_dataset,
 )
 from quantbias_assets.hashing import file_sha256
+from resources.dataset_files import DatasetFilesResource
 from resources.lake import LakeResource
 
 GROUP_NAME = "datasets"
@@ -121,8 +121,8 @@ def build_dataset_file_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         group_name=GROUP_NAME,
         description=f"The raw JSON files of {spec.name} ({spec.folder}/{spec.name}/<axis>.json).",
     )
-    def observe_files(context: dg.OpExecutionContext) -> dg.ObserveResult:
-        data_dir = settings.data_dir()
+    def observe_files(context: dg.OpExecutionContext, dataset_files: DatasetFilesResource) -> dg.ObserveResult:
+        data_dir = dataset_files.path
         present = [axis for axis in spec.axes if (data_dir / spec.relative_path(axis)).is_file()]
         hasher = StatCachedHasher(data_dir, previous_file_stats(context, dataset_files_key(spec.name), data_dir))
         version = files_content_hash(spec, data_dir, file_hash_of=hasher)
@@ -149,8 +149,10 @@ def build_questions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         kinds={"delta", "polars"},
         description=f"{spec.name} ({spec.style}) as the canonical question table (docs/schemas.md).",
     )
-    def questions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        data_dir: Path = settings.data_dir()
+    def questions(
+        context: dg.AssetExecutionContext, lake: LakeResource, dataset_files: DatasetFilesResource
+    ) -> dg.MaterializeResult:
+        data_dir = dataset_files.path
         source_version = files_content_hash(spec, data_dir)
         load = load_dataset(spec, data_dir)
         if load.errors:

@@ -15,12 +15,12 @@ import dagster as dg
 import polars as pl
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 
-from quantbias_assets import settings
 from quantbias_assets.assets.table_metadata import markdown_preview
 from quantbias_assets.markdown import markdown_table
 from quantbias_assets.scoring import UNCERTAINTY_BINS
-from resources.dbt import dbt_env, dbt_project, ensure_manifest, temporary_env
+from resources.dbt import dbt_project, dbt_vars, prepare_manifest, restored_working_directory
 from resources.lake import LakeResource
+from resources.warehouse import WarehouseResource
 
 PREVIEW_ROWS = 5
 
@@ -137,15 +137,15 @@ def release_warehouse(invocation: DbtCliInvocation) -> None:
 
 # No `project=`: dagster-dbt would put the DbtProject object into every mart's metadata, where the
 # UI can only show it as "[DbtProject] (unserializable)"; the resource names the project instead.
-@dbt_assets(manifest=ensure_manifest(dbt_project), dagster_dbt_translator=MartTranslator())
-def analysis_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource):
+@dbt_assets(manifest=prepare_manifest(dbt_project), dagster_dbt_translator=MartTranslator())
+def analysis_marts(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, lake: LakeResource, warehouse: WarehouseResource
+):
     """`dbt build` (models, seeds and their data tests) over the current lake."""
-    duckdb_path = settings.analysis_duckdb_path()
-    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    # dbt reads the lake root and the database path from the environment (profiles.yml, sources.yml);
-    # the row counts and column types are read through dbt's adapter, under the same environment.
-    with temporary_env(dbt_env(lake.root, str(duckdb_path))):
-        invocation = dbt.cli(["build"], context=context)
+    warehouse.database_file.parent.mkdir(parents=True, exist_ok=True)
+    # the row counts and column types are read through dbt's adapter, which takes the same --vars
+    with restored_working_directory():
+        invocation = dbt.cli(["build", "--vars", dbt_vars(lake.root, warehouse.database_file)], context=context)
         try:
             events = invocation.stream().fetch_row_counts().fetch_column_metadata()
             yield from with_preview(events, invocation)

@@ -14,8 +14,9 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from quantbias_assets import figures, settings
+from quantbias_assets import figures
 from quantbias_assets.markdown import report_table
+from resources.warehouse import WarehouseResource
 
 MART_DEPS = [
     dg.AssetKey(["marts", name])
@@ -115,9 +116,9 @@ def figures_markdown(paths: dict[str, Path]) -> str:
     description="The paper's figures (Fig 2a-5b) as PNG files, shown in the `figures` metadata; Table 1 and "
     "the headline numbers as markdown tables in `summary`.",
 )
-def paper_figures(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    data = read_warehouse(settings.analysis_duckdb_path())
-    out_dir = settings.figures_dir()
+def paper_figures(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    data = read_warehouse(warehouse.database_file)
+    out_dir = warehouse.figures_folder
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     skipped = []

@@ -47,6 +47,7 @@ from quantbias_assets.automation import automation_sensor
 from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
 from quantbias_assets.catalog.models import add_model, load_registry
 from quantbias_assets.instance import ensure_dagster_home
+from resources.dataset_files import DatasetFilesResource
 from resources.lake import LakeResource
 
 # Written out from the paper (spec §6) and the design's method table, not from the code under test.
@@ -169,24 +170,24 @@ def test_removed_model_keeps_its_partition(defs, instance, local_model, quantbia
     assert instance.get_dynamic_partitions("model") == ["tiny-a"]
 
 
-def test_models_add_from_the_shell_adds_partition_and_backfill_and_the_sensor_then_skips_it(
-    defs, instance, local_model
-):
+def test_models_add_from_the_shell_is_picked_up_by_the_sensor_once(defs, instance, local_model, capsys):
     from quantbias_assets.cli import main
 
     instance.add_dynamic_partitions("model", sorted(PAPER_NICKNAMES))
     assert main(["models", "add", str(local_model), "--nickname", "tiny-a"]) == 0
-
-    assert "tiny-a" in instance.get_dynamic_partitions("model")
-    [backfill] = instance.get_backfills()
-    assert backfill.title == "new model tiny-a"
-    target = backfill.asset_backfill_data.target_subset
-    # the 6 backfill methods of tiny-a, for the checkpoint + 17 response + 7 verdict tables
-    assert target.num_partitions_and_non_partitioned_assets == 6 * len(WORKER_KEYS)
-    assert set(target.asset_keys) == WORKER_KEYS
-    checkpoint_keys = set(target.get_partitions_subset(dg.AssetKey("checkpoint")).get_partition_keys())
-    assert checkpoint_keys == {f"{method}|tiny-a" for method in BACKFILL_METHODS}  # method|model
-    # the registry sensor sees nothing new: no second backfill
+    assert "model_registry_sensor adds partition model=tiny-a and requests its runs" in capsys.readouterr().out
+    # the shell writes the registry only: the sensor is the one path to the partition and its runs
+    assert "tiny-a" not in instance.get_dynamic_partitions("model") and instance.get_backfills() == []
+    result = tick(defs, instance)
+    [request] = result.dynamic_partitions_requests
+    assert list(request.partition_keys) == ["tiny-a"]
+    # the 6 backfill methods of tiny-a, each run with the checkpoint + 17 response + 7 verdict tables
+    assert sorted(str(run.partition_key) for run in result.run_requests) == sorted(
+        f"{method}|tiny-a" for method in BACKFILL_METHODS
+    )  # method|model
+    assert all(set(run.asset_selection) == WORKER_KEYS for run in result.run_requests)
+    apply_partition_requests(instance, result)
+    # the registry sensor then sees nothing new: no second request
     result = tick(defs, instance)
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
 
@@ -396,27 +397,31 @@ def stale_status(instance: dg.DagsterInstance, assets: list, key: dg.AssetKey) -
     """What the UI shows for `key` (the webserver uses the same resolver)."""
     resolver = CachingStaleStatusResolver(
         instance,
-        dg.Definitions(assets=assets, resources={"lake": LakeResource()}).resolve_asset_graph(),
+        dg.Definitions(
+            assets=assets, resources={"lake": LakeResource(), "dataset_files": DatasetFilesResource()}
+        ).resolve_asset_graph(),
         LoadingContextForTest(instance),
     )
     return resolver.get_status(key), list(resolver.get_stale_causes(key))
 
 
-def test_code_version_and_dataset_changes_show_as_staleness(data_dir, tmp_path, monkeypatch, defs):
+def test_code_version_and_dataset_changes_show_as_staleness(data_dir, tmp_path, defs):
     """questions/FMT10K-IM-T (255 rows) materialized for real; then its code version is bumped,
     and separately one of its files is edited and observed by the schedule's job."""
     dataset = "FMT10K-IM-T"
     files = tmp_path / "data" / "open_datasets" / dataset
     shutil.copytree(data_dir / "open_datasets" / dataset, files)
-    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(tmp_path / "data"))
     [observable] = [a for a in dataset_file_assets if a.key.path[-1] == dataset]
     [built] = [a for a in question_assets if a.key.path[-1] == dataset]
     key = built.key
     instance = dg.DagsterInstance.ephemeral()
-    resources = {"lake": LakeResource(root=str(tmp_path / "lake"))}
+    resources = {
+        "lake": LakeResource(root=str(tmp_path / "lake")),
+        "dataset_files": DatasetFilesResource(folder=str(tmp_path / "data")),
+    }
     observe_files = defs.resolve_job_def("observe_dataset_files")
 
-    assert observe_files.execute_in_process(instance=instance).success
+    assert observe_files.execute_in_process(instance=instance, resources=resources).success
     assert dg.materialize([built, observable], selection=[key], instance=instance, resources=resources).success
     assert stale_status(instance, [observable, built], key) == (StaleStatus.FRESH, [])
 
@@ -427,7 +432,7 @@ def test_code_version_and_dataset_changes_show_as_staleness(data_dir, tmp_path, 
 
     edited = files / "gender.json"
     edited.write_text(edited.read_text().replace("a", "b", 1))
-    assert observe_files.execute_in_process(instance=instance).success
+    assert observe_files.execute_in_process(instance=instance, resources=resources).success
     status, causes = stale_status(instance, [observable, built], key)
     assert status == StaleStatus.STALE
     assert [(cause.category, cause.reason, cause.dependency) for cause in causes] == [

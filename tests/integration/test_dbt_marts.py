@@ -17,6 +17,7 @@ from quantbias_assets.assets.marts import analysis_marts
 from quantbias_assets.assets.reports import paper_figures
 from resources.dbt import dbt_resource
 from resources.lake import LakeResource
+from resources.warehouse import WarehouseResource
 
 
 def paired_row(idx: int, *, bin_: str, flipped: bool, bias_flipped: bool, context: str = "ambig") -> dict:
@@ -184,9 +185,8 @@ def build_marts(tmp_path):
     ]
     lake.write_table(pl.DataFrame(rankings), lake.table_uri(root, "analysis", "model_rankings"))
     working_directory = os.getcwd()
-    result = dg.materialize(
-        [analysis_marts, paper_figures], resources={"dbt": dbt_resource(), "lake": LakeResource(root=root)}
-    )
+    resources = {"dbt": dbt_resource(), "lake": LakeResource(root=root), "warehouse": WarehouseResource()}
+    result = dg.materialize([analysis_marts, paper_figures], resources=resources)
     assert result.success
     # dbt's in-process adapter chdirs into the project; the step puts the process back where it was
     assert os.getcwd() == working_directory

@@ -127,7 +127,7 @@ def test_checkpoints_and_responses_from_a_registered_gguf_record_its_format(
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path))
     gguf_file = smollm2_gguf()
     store = session_store(tmp_path_factory)
-    assert main(["models", "add", str(gguf_file), "--nickname", "smollm2", "--no-backfill"]) == 0
+    assert main(["models", "add", str(gguf_file), "--nickname", "smollm2"]) == 0
     entry = load_registry()["smollm2"]
     assert (entry.source, entry.family) == (str(gguf_file), "llama")
 
@@ -239,7 +239,7 @@ def test_bad_gguf_fails_naming_the_file_and_leaves_nothing(broken_files, case, m
 def test_models_add_refuses_a_bad_gguf(broken_files, case, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path))
     path = broken_files[case]
-    assert main(["models", "add", str(path), "--no-backfill"]) == 2
+    assert main(["models", "add", str(path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {path}: ") and "\n" not in error
     assert not (tmp_path / "models.yaml").exists()
@@ -279,7 +279,7 @@ def test_missing_gguf_package_is_named(tmp_path):
     script = (
         "import sys; sys.modules['gguf'] = None\n"
         "from quantbias_assets.cli import main\n"
-        f"sys.exit(main(['models', 'add', {str(smollm2_gguf())!r}, '--no-backfill']))\n"
+        f"sys.exit(main(['models', 'add', {str(smollm2_gguf())!r}]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],

@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from benchmark_counts import README_ROWS
 
 from quantbias_assets import lake
@@ -15,6 +14,7 @@ from quantbias_assets.assets.datasets import (
     question_assets,
     questions_key,
 )
+from resources.dataset_files import DatasetFilesResource
 from resources.lake import LakeResource
 
 
@@ -28,12 +28,10 @@ def assets_named(*names: str) -> list[dg.AssetsDefinition]:
     return [asset for asset in question_assets if asset.key.path[-1] in names]
 
 
-def test_all_question_tables_from_the_real_files(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(data_dir))
+def test_all_question_tables_from_the_real_files(data_dir: Path, tmp_path: Path) -> None:
     root = str(tmp_path / "lake")
-    result = dg.materialize(question_assets, resources={"lake": LakeResource(root=root)})
+    resources = {"lake": LakeResource(root=root), "dataset_files": DatasetFilesResource(folder=str(data_dir))}
+    result = dg.materialize(question_assets, resources=resources)
     assert result.success
     metadata = materializations(result)
     assert {name: md["rows"].value for name, md in metadata.items()} == README_ROWS
@@ -52,14 +50,14 @@ def test_all_question_tables_from_the_real_files(
     assert lake.read(lake.table_uri(root, "questions", "BBQ"), filters={"context_condition": "ambig"}).height == 5_978
 
 
-def test_a_corrupted_file_fails_only_its_dataset_and_keeps_the_last_table(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_corrupted_file_fails_only_its_dataset_and_keeps_the_last_table(data_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "data"
     for relative in ("closed_datasets/CEB-Adult", "closed_datasets/IAT"):
         shutil.copytree(data_dir / relative, copy / relative)
-    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(copy))
-    resources = {"lake": LakeResource(root=str(tmp_path / "lake"))}
+    resources = {
+        "lake": LakeResource(root=str(tmp_path / "lake")),
+        "dataset_files": DatasetFilesResource(folder=str(copy)),
+    }
     chosen = assets_named("CEB-Adult", "IAT")
     assert dg.materialize(chosen, resources=resources).success
 
@@ -81,13 +79,14 @@ def test_a_corrupted_file_fails_only_its_dataset_and_keeps_the_last_table(
     assert lake.read(lake.table_uri(str(tmp_path / "lake"), "questions", "IAT")).height == 1_444
 
 
-def test_observed_data_version_follows_the_file_contents(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_observed_data_version_follows_the_file_contents(data_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "data"
     shutil.copytree(data_dir / "closed_datasets/IAT", copy / "closed_datasets/IAT")
-    monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(copy))
-    defs = dg.Definitions(assets=dataset_file_assets, jobs=[observe_dataset_files_job])
+    defs = dg.Definitions(
+        assets=dataset_file_assets,
+        jobs=[observe_dataset_files_job],
+        resources={"dataset_files": DatasetFilesResource(folder=str(copy))},
+    )
     instance = dg.DagsterInstance.ephemeral()
     key = dg.AssetKey(["dataset_files", "IAT"])
 

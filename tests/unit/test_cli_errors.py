@@ -65,7 +65,7 @@ def test_unwritable_quantbias_home(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "occupied").write_text("a file")
     home = tmp_path / "occupied" / "home"
     monkeypatch.setenv("QUANTBIAS_HOME", str(home))
-    assert main(["models", "add", "org/Some-Model", "--nickname", "some", "--no-backfill"]) == 2
+    assert main(["models", "add", "org/Some-Model", "--nickname", "some"]) == 2
     assert capsys.readouterr().err == f"error: {home}: Not a directory\n"
     assert main(["datasets", "fetch"]) == 2
     assert capsys.readouterr().err == f"error: {home / 'datasets'}: Not a directory\n"
@@ -76,7 +76,7 @@ def test_models_add_with_a_broken_config_names_the_file(tmp_path: Path, monkeypa
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path / "home"))
     folder = model_folder(tmp_path / "Broken")
     (folder / "config.json").write_text('{"model_type": "llama",')
-    assert main(["models", "add", str(folder), "--no-backfill"]) == 2
+    assert main(["models", "add", str(folder)]) == 2
     assert capsys.readouterr().err == (
         f"error: {folder / 'config.json'}: not valid JSON: Expecting property name enclosed in double quotes: "
         "line 1 column 24 (char 23)\n"

@@ -3,12 +3,14 @@
 import pytest
 from dagster_dbt import DbtCliResource
 
+from resources.dataset_files import DatasetFilesResource
 from resources.environments import resources_for, storage_options_from_env
 from resources.guard import GuardResource
 from resources.inference import InferenceResource
 from resources.k8s import K8sWorkerLauncher
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
+from resources.warehouse import WarehouseResource
 from resources.workers import LocalWorkerLauncher
 
 RESOURCE_TYPES = {
@@ -16,6 +18,8 @@ RESOURCE_TYPES = {
     "inference": InferenceResource,
     "model_store": ModelStoreResource,
     "guard": GuardResource,
+    "dataset_files": DatasetFilesResource,
+    "warehouse": WarehouseResource,
     "dbt": DbtCliResource,
 }
 
@@ -37,6 +41,8 @@ def cluster_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_local_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.delenv("QUANTBIAS_ENV", raising=False)
+    monkeypatch.delenv("QUANTBIAS_DATA_DIR", raising=False)
+    monkeypatch.delenv("QUANTBIAS_DBT_DUCKDB", raising=False)
     monkeypatch.setenv("QUANTBIAS_HOME", str(tmp_path))
     resources = resources_for()
     assert set(resources) == {"workers", *RESOURCE_TYPES}
@@ -44,12 +50,24 @@ def test_local_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
     assert all(isinstance(resources[key], kind) for key, kind in RESOURCE_TYPES.items())
     assert resources["lake"].root == str(tmp_path / "lake")
     assert resources["model_store"].root == str(tmp_path / "models")
+    assert resources["dataset_files"].path == tmp_path / "datasets"
+    warehouse = resources["warehouse"]
+    assert (warehouse.database_file, warehouse.figures_folder) == (
+        tmp_path / "warehouse.duckdb",
+        tmp_path / "reports" / "figures",
+    )
     assert (resources["inference"].backend, resources["guard"].backend) == ("hf", "hf")
 
 
-def test_cluster_set_from_environment(cluster_env: None) -> None:
+def test_cluster_set_from_environment(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the dataset files and the warehouse are files under QUANTBIAS_HOME, on the model-store volume
+    monkeypatch.setenv("QUANTBIAS_HOME", "/model-store/.quantbias")
+    monkeypatch.setenv("QUANTBIAS_DATA_DIR", "/data/benchmark")
+    monkeypatch.delenv("QUANTBIAS_DBT_DUCKDB", raising=False)
     resources = resources_for()
     assert all(isinstance(resources[key], kind) for key, kind in RESOURCE_TYPES.items())
+    assert resources["dataset_files"].folder == "/data/benchmark"
+    assert resources["warehouse"].path == "/model-store/.quantbias/warehouse.duckdb"
     lake = resources["lake"]
     assert (lake.root, lake.storage_options) == ("s3://quantbias-bucket/lake", {"AWS_REGION": "eu-west-1"})
     model_store = resources["model_store"]

