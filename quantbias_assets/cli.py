@@ -105,7 +105,7 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
     def add(args: argparse.Namespace) -> int:
         from quantbias_assets import settings
-        from quantbias_assets.automation import BACKFILL_METHODS
+        from quantbias_assets.catalog.methods import BACKFILL_METHODS
         from quantbias_assets.catalog.models import add_model
 
         try:

@@ -312,19 +312,20 @@ def run_demo(options: DemoOptions) -> int:
         resources=resources,
         run_config=RUN_LOGGING,
     )
-    print(summary(), flush=True)
-    say(f"finished in {time.perf_counter() - started:.1f} s; figures in {settings.figures_dir()}")
+    warehouse = resources["warehouse"]
+    print(summary(warehouse.database_file), flush=True)
+    say(f"finished in {time.perf_counter() - started:.1f} s; figures in {warehouse.figures_folder}")
     return 0
 
 
-def summary() -> str:
+def summary(warehouse_file: Path) -> str:
     """Flip rates by uncertainty bin and significant units per method, from the warehouse."""
     import duckdb
 
     from quantbias_assets.markdown import report_table as markdown_table
     from quantbias_assets.scoring import UNCERTAINTY_BINS
 
-    with duckdb.connect(str(settings.analysis_duckdb_path()), read_only=True) as con:
+    with duckdb.connect(str(warehouse_file), read_only=True) as con:
 
         def table(sql: str) -> pl.DataFrame:
             return pl.from_arrow(con.execute(sql).to_arrow_table())

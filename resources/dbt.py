@@ -97,7 +97,8 @@ def manifest_is_stale(project: DbtProject) -> bool:
 def prepare_manifest(project: DbtProject = dbt_project) -> Path:
     """The project's manifest, prepared by dagster-dbt when `dagster dev` loads the code or when it
     is missing or stale; returns its path."""
-    with dbt_on_path():
+    # the preparer initializes dbt's adapter in this process (it chdirs into the project)
+    with dbt_on_path(), restored_working_directory():
         project.prepare_if_dev()
         if manifest_is_stale(project):
             project.preparer.prepare(project)

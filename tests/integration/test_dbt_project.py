@@ -33,14 +33,18 @@ def read_manifest(path: Path) -> dict:
 def test_a_missing_manifest_is_parsed_with_the_warehouse_database_name(project_copy: Path) -> None:
     project = analysis_project(project_copy)
     assert not project.manifest_path.exists()
+    working_directory = Path.cwd()
 
     assert prepare_manifest(project) == project_copy / "target" / "manifest.json"
     nodes = read_manifest(project.manifest_path)["nodes"]
-    assert nodes["model.quantbias.table1_uncertainty_bins"]["relation_name"] == "warehouse.main.table1_uncertainty_bins"
-    assert nodes["seed.quantbias.quantization_methods"]["relation_name"] == "warehouse.main.quantization_methods"
-    # the parse touched no database and left PATH as it was
+    assert nodes["model.quantbias.table1_uncertainty_bins"]["relation_name"] == (
+        '"warehouse"."main"."table1_uncertainty_bins"'
+    )
+    assert nodes["seed.quantbias.quantization_methods"]["relation_name"] == '"warehouse"."main"."quantization_methods"'
+    # the parse touched no database and left PATH and the working directory as they were
     assert sorted(p.name for p in project_copy.rglob("*.duckdb")) == []
     assert os.environ["PATH"] == "/usr/bin:/bin"
+    assert Path.cwd() == working_directory
 
 
 def test_a_fresh_manifest_is_kept_and_a_stale_one_parsed_again(project_copy: Path) -> None:
