@@ -4,10 +4,12 @@ dbt takes its settings as `--vars` (`dbt_vars`): `lake_root`, which sources.yml 
 tables under, and `warehouse_path`, the DuckDB file profiles.yml builds into.
 
 The manifest (dbt_analysis/target/manifest.json) is what dagster-dbt builds the asset graph from.
-`prepare_manifest` runs dagster-dbt's own preparation (`dbt parse`, DbtProject's preparer): at every
-load under `dagster dev` (`DbtProject.prepare_if_dev`), and elsewhere (the demo, tests, CI, a run
-pod) when the manifest is missing or older than a file of the project. The orchestrator image
-prepares it at build time: `dagster-dbt project prepare-and-package --file resources/dbt.py`.
+`prepare_manifest` runs dagster-dbt's own preparation (`dbt parse`, DbtProject's preparer) when the
+manifest is missing or older than a file of the project, under `dagster dev` as everywhere else.
+Not `DbtProject.prepare_if_dev()`: under `dagster dev` it parses in every process that loads the
+code, the code server and each run's process, ~20 s each on 2 cores for an unchanged project.
+The orchestrator image prepares it at build time:
+`dagster-dbt project prepare-and-package --file resources/dbt.py`.
 """
 
 from __future__ import annotations
@@ -95,13 +97,12 @@ def manifest_is_stale(project: DbtProject) -> bool:
 
 
 def prepare_manifest(project: DbtProject = dbt_project) -> Path:
-    """The project's manifest, prepared by dagster-dbt when `dagster dev` loads the code or when it
-    is missing or stale; returns its path."""
+    """The project's manifest, prepared by dagster-dbt when it is missing or stale; returns its path."""
+    if not manifest_is_stale(project):
+        return project.manifest_path
     # the preparer initializes dbt's adapter in this process (it chdirs into the project)
     with dbt_on_path(), restored_working_directory():
-        project.prepare_if_dev()
-        if manifest_is_stale(project):
-            project.preparer.prepare(project)
+        project.preparer.prepare(project)
     return project.manifest_path
 
 

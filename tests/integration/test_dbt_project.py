@@ -62,13 +62,20 @@ def test_a_fresh_manifest_is_kept_and_a_stale_one_parsed_again(project_copy: Pat
     assert project.manifest_path.stat().st_mtime_ns > parsed
 
 
-def test_dagster_dev_parses_at_every_load(project_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dagster_dev_does_not_parse_an_unchanged_project_again(
+    project_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every process `dagster dev` starts loads the code (code server, each run): ~20 s each."""
     project = analysis_project(project_copy)
     prepare_manifest(project)
     parsed = project.manifest_path.stat().st_mtime_ns
 
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # set by `dagster dev` for its processes
     time.sleep(0.05)
+    prepare_manifest(project)
+    assert project.manifest_path.stat().st_mtime_ns == parsed
+    model = next((project_copy / "models").rglob("*.sql"))
+    model.write_text(model.read_text() + "\n-- edited under dagster dev\n")
     prepare_manifest(project)
     assert project.manifest_path.stat().st_mtime_ns > parsed
 
