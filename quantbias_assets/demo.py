@@ -323,6 +323,7 @@ def summary(warehouse_file: Path) -> str:
     import duckdb
 
     from quantbias_assets.markdown import report_table as markdown_table
+    from quantbias_assets.replication import pooled_bins
     from quantbias_assets.scoring import UNCERTAINTY_BINS
 
     with duckdb.connect(str(warehouse_file), read_only=True) as con:
@@ -330,16 +331,18 @@ def summary(warehouse_file: Path) -> str:
         def table(sql: str) -> pl.DataFrame:
             return pl.from_arrow(con.execute(sql).to_arrow_table())
 
-        bins = table(
-            "select uncertainty_bin as bin, sum(n_rows) as rows,"
-            " round(100.0 * sum(response_flip * n_rows / 100.0) / sum(n_rows), 1) as response_flip_pct,"
-            " round(100.0 * sum(bias_flip * n_rows / 100.0) / sum(n_rows), 1) as bias_flip_pct"
-            " from table1_uncertainty_bins group by 1"
-            " order by case bin when 'low' then 0 when 'medium' then 1 else 2 end"
+        # the marts' aggregates, pooled over datasets as the replication report pools them
+        bins = pooled_bins(
+            table("select uncertainty_bin, n_rows, response_flip, bias_flip from table1_uncertainty_bins")
+        ).select(
+            pl.col("uncertainty_bin").alias("bin"),
+            pl.col("n_rows").alias("rows"),
+            pl.col("response_flip").round(1).alias("response_flip_pct"),
+            pl.col("bias_flip").round(1).alias("bias_flip_pct"),
         )
         tests = table(
-            "select method_label as method, count(*) as units, count(p_value) as tested,"
-            " sum(significant::int) as significant from stg_bias_tests group by 1 order by 1"
+            "select method_label as method, units, tested, significant from bits_and_size_summary"
+            " where factor = 'method' and style = 'all' and units is not null order by 1"
         )
     missing = [name for name in UNCERTAINTY_BINS if name not in bins["bin"].to_list()]
     note = f"\n(no rows in the {', '.join(missing)} bin: raise --sample)" if missing else ""

@@ -354,3 +354,16 @@ def test_marts_metadata_names_the_warehouse_table_with_typed_columns_counts_and_
     spec_metadata = analysis_marts.specs_by_key[dg.AssetKey(["marts", "table1_uncertainty_bins"])].metadata
     assert spec_metadata["dagster/table_name"] == "warehouse.main.table1_uncertainty_bins"
     assert "dagster_dbt/project" not in spec_metadata  # shown as "[DbtProject] (unserializable)"
+
+
+def test_demo_summary_pools_table1_and_reads_tests_per_method_from_the_marts(built_marts, marts_home):
+    from quantbias_assets.demo import summary
+
+    text = summary(marts_home / "home" / "warehouse.duckdb")
+    # one closed dataset: the pooled bins are its Table 1 rows, in bin order
+    assert "| low | 2 | 50.0 | 0.0 |" in text
+    assert "| medium | 1 | 0.0 | 0.0 |" in text
+    assert "| high | 3 | 66.7 | 33.3 |" in text
+    assert text.index("| low |") < text.index("| medium |") < text.index("| high |")
+    # units, tested and significant per method: bits_and_size_summary's method rows
+    assert "| RTN W4A16 | 2 | 2 | 1 |" in text and "| RTN W8A16 | 1 | 0 | 0 |" in text
