@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from quantbias_assets.analysis.text_patterns import summarize
 from quantbias_assets.markdown import report_table as markdown_table
 from quantbias_assets.scoring import UNCERTAINTY_BINS
 
@@ -200,25 +201,8 @@ def drift_checks(drift: pl.DataFrame) -> list[tuple[str, bool | None]]:
 
 
 def text_summary(text: pl.DataFrame) -> pl.DataFrame:
-    """Per method: answer pairs, words natively and quantized, change, ROUGE-Lsum recall of the
-    quantized answer against the native one, shared word prefix, 3-gram repetition change."""
-    if text.is_empty():
-        return pl.DataFrame()
-    return (
-        text.group_by("method")
-        .agg(
-            pairs=pl.len(),
-            words_native=pl.col("num_words_base").mean(),
-            words_quantized=pl.col("num_words_quant").mean(),
-            words_change=pl.col("num_words_diff").mean(),
-            rougeLsum_recall=pl.col("rougeLsum_recall").mean(),
-            common_prefix_frac=pl.col("common_prefix_frac").mean(),
-            identical=(pl.col("common_prefix_frac") == 1.0).mean() * 100.0,
-            max_3gram_rep_change=pl.col("max_3gram_rep_diff").mean(),
-            non_english_change=pl.col("prop_non_english_diff").mean(),
-        )
-        .sort("method")
-    )
+    """Per method: `analysis.text_patterns.summarize` over every open dataset."""
+    return summarize(text, by=("method",))
 
 
 # ---------------------------------------------------------------- markdown (pure)

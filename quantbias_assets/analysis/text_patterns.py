@@ -7,6 +7,8 @@ distinct answer's statistics are computed once, however many pairs it appears in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 from quantbias_assets.catalog.datasets import dataset_group
@@ -37,3 +39,26 @@ def text_pattern_pairs(dataset: str, responses: pl.DataFrame) -> pl.DataFrame:
     )
     ids = ["dataset", "dataset_group", "model", "method", "axis", "idx"]
     return measured.select(*ids, *[c for c in measured.columns if c not in ids and not c.startswith("response")])
+
+
+def summarize(pairs: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
+    """Per `by` group: answer pairs, words natively and quantized, change, ROUGE-Lsum recall of the
+    quantized answer against the native one, shared word prefix (and % identical), 3-gram
+    repetition and non-English change."""
+    if pairs.is_empty():
+        return pl.DataFrame()
+    return (
+        pairs.group_by(*by)
+        .agg(
+            pairs=pl.len(),
+            words_native=pl.col("num_words_base").mean(),
+            words_quantized=pl.col("num_words_quant").mean(),
+            words_change=pl.col("num_words_diff").mean(),
+            rougeLsum_recall=pl.col("rougeLsum_recall").mean(),
+            common_prefix_frac=pl.col("common_prefix_frac").mean(),
+            identical=(pl.col("common_prefix_frac") == 1.0).mean() * 100.0,
+            max_3gram_rep_change=pl.col("max_3gram_rep_diff").mean(),
+            non_english_change=pl.col("prop_non_english_diff").mean(),
+        )
+        .sort(*by)
+    )

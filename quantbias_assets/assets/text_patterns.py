@@ -9,7 +9,7 @@ in the orchestrator from the response tables: no model involved. Partitioned by 
 import dagster as dg
 import polars as pl
 
-from quantbias_assets.analysis.text_patterns import text_pattern_pairs
+from quantbias_assets.analysis.text_patterns import summarize, text_pattern_pairs
 from quantbias_assets.assets.analysis import GROUP_NAME, OPEN_DATASETS
 from quantbias_assets.lake import equality_predicate
 from quantbias_assets.markdown import markdown_table
@@ -48,18 +48,7 @@ def text_patterns(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
         lake.replace_rows(pairs, uri, {"model": model})  # the other models' rows stay
     elif lake.exists(uri):
         lake.delete_where(uri, equality_predicate({"model": model}))
-    per_dataset = (
-        pairs.group_by("dataset_group", "method")
-        .agg(
-            pairs=pl.len(),
-            num_words_diff=pl.col("num_words_diff").mean(),
-            rouge_recall=pl.col("rougeLsum_recall").mean(),
-            prefix_frac=pl.col("common_prefix_frac").mean(),
-        )
-        .sort("dataset_group", "method")
-        if not pairs.is_empty()
-        else pl.DataFrame()
-    )
+    per_dataset = summarize(pairs, by=("dataset_group", "method"))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(pairs.height),

@@ -50,3 +50,23 @@ def test_each_distinct_answer_counted_once_per_pair_and_latest_row_wins():
     assert out["method"].to_list() == ["rtn-w4a16", "rtn-w8a16"]
     assert out["num_words_diff"].to_list() == [0, -1]
     assert out["common_prefix_words"].to_list() == [3, 2]
+
+
+def test_summarize_per_dataset_group_and_method():
+    from quantbias_assets.analysis.text_patterns import summarize
+
+    frame = responses(
+        [
+            ("m", "none", "age", "q1", "the cat sat on the mat"),
+            ("m", "rtn-w4a16", "age", "q1", "the cat sat"),
+            ("m", "none", "age", "q2", "hello there"),
+            ("m", "rtn-w4a16", "age", "q2", "hello there"),
+        ]
+    )
+    summary = summarize(text_pattern_pairs("FMT10K-IM-S", frame), by=("dataset_group", "method"))
+    row = summary.row(0, named=True)
+    assert (summary.height, row["dataset_group"], row["method"], row["pairs"]) == (1, "FMT10K", "rtn-w4a16", 2)
+    assert (row["words_native"], row["words_quantized"], row["words_change"]) == (4.0, 2.5, -1.5)
+    assert row["identical"] == 50.0  # q2 is the same answer
+    assert row["common_prefix_frac"] == pytest.approx((0.5 + 1.0) / 2)
+    assert summarize(pl.DataFrame(), by=("method",)).is_empty()
