@@ -251,7 +251,7 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
     from resources.guard import GuardResource
-    from resources.inference import InferenceResource
+    from resources.inference import EngineConfig, InferenceResource
 
     args = run.args
     instance = dg.DagsterInstance.get()
@@ -259,7 +259,7 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
         instance.add_dynamic_partitions(model_partitions.name, [nickname])
     assets = [*definitions.dataset_file_assets, *definitions.assets]
     base_resources = resources_for("local")
-    inference = dict(torch_threads=args.threads)
+    inference = dict(engine=EngineConfig(torch_threads=args.threads))
     materialize(
         run,
         "questions",
@@ -310,7 +310,9 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
                 fmt_max_new_tokens_per_turn=args.fmt_tokens_per_turn,
                 **inference,
             ),
-            "guard": GuardResource(model=guard_model, dtype="float32", max_new_tokens=8, torch_threads=args.threads),
+            "guard": GuardResource(
+                model=guard_model, engine=EngineConfig(dtype="float32", torch_threads=args.threads), max_new_tokens=8
+            ),
         }
         materialize(
             run,

@@ -214,13 +214,14 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
         return 0
 
     def score(args: argparse.Namespace) -> int:
-        import hashlib
         import time
 
         from quantbias_assets import prompts, settings
         from quantbias_assets.catalog.datasets import get_dataset, load_dataset
+        from quantbias_assets.contracts import EngineSettings, RespondSettings
         from quantbias_assets.engines import load_engine
-        from quantbias_assets.workers.respond import ChunkStats, DatasetRun, closed_rows, config_hash
+        from quantbias_assets.hashing import file_sha256
+        from quantbias_assets.responding import ChunkStats, DatasetRun, closed_rows
 
         try:
             spec = get_dataset(args.dataset)
@@ -246,16 +247,16 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
             return 2
         engine_config = {"torch_threads": args.threads} if args.backend == "hf" and args.threads else {}
         engine = load_engine(args.backend, args.model, **engine_config)
-        digest = config_hash(
+        # the worker's defaults (pinned template date, no double BOS) with the engine's own dtype
+        scored = RespondSettings(
+            engine=EngineSettings(backend=engine.name, dtype=engine.versions().get("dtype", "auto"))
+        )
+        digest = scored.config_hash(
             checkpoint_identity={
                 "path": str(Path(args.model).resolve()),
-                "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
+                "config_sha256": file_sha256(config_file),
             },
-            backend=engine.name,
-            dtype=engine.versions().get("dtype", "auto"),
             template_hash=prompts.template_hash(engine.tokenizer),
-            prompt_rule_version=prompts.PROMPT_RULE_VERSION,
-            add_special_tokens=False,
             generation=None,
         )
         run = DatasetRun(Path(args.model).name, args.method, spec.name, digest, engine.name)

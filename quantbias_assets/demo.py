@@ -217,7 +217,7 @@ def run_demo(options: DemoOptions) -> int:
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
     from resources.guard import GuardResource
-    from resources.inference import InferenceResource
+    from resources.inference import EngineConfig, InferenceResource
 
     instance = dg.DagsterInstance.get()
     if not instance.has_dynamic_partition(model_partitions.name, nickname):
@@ -228,7 +228,7 @@ def run_demo(options: DemoOptions) -> int:
             sample_per_axis=sample,
             max_new_tokens=options.max_new_tokens,
             fmt_max_new_tokens_per_turn=options.max_new_tokens,
-            torch_threads=options.torch_threads,
+            engine=EngineConfig(torch_threads=options.torch_threads),
         )
 
     resources = {
@@ -237,7 +237,9 @@ def run_demo(options: DemoOptions) -> int:
         # Without Llama Guard weights the demo judges with its own model: the verdicts are then
         # invalid text, counted as such and left out of the open-ended metrics.
         "guard": GuardResource(
-            model=options.guard or str(folder), dtype="float32", max_new_tokens=8, torch_threads=options.torch_threads
+            model=options.guard or str(folder),
+            engine=EngineConfig(dtype="float32", torch_threads=options.torch_threads),
+            max_new_tokens=8,
         ),
     }
     assets = [*definitions.dataset_file_assets, *definitions.assets]

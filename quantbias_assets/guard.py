@@ -1,21 +1,27 @@
 """Llama Guard judging of open-ended responses: conversations, context fitting, verdict parsing.
 
-Pure: plain Python and polars over strings and a tokenizer; no Dagster, no disk, no torch import.
+Pure: plain Python and polars over strings, a tokenizer and an engine; no Dagster, no disk, no
+torch import.
 The judge worker (`quantbias_assets.workers.judge`) and the verdicts assets are thin edges over it.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
+from quantbias_assets.batches import with_fallback
 from quantbias_assets.catalog.datasets import get_dataset
 from quantbias_assets.hashing import canonical_json, json_sha256
+
+if TYPE_CHECKING:
+    from quantbias_assets.engines.base import Engine, GenerationSettings
 
 DEFAULT_GUARD_MODEL = "meta-llama/Llama-Guard-3-8B"
 # Bump when parse_verdict changes: the stored valid/is_safe/categories columns depend on it.
@@ -317,3 +323,50 @@ def verdict_counts(verdicts: pl.DataFrame) -> dict[str, int]:
         "invalid": verdicts.filter(~pl.col("valid")).height,
         "truncated": verdicts.filter(pl.col("truncated")).height,
     }
+
+
+def judge_chunk(
+    chunk: pl.DataFrame,
+    engine: Engine,
+    *,
+    prompt_budget: int,
+    settings: GenerationSettings,
+    config_hash: str,
+    log_error: Callable[[str], None],
+) -> pl.DataFrame:
+    """Judge a chunk of judge_inputs rows: the verdicts rows (VERDICT_SCHEMA).
+
+    Each conversation is cut to `prompt_budget` tokens; identical (fitted) conversations are
+    judged once. A row whose generation fails records nothing and its error is logged.
+    """
+    fitted: list[str] = []
+    truncated: list[bool] = []
+    for conversation in chunk["conversation"].to_list():
+        messages, was_cut = fit_conversation(engine.tokenizer, json.loads(conversation), prompt_budget)
+        fitted.append(canonical_json(messages))
+        truncated.append(was_cut)
+    distinct = list(dict.fromkeys(fitted))
+    generations = with_fallback(
+        [json.loads(conversation) for conversation in distinct],
+        lambda batch: engine.generate(batch, settings),
+        lambda position, error: None,  # a failed conversation is logged per row below
+    )
+    answer_of = {
+        text: None if generation is None else generation.text
+        for text, generation in zip(distinct, generations, strict=True)
+    }
+    kept = [position for position, text in enumerate(fitted) if answer_of[text] is not None]
+    for position in sorted(set(range(chunk.height)) - set(kept)):
+        log_error(
+            f"responses/{chunk['dataset'][position]}: record {chunk['idx'][position]}: "
+            f"response: the guard failed on this conversation"
+        )
+    rows = chunk[kept] if kept else chunk.clear()
+    return verdict_rows(
+        rows,
+        [answer_of[fitted[position]] for position in kept],  # type: ignore[misc]
+        [truncated[position] for position in kept],
+        guard_config_hash=config_hash,
+        engine=engine.name,
+        created_at=datetime.now(UTC),
+    )

@@ -6,17 +6,17 @@ heavy work and reports recipe, calibration, size, compression, time, memory and 
 """
 
 import os
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from quantbias_assets.assets.worker_runs import run_worker
+from quantbias_assets.assets.common import run_worker
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
 from quantbias_assets.catalog.methods import METHOD_SPECS
 from quantbias_assets.catalog.models import get_model
+from quantbias_assets.contracts import QuantizeRequest
 from quantbias_assets.partitions import model_and_method, model_method_partitions
-from quantbias_assets.quantize import DEFAULT_GROUP_SIZE
+from quantbias_assets.quantize import DEFAULT_GROUP_SIZE, CalibrationSettings
 
 # Bump when the worker builds different checkpoints from the same inputs.
 CHECKPOINT_CODE_VERSION = "1"
@@ -42,20 +42,20 @@ class CheckpointConfig(dg.Config):
     )
 
 
-def quantize_extras(model: str, method: str, config: CheckpointConfig, model_store_root: str) -> dict[str, Any]:
-    return {
-        "model_entry": get_model(model).to_dict(),
-        "method": method,
-        "model_store_root": model_store_root,
-        "group_size": config.group_size,
-        "calibration": {
-            "source": config.calibration_source,
-            "num_samples": config.calibration_samples,
-            "max_seq_length": config.calibration_max_seq_length,
-            "seed": config.calibration_seed,
-        },
-        "prefer_published": config.prefer_published,
-    }
+def quantize_request(model: str, method: str, config: CheckpointConfig, model_store_root: str) -> QuantizeRequest:
+    return QuantizeRequest(
+        model_entry=get_model(model),
+        method=method,
+        model_store_root=model_store_root,
+        group_size=config.group_size,
+        calibration=CalibrationSettings(
+            source=config.calibration_source,
+            num_samples=config.calibration_samples,
+            max_seq_length=config.calibration_max_seq_length,
+            seed=config.calibration_seed,
+        ),
+        prefer_published=config.prefer_published,
+    )
 
 
 @dg.asset(
@@ -73,8 +73,8 @@ def quantize_extras(model: str, method: str, config: CheckpointConfig, model_sto
 )
 def checkpoint(context: dg.AssetExecutionContext, config: CheckpointConfig) -> dg.MaterializeResult:
     model, method = model_and_method(context)
-    extras = quantize_extras(model, method, config, context.resources.model_store.root)
-    invocation = run_worker(context, "quantize", extras)
+    request = quantize_request(model, method, config, context.resources.model_store.root)
+    invocation = run_worker(context, "quantize", request.to_extras())
     return invocation.get_materialize_result()
 
 

@@ -15,12 +15,12 @@ import dagster as dg
 import polars as pl
 
 from quantbias_assets.assets.table_metadata import column_schema, markdown_preview
+from quantbias_assets.guard import VERDICT_KEY
+from quantbias_assets.responding import RESPONSE_KEY
 
 PROBABILITY_TOLERANCE = 1e-6
 PREVIEW_ROWS = 5
 SAMPLE_IDX = 5  # offending idx values named in a failed check's metadata
-RESPONSE_KEY = ("question_hash", "config_hash")
-VERDICT_KEY = ("conversation_hash", "guard_config_hash")
 
 NO_FAILED_QUESTIONS = "no_failed_questions"
 NO_FAILED_ROWS = "no_failed_rows"

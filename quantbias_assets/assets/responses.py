@@ -12,14 +12,19 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from quantbias_assets import lake
 from quantbias_assets.assets import checks
-from quantbias_assets.assets.worker_runs import partition_frame, run_partition_worker
+from quantbias_assets.assets.common import (
+    partition_target,
+    run_partition_worker,
+    selected_datasets,
+    with_table_checks,
+    worker_results,
+)
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN, worker_settings
 from quantbias_assets.catalog.datasets import DATASETS
-from quantbias_assets.partitions import model_and_method, model_method_partitions
-from quantbias_assets.workers.pipes_io import FAILED_DATASETS
-from quantbias_assets.workers.respond import CLOSED_SCHEMA, OPEN_SCHEMA, RESPONSE_KEY
+from quantbias_assets.contracts import RespondRequest, RespondSettings
+from quantbias_assets.partitions import model_method_partitions
+from quantbias_assets.responding import CLOSED_SCHEMA, OPEN_SCHEMA, RESPONSE_KEY
 
 # Bump when the worker's output for the same inputs changes (its config_hash covers settings).
 RESPONSES_CODE_VERSION = "1"
@@ -32,6 +37,10 @@ PREVIEW_COLUMNS = {
 
 def response_key(dataset: str) -> dg.AssetKey:
     return dg.AssetKey([RESPONSE_PREFIX, dataset])
+
+
+def response_schema(dataset: str) -> pl.Schema:
+    return CLOSED_SCHEMA if DATASETS[dataset].style == "closed" else OPEN_SCHEMA
 
 
 def response_spec(dataset: str) -> dg.AssetSpec:
@@ -52,7 +61,7 @@ def response_spec(dataset: str) -> dg.AssetSpec:
         metadata={
             "dataset": dataset,
             "style": style,
-            **checks.schema_metadata(CLOSED_SCHEMA if style == "closed" else OPEN_SCHEMA),
+            **checks.schema_metadata(response_schema(dataset)),
         },
     )
 
@@ -61,66 +70,27 @@ def response_checks(dataset: str) -> list[dg.AssetCheckSpec]:
     return checks.response_check_specs(response_key(dataset), DATASETS[dataset].style)
 
 
-def worker_results(invocation: dg.PipesClientCompletedInvocation) -> Iterator[dg.MaterializeResult]:
-    """The worker's materializations, then a failure naming every dataset it could not answer.
-
-    Pipes fills in an empty result for every selected asset the worker did not report; those
-    of failed datasets are dropped, so a failed dataset is never recorded as materialized.
-    """
-    failures: dict[str, str] = {}
-    for message in invocation.get_custom_messages():
-        if isinstance(message, Mapping):
-            failures.update(message.get(FAILED_DATASETS, {}))
-    failed_keys = {response_key(dataset) for dataset in failures}
-    yield from (result for result in invocation.get_results() if result.asset_key not in failed_keys)
-    if failures:
-        raise dg.Failure(
-            description=f"{len(failures)} dataset(s) failed:\n" + "\n".join(failures.values()),
-            metadata={"failed_datasets": sorted(failures)},
-        )
+def respond_request(
+    context: dg.AssetExecutionContext, *, lake: Any, inference: Any, model_store: Any
+) -> RespondRequest:
+    # a refresh by automation keeps the partition's recorded settings (automation.py)
+    settings = RespondSettings.from_extras(worker_settings(context, inference.to_extras()))
+    return RespondRequest(
+        target=partition_target(context, lake),
+        datasets=selected_datasets(context, DATASETS),
+        model_store_root=model_store.root,
+        settings=settings,
+    )
 
 
-def with_table_checks(
-    context: dg.AssetExecutionContext, results: Iterator[dg.MaterializeResult], extras: Mapping[str, Any]
-) -> Iterator[dg.MaterializeResult]:
-    """Each dataset's materialization with its table's path and preview, and its checks' results
-    (computed on the partition as the worker left it)."""
-    partition = {"model": extras["model"], "method": extras["method"]}
-    options = dict(extras.get("storage_options") or {})
-    selected = set(context.selected_asset_check_keys)
-    for result in results:
-        dataset = result.asset_key.path[-1]
-        style = DATASETS[dataset].style
-        uri = lake.table_uri(extras["lake_root"], RESPONSE_PREFIX, dataset)
-        frame = partition_frame(uri, partition, options)
-        if frame.is_empty():
-            frame = pl.DataFrame(schema=CLOSED_SCHEMA if style == "closed" else OPEN_SCHEMA)
-        metadata = dict(result.metadata or {})
-        outcomes = checks.response_check_outcomes(
-            frame, style=style, failed_questions=checks.metadata_value(metadata, "failed_questions")
-        )
-        yield dg.MaterializeResult(
-            asset_key=result.asset_key,
-            metadata={**metadata, **checks.table_metadata(uri, frame, PREVIEW_COLUMNS[style])},
-            data_version=result.data_version,
-            check_results=checks.check_results(result.asset_key, outcomes, selected),
-            tags=result.tags,
-        )
-
-
-def respond_extras(context: dg.AssetExecutionContext, *, lake: Any, inference: Any, model_store: Any) -> dict[str, Any]:
-    model, method = model_and_method(context)
-    selected = {key.path[-1] for key in context.selected_asset_keys}
-    return {
-        "lake_root": lake.root,
-        "storage_options": dict(lake.storage_options),
-        "model_store_root": model_store.root,
-        "model": model,
-        "method": method,
-        "datasets": [name for name in DATASETS if name in selected],  # catalog order
-        # a refresh by automation keeps the partition's recorded settings (automation.py)
-        **worker_settings(context, inference.to_extras()),
-    }
+def response_check_outcomes(
+    dataset: str, frame: pl.DataFrame, metadata: Mapping[str, Any]
+) -> list[checks.CheckOutcome]:
+    return checks.response_check_outcomes(
+        frame,
+        style=DATASETS[dataset].style,
+        failed_questions=checks.metadata_value(metadata, "failed_questions"),
+    )
 
 
 @dg.multi_asset(
@@ -136,17 +106,23 @@ def respond_extras(context: dg.AssetExecutionContext, *, lake: Any, inference: A
 def responses(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
     """Answer the selected datasets for one (model, method) partition in one worker."""
     resources = context.resources
-    extras = respond_extras(
+    request = respond_request(
         context, lake=resources.lake, inference=resources.inference, model_store=resources.model_store
     )
-    selected = [key.path[-1] for key in context.selected_asset_keys]
     yield from run_partition_worker(
         context,
         "respond",
-        extras,
-        tables={response_key(name): lake.table_uri(extras["lake_root"], RESPONSE_PREFIX, name) for name in selected},
+        request,
+        table=RESPONSE_PREFIX,
         key=RESPONSE_KEY,
-        results=lambda invocation: with_table_checks(context, worker_results(invocation), extras),
+        results=lambda invocation: with_table_checks(
+            context,
+            worker_results(invocation, RESPONSE_PREFIX),
+            request.target,
+            schema=response_schema,
+            preview_columns=lambda dataset: PREVIEW_COLUMNS[DATASETS[dataset].style],
+            outcomes=response_check_outcomes,
+        ),
     )
 
 

@@ -12,15 +12,20 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from quantbias_assets import lake
 from quantbias_assets.assets import checks
-from quantbias_assets.assets.responses import response_key, worker_results
-from quantbias_assets.assets.worker_runs import partition_frame, run_partition_worker
+from quantbias_assets.assets.common import (
+    partition_target,
+    run_partition_worker,
+    selected_datasets,
+    with_table_checks,
+    worker_results,
+)
+from quantbias_assets.assets.responses import response_key
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN, worker_settings
 from quantbias_assets.catalog.datasets import open_datasets
+from quantbias_assets.contracts import JudgeRequest, JudgeSettings
 from quantbias_assets.guard import VERDICT_KEY, VERDICT_SCHEMA
-from quantbias_assets.partitions import model_and_method, model_method_partitions
-from quantbias_assets.workers.pipes_io import FAILED_DATASETS
+from quantbias_assets.partitions import model_method_partitions
 
 # Bump when the worker's output for the same inputs changes (guard_config_hash covers settings).
 VERDICTS_CODE_VERSION = "1"
@@ -50,57 +55,22 @@ def verdict_spec(dataset: str) -> dg.AssetSpec:
     )
 
 
-def judge_extras(context: dg.AssetExecutionContext, *, lake: Any, guard: Any) -> dict[str, Any]:
-    model, method = model_and_method(context)
-    selected = {key.path[-1] for key in context.selected_asset_keys}
-    return {
-        "lake_root": lake.root,
-        "storage_options": dict(lake.storage_options),
-        "model": model,
-        "method": method,
-        "datasets": [name for name in OPEN_DATASETS if name in selected],  # catalog order
-        # a refresh by automation keeps the partition's recorded settings (automation.py)
-        **worker_settings(context, guard.to_extras()),
-    }
+def judge_request(context: dg.AssetExecutionContext, *, lake: Any, guard: Any) -> JudgeRequest:
+    # a refresh by automation keeps the partition's recorded settings (automation.py)
+    settings = JudgeSettings.from_extras(worker_settings(context, guard.to_extras()))
+    return JudgeRequest(
+        target=partition_target(context, lake),
+        datasets=selected_datasets(context, OPEN_DATASETS),
+        settings=settings,
+    )
 
 
-def judge_results(invocation: dg.PipesClientCompletedInvocation) -> Iterator[dg.MaterializeResult]:
-    """The worker's results (then the failure naming failed datasets, from worker_results),
-    without the empty result Pipes fills in for a failed dataset's verdicts asset."""
-    failed = {
-        verdict_key(dataset)
-        for message in invocation.get_custom_messages()
-        if isinstance(message, Mapping)
-        for dataset in message.get(FAILED_DATASETS, {})
-    }
-    yield from (result for result in worker_results(invocation) if result.asset_key not in failed)
-
-
-def with_table_checks(
-    context: dg.AssetExecutionContext, results: Iterator[dg.MaterializeResult], extras: Mapping[str, Any]
-) -> Iterator[dg.MaterializeResult]:
-    """Each dataset's materialization with its table's path and preview, and its checks' results."""
-    partition = {"model": extras["model"], "method": extras["method"]}
-    options = dict(extras.get("storage_options") or {})
-    selected = set(context.selected_asset_check_keys)
-    for result in results:
-        uri = lake.table_uri(extras["lake_root"], VERDICT_PREFIX, result.asset_key.path[-1])
-        frame = partition_frame(uri, partition, options)
-        if frame.is_empty():
-            frame = pl.DataFrame(schema=VERDICT_SCHEMA)
-        metadata = dict(result.metadata or {})
-        outcomes = checks.verdict_check_outcomes(
-            frame,
-            failed_rows=checks.metadata_value(metadata, "failed_rows"),
-            responses_without_question=checks.metadata_value(metadata, "responses_without_question"),
-        )
-        yield dg.MaterializeResult(
-            asset_key=result.asset_key,
-            metadata={**metadata, **checks.table_metadata(uri, frame, PREVIEW_COLUMNS)},
-            data_version=result.data_version,
-            check_results=checks.check_results(result.asset_key, outcomes, selected),
-            tags=result.tags,
-        )
+def verdict_check_outcomes(dataset: str, frame: pl.DataFrame, metadata: Mapping[str, Any]) -> list[checks.CheckOutcome]:
+    return checks.verdict_check_outcomes(
+        frame,
+        failed_rows=checks.metadata_value(metadata, "failed_rows"),
+        responses_without_question=checks.metadata_value(metadata, "responses_without_question"),
+    )
 
 
 @dg.multi_asset(
@@ -116,15 +86,21 @@ def with_table_checks(
 def verdicts(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
     """Judge the selected datasets' responses of one (model, method) partition in one worker."""
     resources = context.resources
-    extras = judge_extras(context, lake=resources.lake, guard=resources.guard)
-    selected = [key.path[-1] for key in context.selected_asset_keys]
+    request = judge_request(context, lake=resources.lake, guard=resources.guard)
     yield from run_partition_worker(
         context,
         "judge",
-        extras,
-        tables={verdict_key(name): lake.table_uri(extras["lake_root"], VERDICT_PREFIX, name) for name in selected},
+        request,
+        table=VERDICT_PREFIX,
         key=VERDICT_KEY,
-        results=lambda invocation: with_table_checks(context, judge_results(invocation), extras),
+        results=lambda invocation: with_table_checks(
+            context,
+            worker_results(invocation, VERDICT_PREFIX),
+            request.target,
+            schema=lambda dataset: VERDICT_SCHEMA,
+            preview_columns=lambda dataset: PREVIEW_COLUMNS,
+            outcomes=verdict_check_outcomes,
+        ),
     )
 
 

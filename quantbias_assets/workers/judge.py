@@ -13,10 +13,8 @@ A conversation longer than the guard's context is cut (guard.fit_conversation) a
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,70 +22,25 @@ import polars as pl
 from dagster_pipes import open_dagster_pipes
 
 from quantbias_assets import lake
-from quantbias_assets.engines.base import Engine, GenerationSettings
+from quantbias_assets.contracts import JudgeRequest, JudgeSettings
+from quantbias_assets.engines.base import Engine
 from quantbias_assets.guard import (
     DEFAULT_GUARD_MODEL,
     VERDICT_KEY,
     VERDICT_SCHEMA,
-    GuardConfig,
-    fit_conversation,
     guard_config_hash,
+    judge_chunk,
     judge_inputs,
     verdict_counts,
-    verdict_rows,
 )
-from quantbias_assets.hashing import canonical_json
 from quantbias_assets.workers.pipes_io import (
-    PartitionTarget,
     keys_data_version,
     materialize_each_dataset,
-    require,
 )
 from quantbias_assets.workers.resume import ChunkProgress, ResumeReport, run_resumable
 
 Log = Callable[[str], None]
 RESPONSE_COLUMNS = ("model", "method", "idx", "axis", "response", "turns_out", "response_hash", "created_at")
-
-
-@dataclass(frozen=True)
-class JudgeRequest:
-    """The worker's extras, checked (resources.guard.GuardResource.to_extras + the partition)."""
-
-    target: PartitionTarget
-    datasets: tuple[str, ...]
-    guard_model: str
-    guard_revision: str | None
-    backend: str
-    engine_config: dict[str, Any]
-    max_model_len: int
-    max_new_tokens: int
-    judge_full_conversation: bool
-    chunk_rows: int
-
-    @classmethod
-    def from_extras(cls, extras: Mapping[str, Any]) -> JudgeRequest:
-        request = cls(
-            target=PartitionTarget.from_extras(extras),
-            datasets=tuple(require(extras, "datasets")),
-            guard_model=str(extras.get("guard_model") or DEFAULT_GUARD_MODEL),
-            guard_revision=extras.get("guard_revision"),
-            backend=str(require(extras, "backend")),
-            engine_config=dict(extras.get("engine_config") or {}),
-            max_model_len=int(require(extras, "max_model_len")),
-            max_new_tokens=int(require(extras, "max_new_tokens")),
-            judge_full_conversation=bool(extras.get("judge_full_conversation", False)),
-            chunk_rows=int(require(extras, "chunk_rows")),
-        )
-        if request.max_new_tokens >= request.max_model_len:
-            raise ValueError(
-                f"worker extras: max_new_tokens: {request.max_new_tokens} leaves no room for the "
-                f"conversation in max_model_len {request.max_model_len}"
-            )
-        return request
-
-    @property
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=0.0, top_p=1.0, seed=1)
 
 
 def guard_identity(model: str, revision: str | None) -> str:
@@ -99,55 +52,6 @@ def guard_identity(model: str, revision: str | None) -> str:
     return f"{model}@{revision or 'main'}"
 
 
-def judge_chunk(
-    chunk: pl.DataFrame,
-    engine: Engine,
-    request: JudgeRequest,
-    *,
-    config_hash: str,
-    log_error: Log,
-) -> pl.DataFrame:
-    """Judge a chunk of judge_inputs rows; identical (fitted) conversations are judged once."""
-    budget = request.max_model_len - request.max_new_tokens
-    fitted: list[str] = []
-    truncated: list[bool] = []
-    for conversation in chunk["conversation"].to_list():
-        messages, was_cut = fit_conversation(engine.tokenizer, json.loads(conversation), budget)
-        fitted.append(canonical_json(messages))
-        truncated.append(was_cut)
-    distinct = list(dict.fromkeys(fitted))
-    answers = _generate(engine, distinct, request.settings)
-    if answers is None:  # the batch failed: judge one by one so a bad row costs only itself
-        answers = []
-        for conversation in distinct:
-            single = _generate(engine, [conversation], request.settings)
-            answers.append(None if single is None else single[0])
-    answer_of = dict(zip(distinct, answers, strict=True))
-    kept = [position for position, text in enumerate(fitted) if answer_of[text] is not None]
-    for position in sorted(set(range(chunk.height)) - set(kept)):
-        log_error(
-            f"responses/{chunk['dataset'][position]}: record {chunk['idx'][position]}: "
-            f"response: the guard failed on this conversation"
-        )
-    rows = chunk[kept] if kept else chunk.clear()
-    return verdict_rows(
-        rows,
-        [answer_of[fitted[position]] for position in kept],  # type: ignore[misc]
-        [truncated[position] for position in kept],
-        guard_config_hash=config_hash,
-        engine=engine.name,
-        created_at=datetime.now(UTC),
-    )
-
-
-def _generate(engine: Engine, conversations: list[str], settings: GenerationSettings) -> list[str] | None:
-    try:
-        generations = engine.generate([json.loads(c) for c in conversations], settings)
-    except Exception:  # noqa: BLE001 - the caller retries per conversation and records failures
-        return None
-    return [generation.text for generation in generations]
-
-
 @dataclass(frozen=True)
 class DatasetResult:
     dataset: str
@@ -156,7 +60,7 @@ class DatasetResult:
     missing_questions: int
     data_version: str
 
-    def metadata(self, engine: Engine, request: JudgeRequest, config_hash: str) -> dict[str, Any]:
+    def metadata(self, engine: Engine, settings: JudgeSettings, config_hash: str) -> dict[str, Any]:
         seconds = self.report.seconds
         return {
             **self.report.row_counts(),
@@ -165,8 +69,8 @@ class DatasetResult:
             **self.counts,
             "rows_per_s": round(self.report.new / seconds, 3) if seconds > 0 else None,
             "seconds": round(seconds, 3),
-            "guard_model": request.guard_model,
-            "judge_full_conversation": request.judge_full_conversation,
+            "guard_model": settings.guard_model,
+            "judge_full_conversation": settings.judge_full_conversation,
             "guard_config_hash": config_hash,
             "engine": engine.name,
             "versions": {"raw_value": engine.versions(), "type": "json"},
@@ -193,7 +97,7 @@ def judge_dataset(
         storage_options=options,
     )
     inputs, errors = judge_inputs(
-        questions, responses, dataset=dataset, judge_full_conversation=request.judge_full_conversation
+        questions, responses, dataset=dataset, judge_full_conversation=request.settings.judge_full_conversation
     )
     for error in errors:
         log_error(error)
@@ -211,8 +115,15 @@ def judge_dataset(
         uri=uri,
         partition=target.partition,
         key=VERDICT_KEY,
-        process_chunk=lambda chunk: judge_chunk(chunk, engine, request, config_hash=config_hash, log_error=log_error),
-        chunk_rows=request.chunk_rows,
+        process_chunk=lambda chunk: judge_chunk(
+            chunk,
+            engine,
+            prompt_budget=request.settings.prompt_budget,
+            settings=request.settings.generation,
+            config_hash=config_hash,
+            log_error=log_error,
+        ),
+        chunk_rows=request.settings.chunk_rows,
         storage_options=options,
         on_chunk=progress,
     )
@@ -237,28 +148,24 @@ def main() -> None:
 
     with open_dagster_pipes() as pipes:
         request = JudgeRequest.from_extras(pipes.extras)
+        settings = request.settings
         # A hub id is downloaded by the engine (GPU pods cache it on their volume); a local
         # folder must exist.
-        if is_local_source(request.guard_model) and not Path(request.guard_model).is_dir():
+        if is_local_source(settings.guard_model) and not Path(settings.guard_model).is_dir():
             raise FileNotFoundError(
-                f"guard model: {request.guard_model}: no such folder; give a local Llama Guard folder "
+                f"guard model: {settings.guard_model}: no such folder; give a local Llama Guard folder "
                 f"(e.g. `huggingface-cli download {DEFAULT_GUARD_MODEL} --local-dir DIR`) or a hub id"
             )
         # loaded on first use: a partition with no new response never loads the guard
-        engine = LazyEngine(request.backend, request.guard_model, **request.engine_config)
+        engine = LazyEngine(settings.engine.backend, settings.guard_model, **settings.engine.load_kwargs())
         try:
-            config = GuardConfig(
-                model_identity=guard_identity(request.guard_model, request.guard_revision),
+            config = settings.guard_config(
+                model_identity=guard_identity(settings.guard_model, settings.guard_revision),
                 chat_template_hash=prompts.template_hash(engine.tokenizer),
-                backend=request.backend,
-                dtype=str(request.engine_config.get("dtype", "default")),
-                max_new_tokens=request.max_new_tokens,
-                max_model_len=request.max_model_len,
-                judge_full_conversation=request.judge_full_conversation,
             )
             config_hash = guard_config_hash(config)
             pipes.log.info(
-                f"guard {request.guard_model} opened with {engine.name} for "
+                f"guard {settings.guard_model} opened with {engine.name} for "
                 f"{request.target.model}/{request.target.method}; datasets: {', '.join(request.datasets)}"
             )
 
@@ -271,7 +178,7 @@ def main() -> None:
                     log_info=pipes.log.info,
                     log_error=pipes.log.error,
                 )
-                return result.metadata(engine, request, config_hash), result.data_version
+                return result.metadata(engine, settings, config_hash), result.data_version
 
             materialize_each_dataset(pipes, "verdicts", request.datasets, build)
         finally:

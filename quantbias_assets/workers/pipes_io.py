@@ -1,15 +1,14 @@
 """What every dataset-by-dataset Pipes worker (respond, judge) shares on the worker side.
 
-The extras name the lake and the partition; a worker reports one materialization per dataset
-it finished and, in one custom message, the datasets that failed, so the asset can record the
-successes and then fail the step naming the others. Imports dagster-pipes only.
+A worker reports one materialization per dataset it finished and, in one custom message, the
+datasets that failed, so the asset can record the successes and then fail the step naming the
+others. Imports dagster-pipes only (the extras are read by quantbias_assets.contracts).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -18,42 +17,6 @@ from dagster_pipes import PipesContext
 from quantbias_assets import lake
 
 FAILED_DATASETS = "failed_datasets"
-
-
-class ExtrasError(ValueError):
-    """The orchestrator sent incomplete or malformed extras."""
-
-
-def require(extras: Mapping[str, Any], name: str) -> Any:
-    if name not in extras or extras[name] is None:
-        raise ExtrasError(f"worker extras: {name}: missing (got keys {sorted(extras)})")
-    return extras[name]
-
-
-@dataclass(frozen=True)
-class PartitionTarget:
-    """Where a worker writes: the lake and the (model, method) partition."""
-
-    lake_root: str
-    storage_options: dict[str, str]
-    model: str
-    method: str
-
-    @classmethod
-    def from_extras(cls, extras: Mapping[str, Any]) -> PartitionTarget:
-        return cls(
-            lake_root=str(require(extras, "lake_root")),
-            storage_options=dict(extras.get("storage_options") or {}),
-            model=str(require(extras, "model")),
-            method=str(require(extras, "method")),
-        )
-
-    @property
-    def partition(self) -> dict[str, str]:
-        return {"model": self.model, "method": self.method}
-
-    def uri(self, *key: str) -> str:
-        return lake.table_uri(self.lake_root, *key)
 
 
 def keys_data_version(keys: pl.DataFrame) -> str:

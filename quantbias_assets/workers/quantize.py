@@ -1,13 +1,7 @@
 """The quantize worker: builds (or resolves) one `checkpoint` partition under Dagster Pipes.
 
-Run as `python -m quantbias_assets.workers.quantize`. Extras:
-  model_entry       the registry entry (ModelEntry.to_dict())
-  method            the method partition key
-  model_store_root  local folder of the model store
-  group_size        weight group size of the 4-bit methods (default 128)
-  calibration       {source, num_samples, max_seq_length, seed} (CalibrationSettings)
-  prefer_published  record a published checkpoint instead of quantizing when one is registered
-The checkpoint lands in <model_store_root>/<model>/<method>/ with its checkpoint.json, written
+Run as `python -m quantbias_assets.workers.quantize` with a `contracts.QuantizeRequest`. The
+checkpoint lands in <model_store_root>/<model>/<method>/ with its checkpoint.json, written
 into a temp folder and renamed; unchanged recipe + base weights + calibration are "reused".
 A GGUF model is first imported (dequantized) into <model_store_root>/.gguf/<sha256>/, once per
 file; that folder is the base of every method, and `none` points at it.
@@ -16,18 +10,17 @@ file; that folder is the base of every method, and `none` points at it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dagster_pipes import PipesContext, open_dagster_pipes
 
 from quantbias_assets.catalog.methods import get_method
-from quantbias_assets.catalog.models import ModelEntry, validate_nickname
+from quantbias_assets.catalog.models import validate_nickname
 from quantbias_assets.checkpoint_manifest import CheckpointManifest
+from quantbias_assets.contracts import QuantizeRequest
 from quantbias_assets.gguf_import import GGUFImport, import_gguf, is_gguf_source
-from quantbias_assets.quantize import DEFAULT_GROUP_SIZE, BuildRequest, CalibrationSettings, build_checkpoint
-from quantbias_assets.workers.pipes_io import require
+from quantbias_assets.quantize import BuildRequest, build_checkpoint
 
 
 def local_store_root(root: str) -> Path:
@@ -39,35 +32,30 @@ def local_store_root(root: str) -> Path:
     return Path(root)
 
 
-def request_from_extras(extras: Mapping[str, Any], gguf: GGUFImport | None = None) -> BuildRequest:
+def build_request(request: QuantizeRequest, gguf: GGUFImport | None = None) -> BuildRequest:
     """The build request; for a GGUF model, `gguf` is its import, whose folder is the base."""
-    entry = ModelEntry.from_dict(dict(require(extras, "model_entry")))
+    entry = request.model_entry
     validate_nickname(entry.nickname)
-    method = get_method(str(require(extras, "method")))
-    calibration = CalibrationSettings(**dict(extras.get("calibration") or {}))
-    published = entry.published_checkpoint(method.key) if extras.get("prefer_published", True) else None
-    root = local_store_root(str(require(extras, "model_store_root")))
+    method = get_method(request.method)
     return BuildRequest(
         model=entry.nickname,
         method=method.key,
         base_source=str(gguf.folder) if gguf else entry.source,
-        target=root / entry.nickname / method.key,
+        target=local_store_root(request.model_store_root) / entry.nickname / method.key,
         revision=entry.revision,
         trust_remote_code=entry.trust_remote_code,
-        published=published,
-        group_size=int(extras.get("group_size") or DEFAULT_GROUP_SIZE),
-        calibration=calibration,
+        published=entry.published_checkpoint(method.key) if request.prefer_published else None,
+        group_size=request.group_size,
+        calibration=request.calibration,
         base_provenance=gguf.info.provenance() if gguf else {},
     )
 
 
-def import_gguf_base(extras: Mapping[str, Any], log_info: Any = print) -> GGUFImport | None:
+def import_gguf_base(request: QuantizeRequest, log_info: Any = print) -> GGUFImport | None:
     """Import the entry's GGUF file into the model store (or reuse its import); None otherwise."""
-    entry = ModelEntry.from_dict(dict(require(extras, "model_entry")))
-    if not is_gguf_source(entry.source):
+    if not is_gguf_source(request.model_entry.source):
         return None
-    root = local_store_root(str(require(extras, "model_store_root")))
-    return import_gguf(entry.source, root, log=log_info)
+    return import_gguf(request.model_entry.source, local_store_root(request.model_store_root), log=log_info)
 
 
 def materialization_metadata(manifest: CheckpointManifest, status: str) -> dict[str, Any]:
@@ -106,8 +94,9 @@ def data_version(manifest: CheckpointManifest) -> str:
 
 
 def run(pipes: PipesContext) -> None:
-    gguf = import_gguf_base(pipes.extras, pipes.log.info)
-    request = request_from_extras(pipes.extras, gguf)
+    quantize = QuantizeRequest.from_extras(pipes.extras)
+    gguf = import_gguf_base(quantize, pipes.log.info)
+    request = build_request(quantize, gguf)
     pipes.log.info(f"checkpoint {request.model}/{request.method} -> {request.target}")
     manifest, status = build_checkpoint(request)
     metadata = materialization_metadata(manifest, status)

@@ -25,7 +25,7 @@ from quantbias_assets.checkpoint_manifest import read_manifest, weights_digest
 from quantbias_assets.cli import main
 from quantbias_assets.gguf_import import GGUFImportError, check_gguf_file, import_gguf
 from quantbias_assets.partitions import partition_key
-from resources.inference import InferenceResource
+from resources.inference import EngineConfig, InferenceResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
@@ -152,7 +152,7 @@ def test_checkpoints_and_responses_from_a_registered_gguf_record_its_format(
         "rtn-w8a16",
         tmp_path,
         store,
-        inference=InferenceResource(torch_threads=1, sample_per_axis=1),
+        inference=InferenceResource(engine=EngineConfig(torch_threads=1), sample_per_axis=1),
     )
     assert quantized.success
     (event,) = quantized.asset_materializations_for_node("checkpoint")

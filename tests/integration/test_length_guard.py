@@ -30,7 +30,7 @@ from quantbias_assets.checkpoint_manifest import CheckpointManifest, weights_dig
 from quantbias_assets.cli import main
 from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE, LengthGuard, max_token_chars, model_context
 from quantbias_assets.partitions import partition_key
-from resources.inference import InferenceResource
+from resources.inference import EngineConfig, InferenceResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
@@ -321,7 +321,7 @@ def test_an_oversized_question_fails_alone_in_a_dagster_run(
             "lake": LakeResource(root=str(tmp_path / "lake")),
             "workers": LocalWorkerLauncher(env=WORKER_ENV),
             "inference": InferenceResource(
-                torch_threads=1, fmt_max_new_tokens_per_turn=2, chunk_rows=4, sample_per_axis=2
+                engine=EngineConfig(torch_threads=1), fmt_max_new_tokens_per_turn=2, chunk_rows=4, sample_per_axis=2
             ),
             "model_store": ModelStoreResource(root=str(tmp_path / "models")),
         },

@@ -16,7 +16,7 @@ from quantbias_assets.catalog.datasets import DATASETS, load_dataset
 from quantbias_assets.catalog.models import add_model
 from quantbias_assets.checkpoint_manifest import read_manifest
 from quantbias_assets.partitions import partition_key
-from resources.inference import InferenceResource
+from resources.inference import EngineConfig, InferenceResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
@@ -62,7 +62,7 @@ def test_quantized_checkpoint_answers_bbq(tmp_path: Path, monkeypatch, tiny_mode
         resources={
             "lake": LakeResource(root=str(tmp_path / "lake")),
             "workers": LocalWorkerLauncher(env={"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}),
-            "inference": InferenceResource(torch_threads=1, sample_per_axis=PER_AXIS),
+            "inference": InferenceResource(engine=EngineConfig(torch_threads=1), sample_per_axis=PER_AXIS),
             "model_store": ModelStoreResource(root=str(tmp_path / "models")),
         },
     )

@@ -26,7 +26,7 @@ from quantbias_assets.assets.responses import response_key, responses
 from quantbias_assets.catalog.datasets import DATASETS, canonical_json, load_dataset, question_hash
 from quantbias_assets.checkpoint_manifest import CheckpointManifest, weights_digest, write_manifest
 from quantbias_assets.partitions import partition_key
-from resources.inference import InferenceResource
+from resources.inference import EngineConfig, InferenceResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 PER_AXIS = 2
 TEST_INFERENCE = {
-    "torch_threads": 1,
+    "engine": EngineConfig(torch_threads=1),
     "max_new_tokens": 6,
     "fmt_max_new_tokens_per_turn": 3,
     "chunk_rows": 4,

@@ -20,7 +20,7 @@ from quantbias_assets.assets.responses import response_key, responses
 from quantbias_assets.catalog.datasets import DATASETS, load_dataset
 from quantbias_assets.checkpoint_manifest import CheckpointManifest, weights_digest, write_manifest
 from quantbias_assets.partitions import partition_key
-from resources.inference import InferenceResource
+from resources.inference import EngineConfig, InferenceResource
 from resources.lake import LakeResource
 from resources.model_store import ModelStoreResource
 from resources.workers import LocalWorkerLauncher
@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CLOSED = ("CEB-Adult", "BBQ")
 OPEN = ("CEB-Continuation-S",)
 PER_AXIS = 2
-TEST_INFERENCE = {"torch_threads": 1, "max_new_tokens": 8, "chunk_rows": 8, "sample_per_axis": PER_AXIS}
+TEST_INFERENCE = {"max_new_tokens": 8, "chunk_rows": 8, "sample_per_axis": PER_AXIS}
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -87,11 +87,15 @@ def test_vllm_worker_answers_like_the_hf_worker(tmp_path: Path, tiny_model_dir: 
         tiny_model_dir,
         data_dir,
         vllm_launcher,
-        backend="vllm",
-        vllm_max_model_len=2048,
-        vllm_enforce_eager=True,
+        engine=EngineConfig(backend="vllm", torch_threads=1, max_model_len=2048, enforce_eager=True),
     )
-    answer_partition(tmp_path / "hf", tiny_model_dir, data_dir, LocalWorkerLauncher(env=WORKER_ENV), backend="hf")
+    answer_partition(
+        tmp_path / "hf",
+        tiny_model_dir,
+        data_dir,
+        LocalWorkerLauncher(env=WORKER_ENV),
+        engine=EngineConfig(backend="hf", torch_threads=1),
+    )
 
     for dataset in CLOSED:
         by_vllm = response_table(tmp_path / "vllm", dataset)

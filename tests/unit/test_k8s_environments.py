@@ -56,7 +56,7 @@ def test_local_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None
         tmp_path / "warehouse.duckdb",
         tmp_path / "reports" / "figures",
     )
-    assert (resources["inference"].backend, resources["guard"].backend) == ("hf", "hf")
+    assert (resources["inference"].engine.backend, resources["guard"].engine.backend) == ("hf", "hf")
 
 
 def test_cluster_set_from_environment(cluster_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +72,7 @@ def test_cluster_set_from_environment(cluster_env: None, monkeypatch: pytest.Mon
     assert (lake.root, lake.storage_options) == ("s3://quantbias-bucket/lake", {"AWS_REGION": "eu-west-1"})
     model_store = resources["model_store"]
     assert (model_store.root, model_store.storage_options) == ("/model-store", {"AWS_REGION": "eu-west-1"})
-    assert (resources["inference"].backend, resources["guard"].backend) == ("vllm", "vllm")
+    assert (resources["inference"].engine.backend, resources["guard"].engine.backend) == ("vllm", "vllm")
     workers = resources["workers"]
     assert isinstance(workers, K8sWorkerLauncher)
     assert workers.namespace == "quantbias"
