@@ -109,7 +109,7 @@ def load(name: str, model_dir: Path, args: argparse.Namespace):
 
 def run_once(engine, single: list[str], conversations: list[list[str]], args) -> dict:
     from quantbias_assets.engines.base import GenerationSettings
-    from quantbias_assets.workers.respond import generate_conversations
+    from quantbias_assets.responding import generate_conversations
 
     def fail(index: int, error: Exception) -> None:
         raise RuntimeError(f"conversation {index}: {error}") from error

@@ -167,7 +167,7 @@ def prompt_pool(lake_root: str, closed_n: int, open_n: int) -> tuple[list[str], 
     """Single-turn prompts of every dataset that the respond worker will NOT answer with these
     sample sizes (same sampling function), and how many prompts it will answer."""
     from quantbias_assets.catalog.datasets import DATASETS
-    from quantbias_assets.workers.respond import sample_per_axis
+    from quantbias_assets.responding import sample_per_axis
 
     pool, evaluated = [], 0
     for name, spec in DATASETS.items():
@@ -250,7 +250,7 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
     from quantbias_assets.demo import RUN_LOGGING
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
-    from resources.guard import GuardResource
+    from resources.guard import GuardEngineConfig, GuardResource
     from resources.inference import EngineConfig, InferenceResource
 
     args = run.args
@@ -311,7 +311,9 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
                 **inference,
             ),
             "guard": GuardResource(
-                model=guard_model, engine=EngineConfig(dtype="float32", torch_threads=args.threads), max_new_tokens=8
+                model=guard_model,
+                engine=GuardEngineConfig(dtype="float32", torch_threads=args.threads),
+                max_new_tokens=8,
             ),
         }
         materialize(

@@ -216,7 +216,7 @@ def run_demo(options: DemoOptions) -> int:
     from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
-    from resources.guard import GuardResource
+    from resources.guard import GuardEngineConfig, GuardResource
     from resources.inference import EngineConfig, InferenceResource
 
     instance = dg.DagsterInstance.get()
@@ -238,7 +238,7 @@ def run_demo(options: DemoOptions) -> int:
         # invalid text, counted as such and left out of the open-ended metrics.
         "guard": GuardResource(
             model=options.guard or str(folder),
-            engine=EngineConfig(dtype="float32", torch_threads=options.torch_threads),
+            engine=GuardEngineConfig(dtype="float32", torch_threads=options.torch_threads),
             max_new_tokens=8,
         ),
     }

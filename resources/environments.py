@@ -28,7 +28,7 @@ from typing import Any
 
 from resources.dataset_files import DatasetFilesResource
 from resources.dbt import dbt_resource
-from resources.guard import GuardResource
+from resources.guard import GuardEngineConfig, GuardResource
 from resources.inference import EngineConfig, InferenceResource
 from resources.k8s import K8sWorkerLauncher, default_worker_pods, storage_options_problem
 from resources.lake import LakeResource
@@ -87,7 +87,7 @@ def _cluster_resources() -> dict[str, Any]:
         "workers": K8sWorkerLauncher(namespace=os.environ.get("QUANTBIAS_WORKER_NAMESPACE", "quantbias"), **pods),
         "inference": InferenceResource(engine=EngineConfig(backend="vllm", dtype="bfloat16")),
         "model_store": ModelStoreResource(root=model_store_root, storage_options=storage_options),
-        "guard": GuardResource(engine=EngineConfig(backend="vllm", dtype="bfloat16")),
+        "guard": GuardResource(engine=GuardEngineConfig(backend="vllm")),
         "dataset_files": DatasetFilesResource(),
         "warehouse": WarehouseResource(),
         "dbt": dbt_resource(),

@@ -9,7 +9,10 @@ from pydantic import Field
 
 from quantbias_assets.contracts import JudgeSettings
 from quantbias_assets.guard import DEFAULT_GUARD_MODEL
-from resources.inference import EngineConfig, engine_settings
+from resources.inference import engine_config_class, engine_settings
+
+# The judge worker's `engine` config: Llama Guard 3 ships bfloat16.
+GuardEngineConfig = engine_config_class("GuardEngineConfig", dtype="bfloat16")
 
 
 class GuardResource(dg.ConfigurableResource):
@@ -25,9 +28,8 @@ class GuardResource(dg.ConfigurableResource):
         default=None,
         description="hub revision; for a local folder, naming it here skips hashing its weights",
     )
-    engine: EngineConfig = Field(  # type: ignore[valid-type]
-        # Llama Guard 3 ships bfloat16
-        default=EngineConfig(dtype="bfloat16"),
+    engine: GuardEngineConfig = Field(  # type: ignore[valid-type]
+        default=GuardEngineConfig(),
         description="engine backend, numerics, context (longer conversations are cut and flagged) and speed",
     )
     max_new_tokens: int = Field(default=100, description="tokens of the verdict (reference: 100)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from typing import Any
 
 import dagster as dg
@@ -13,23 +13,23 @@ from quantbias_assets.contracts import EngineSettings, RespondSettings, generati
 from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE
 
 
-def _engine_config_fields() -> dict[str, Any]:
+def engine_config_class(name: str, **defaults: Any) -> type[dg.Config]:
+    """contracts.EngineSettings as Dagster config (its fields declared once, there), with
+    `defaults` replacing some of its defaults."""
     hints = typing.get_type_hints(EngineSettings)
-    return {
-        item.name: (hints[item.name], Field(default=item.default, description=item.metadata["description"]))
+    config_fields: dict[str, Any] = {
+        item.name: (
+            hints[item.name],
+            Field(default=defaults.get(item.name, item.default), description=item.metadata["description"]),
+        )
         for item in fields(EngineSettings)
-        if item.default is not MISSING
     }
+    doc = "How a worker loads its engine (quantbias_assets.contracts.EngineSettings)."
+    return create_model(name, __base__=dg.Config, __doc__=doc, **config_fields)
 
 
-# The `engine` config of the inference and guard resources: contracts.EngineSettings as Dagster
-# config, its fields declared once (there).
-EngineConfig = create_model(
-    "EngineConfig",
-    __base__=dg.Config,
-    __doc__="How a worker loads its engine; see quantbias_assets.contracts.EngineSettings.",
-    **_engine_config_fields(),
-)
+# The respond worker's `engine` config.
+EngineConfig = engine_config_class("EngineConfig")
 
 
 def engine_settings(config: Any) -> EngineSettings:

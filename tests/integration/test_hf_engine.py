@@ -193,7 +193,7 @@ def test_score_cli_writes_the_closed_schema(engine, tiny_model_dir, data_dir, tm
     import polars as pl
 
     from quantbias_assets.cli import main
-    from quantbias_assets.workers.respond import CLOSED_SCHEMA
+    from quantbias_assets.responding import CLOSED_SCHEMA
 
     monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(data_dir))
     out = tmp_path / "scores.parquet"
@@ -290,7 +290,7 @@ def test_real_model_fmt10k_five_turns_each_stop_at_im_end(tmp_path_factory, data
     from smollm2 import imported_smollm2
 
     from quantbias_assets.catalog.datasets import open_datasets
-    from quantbias_assets.workers.respond import generate_conversations
+    from quantbias_assets.responding import generate_conversations
 
     spec = next(s for s in open_datasets() if s.name == "FMT10K-IM-S")
     conversations = load_dataset(spec, data_dir).frame["turns"].head(2).to_list()

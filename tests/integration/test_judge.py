@@ -23,8 +23,7 @@ from quantbias_assets.catalog.datasets import get_dataset, load_dataset
 from quantbias_assets.engines import GenerationSettings, load_engine
 from quantbias_assets.guard import VERDICT_SCHEMA, fit_conversation
 from quantbias_assets.partitions import partition_key
-from resources.guard import GuardResource
-from resources.inference import EngineConfig
+from resources.guard import GuardEngineConfig, GuardResource
 from resources.lake import LakeResource
 from resources.workers import LocalWorkerLauncher
 
@@ -84,7 +83,7 @@ def write_responses(root: str, dataset: str, responses: pl.DataFrame) -> None:
 def judge(root: str, guard_model: Path, datasets: list[str], **guard_config: object) -> dg.ExecuteInProcessResult:
     guard = GuardResource(
         model=str(guard_model),
-        engine=EngineConfig(dtype="float32", torch_threads=1, max_model_len=MAX_MODEL_LEN),
+        engine=GuardEngineConfig(dtype="float32", torch_threads=1, max_model_len=MAX_MODEL_LEN),
         max_new_tokens=MAX_NEW_TOKENS,
         **{"chunk_rows": 4, **guard_config},
     )

@@ -115,7 +115,7 @@ def test_guard_messages_and_limits(engine, tokenizer) -> None:
 
 
 def test_oversized_closed_questions_fail_alone_without_a_forward(engine, tokenizer) -> None:
-    from quantbias_assets.workers.respond import ChunkStats, DatasetRun, closed_rows
+    from quantbias_assets.responding import ChunkStats, DatasetRun, closed_rows
 
     run = DatasetRun("tiny", "none", "X", "c0", engine.name)
     errors: list[str] = []
@@ -157,7 +157,7 @@ def test_oversized_closed_questions_fail_alone_without_a_forward(engine, tokeniz
 
 
 def test_the_cap_fails_questions_longer_than_it_and_scores_the_rest(engine, tokenizer) -> None:
-    from quantbias_assets.workers.respond import ChunkStats, DatasetRun, closed_rows
+    from quantbias_assets.responding import ChunkStats, DatasetRun, closed_rows
 
     short, longer = "Is the sky blue?", "Is the sky blue, or is it grey on a rainy day in the north?"
     # the scored sequence is prompt + sep + choice, sep = " " unless the prompt ends in whitespace
@@ -205,7 +205,7 @@ def test_the_cap_fails_questions_longer_than_it_and_scores_the_rest(engine, toke
 
 def test_generation_counts_max_new_tokens_and_every_turn(engine, tokenizer) -> None:
     from quantbias_assets.engines import GenerationSettings
-    from quantbias_assets.workers.respond import ChunkStats, DatasetRun, open_rows
+    from quantbias_assets.responding import ChunkStats, DatasetRun, open_rows
 
     run = DatasetRun("tiny", "none", "X", "c0", engine.name)
     # single turn: the prompt fits the cap alone, but not with the 8 new tokens

@@ -451,7 +451,8 @@ def test_unknown_dataset_and_remote_code_switch(tmp_path: Path, tiny_model_dir: 
     """In-process: a dataset outside the catalog is named; custom model code runs only when the manifest allows it."""
     import shutil
 
-    from quantbias_assets.workers.respond import RespondRequest, load_checkpoint_engine, respond_dataset
+    from quantbias_assets.contracts import RespondRequest
+    from quantbias_assets.workers.respond import load_checkpoint_engine, respond_dataset
 
     model_dir = tmp_path / "remote-code-model"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -498,7 +499,7 @@ def test_unknown_dataset_and_remote_code_switch(tmp_path: Path, tiny_model_dir: 
 def test_a_chunk_where_every_question_fails_gives_typed_empty_rows(tiny_model_dir: Path) -> None:
     """In-process: nothing answerable in a chunk -> zero rows of the table's schema, failures counted."""
     from quantbias_assets.engines import GenerationSettings, load_engine
-    from quantbias_assets.workers.respond import (
+    from quantbias_assets.responding import (
         CLOSED_SCHEMA,
         OPEN_SCHEMA,
         ChunkStats,

@@ -293,9 +293,9 @@ def test_verdict_rows_and_counts() -> None:
 
 
 def test_guard_resource_extras() -> None:
-    from resources.guard import GuardResource
+    from resources.guard import GuardEngineConfig, GuardResource
 
-    hf = GuardResource(model="/models/guard", torch_threads=1).to_extras()
+    hf = GuardResource(model="/models/guard", engine=GuardEngineConfig(torch_threads=1)).to_extras()
     assert hf == {
         "guard_model": "/models/guard",
         "guard_revision": None,
@@ -306,7 +306,7 @@ def test_guard_resource_extras() -> None:
         "judge_full_conversation": False,
         "chunk_rows": 256,
     }
-    vllm = GuardResource(backend="vllm", max_model_len=8192).to_extras()
+    vllm = GuardResource(engine=GuardEngineConfig(backend="vllm", max_model_len=8192)).to_extras()
     assert vllm["guard_model"] == "meta-llama/Llama-Guard-3-8B"
     assert vllm["engine_config"] == {
         "dtype": "bfloat16",

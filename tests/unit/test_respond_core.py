@@ -8,14 +8,15 @@ import json
 import polars as pl
 import pytest
 
-from quantbias_assets.workers.pipes_io import ExtrasError, keys_data_version
-from quantbias_assets.workers.respond import RespondRequest, config_hash, response_hash, sample_per_axis
-from resources.inference import InferenceResource
+from quantbias_assets.contracts import EngineSettings, ExtrasError, RespondRequest, config_hash
+from quantbias_assets.engines.base import GenerationSettings
+from quantbias_assets.responding import response_hash, sample_per_axis
+from quantbias_assets.workers.pipes_io import keys_data_version
+from resources.inference import EngineConfig, InferenceResource
 
 HASH_ARGS = {
     "checkpoint_identity": {"digest": "abc"},
-    "backend": "hf",
-    "dtype": "float32",
+    "engine": EngineSettings(backend="hf", dtype="float32"),
     "template_hash": "t1",
     "prompt_rule_version": "reference-v1",
     "add_special_tokens": False,
@@ -36,11 +37,11 @@ def test_config_hash_is_sha256_of_the_documented_payload() -> None:
     "change",
     [
         {"checkpoint_identity": {"digest": "abd"}},
-        {"dtype": "bfloat16"},
-        {"backend": "vllm"},
+        {"engine": EngineSettings(backend="hf", dtype="bfloat16")},
+        {"engine": EngineSettings(backend="vllm", dtype="float32")},
         {"template_hash": "t2"},
         {"add_special_tokens": True},
-        {"generation": {"max_new_tokens": 512, "temperature": 0.0, "top_p": 1.0, "seed": 1}},
+        {"generation": GenerationSettings(max_new_tokens=512, temperature=0.0, top_p=1.0, seed=1)},
     ],
 )
 def test_config_hash_changes_with_every_numeric_setting(change: dict) -> None:
@@ -81,14 +82,14 @@ def test_inference_defaults_are_greedy_and_reference_sampling_is_what_the_code_r
     }
     reference = InferenceResource(reference_sampling=True).generation_config()
     assert (reference["single_turn"]["temperature"], reference["multi_turn"]["temperature"]) == (1.0, 0.7)
-    assert InferenceResource(backend="vllm", vllm_enforce_eager=True).engine_config() == {
+    assert InferenceResource(engine=EngineConfig(backend="vllm", enforce_eager=True)).to_extras()["engine_config"] == {
         "dtype": "float32",
         "max_model_len": 4096,
         "gpu_memory_utilization": 0.85,
         "tensor_parallel_size": 1,
         "enforce_eager": True,
     }
-    assert InferenceResource(torch_threads=1).engine_config() == {
+    assert InferenceResource(engine=EngineConfig(torch_threads=1)).to_extras()["engine_config"] == {
         "device": "cpu",
         "dtype": "float32",
         "torch_threads": 1,
@@ -105,7 +106,7 @@ def test_request_from_extras_round_trips_the_resource_and_names_missing_keys() -
         **InferenceResource(chunk_rows=8, sample_per_axis=3).to_extras(),
     }
     request = RespondRequest.from_extras(json.loads(json.dumps(extras)))  # as Pipes delivers them
-    assert (request.chunk_rows, request.sample_per_axis, request.datasets) == (8, 3, ("BBQ",))
+    assert (request.settings.chunk_rows, request.settings.sample_per_axis, request.datasets) == (8, 3, ("BBQ",))
     assert request.target.uri("responses", "BBQ") == "/lake/responses/BBQ"
     with pytest.raises(ExtrasError, match="worker extras: model_store_root: missing"):
         RespondRequest.from_extras({key: value for key, value in extras.items() if key != "model_store_root"})
@@ -116,9 +117,11 @@ def test_template_date_is_pinned_by_default_and_the_run_date_for_the_reference()
 
     base = {"lake_root": "/lake", "model": "m", "method": "none", "model_store_root": "/models", "datasets": ["BBQ"]}
     pinned = RespondRequest.from_extras({**base, **InferenceResource().to_extras()})
-    assert pinned.template_date == "26 Jul 2024"
-    assert {settings["template_date"] for settings in pinned.generation.values()} == {"26 Jul 2024"}
+    assert pinned.settings.template_date == "26 Jul 2024"
+    assert {pinned.settings.generation_settings(multi_turn).template_date for multi_turn in (False, True)} == {
+        "26 Jul 2024"
+    }
     reference = RespondRequest.from_extras({**base, **InferenceResource(template_date=None).to_extras()})
     # resolved once, explicitly: the run's date, in the day-month-year form of Llama-3.2's template
-    assert reference.template_date == time.strftime("%d %b %Y")
-    assert reference.generation["multi_turn"]["template_date"] == reference.template_date
+    assert reference.settings.template_date == time.strftime("%d %b %Y")
+    assert reference.settings.generation_settings(multi_turn=True).template_date == reference.settings.template_date
