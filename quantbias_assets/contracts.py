@@ -22,6 +22,7 @@ from quantbias_assets.catalog.models import ModelEntry
 from quantbias_assets.engines.base import PINNED_TEMPLATE_DATE, GenerationSettings
 from quantbias_assets.guard import DEFAULT_GUARD_MODEL, GuardConfig
 from quantbias_assets.hashing import json_sha256
+from quantbias_assets.prompts import prompt_rule_version
 from quantbias_assets.quantize import DEFAULT_GROUP_SIZE, CalibrationSettings
 
 
@@ -215,8 +216,6 @@ class RespondSettings:
         `generation` is None for closed (scored) datasets; the double-BOS switch changes scored
         prompts only (generation never adds special tokens).
         """
-        from quantbias_assets.prompts import prompt_rule_version
-
         return config_hash(
             checkpoint_identity=checkpoint_identity,
             engine=self.engine,
