@@ -17,6 +17,7 @@ orchestrator side (checkpoint, responses, verdicts).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import dagster as dg
@@ -146,64 +147,65 @@ def worker_results(invocation: dg.PipesClientCompletedInvocation, table: str) ->
         )
 
 
-# (dataset, the partition's rows, the worker's metadata) -> the outcomes of the table's checks
-CheckRule = Callable[[str, pl.DataFrame, Mapping[str, Any]], Sequence[checks.CheckOutcome]]
+@dataclass(frozen=True)
+class WorkerTables:
+    """The `<prefix>/<dataset>` Delta tables a partition worker writes, and how each is checked."""
+
+    prefix: str  # responses, verdicts
+    key: Sequence[str]  # the content-hash key of a row
+    schema: Callable[[str], pl.Schema]  # per dataset
+    preview_columns: Callable[[str], Sequence[str]]  # per dataset
+    # (dataset, the partition's rows, the worker's metadata) -> the outcomes of the table's checks
+    outcomes: Callable[[str, pl.DataFrame, Mapping[str, Any]], Sequence[checks.CheckOutcome]]
+
+    def asset_key(self, dataset: str) -> dg.AssetKey:
+        return dg.AssetKey([self.prefix, dataset])
 
 
 def with_table_checks(
     context: dg.AssetExecutionContext,
     results: Iterator[dg.MaterializeResult],
     target: PartitionTarget,
-    *,
-    schema: Callable[[str], pl.Schema],
-    preview_columns: Callable[[str], Sequence[str]],
-    outcomes: CheckRule,
+    tables: WorkerTables,
 ) -> Iterator[dg.MaterializeResult]:
     """Each dataset's materialization with its table's path and preview, and its checks' results
     (computed on the partition as the worker left it)."""
     selected = set(context.selected_asset_check_keys)
     for result in results:
-        table, dataset = result.asset_key.path
-        uri = target.uri(table, dataset)
+        dataset = result.asset_key.path[-1]
+        uri = target.uri(tables.prefix, dataset)
         frame = partition_frame(uri, target.partition, target.storage_options)
         if frame.is_empty():
-            frame = pl.DataFrame(schema=schema(dataset))
+            frame = pl.DataFrame(schema=tables.schema(dataset))
         metadata = dict(result.metadata or {})
         yield dg.MaterializeResult(
             asset_key=result.asset_key,
-            metadata={**metadata, **checks.table_metadata(uri, frame, preview_columns(dataset))},
+            metadata={**metadata, **checks.table_metadata(uri, frame, tables.preview_columns(dataset))},
             data_version=result.data_version,
-            check_results=checks.check_results(result.asset_key, outcomes(dataset, frame, metadata), selected),
+            check_results=checks.check_results(result.asset_key, tables.outcomes(dataset, frame, metadata), selected),
             tags=result.tags,
         )
 
 
 def run_partition_worker(
-    context: dg.AssetExecutionContext,
-    worker: str,
-    request: PartitionWorkerRequest,
-    *,
-    table: str,
-    key: Sequence[str],
-    results: Callable[[dg.PipesClientCompletedInvocation], Iterator[dg.MaterializeResult]],
+    context: dg.AssetExecutionContext, worker: str, request: PartitionWorkerRequest, tables: WorkerTables
 ) -> Iterator[dg.MaterializeResult]:
-    """Run a resumable partition worker on `<table>/<dataset>` of the request's datasets and
-    yield `results(invocation)`; if the run stops early, record what the worker committed
-    (committed_results), then fail."""
+    """Run a resumable partition worker on the request's datasets and yield each dataset's
+    checked materialization, then fail naming the datasets it could not build; if the run stops
+    early, record what the worker committed (committed_results), then fail."""
     target = request.target
-    tables = {dg.AssetKey([table, dataset]): target.uri(table, dataset) for dataset in request.datasets}
-    extras = request.to_extras()
+    uris = {tables.asset_key(dataset): target.uri(tables.prefix, dataset) for dataset in request.datasets}
     options = target.storage_options
     try:
-        invocation = run_worker(context, worker, extras)
+        invocation = run_worker(context, worker, request.to_extras())
     except DagsterExecutionInterruptedError:
         context.log.warning(f"{worker} worker stopped (run cancelled): recording the rows it committed")
-        yield from committed_results(context, tables, target.partition, key, options, "cancelled")
+        yield from committed_results(context, uris, target.partition, tables.key, options, "cancelled")
         raise
     except Exception:
-        yield from committed_results(context, tables, target.partition, key, options, "worker failed")
+        yield from committed_results(context, uris, target.partition, tables.key, options, "worker failed")
         raise
-    yield from results(invocation)
+    yield from with_table_checks(context, worker_results(invocation, tables.prefix), target, tables)
 
 
 def partition_frame(uri: str, partition: Mapping[str, str], storage_options: Mapping[str, str]) -> pl.DataFrame:

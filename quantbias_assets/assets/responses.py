@@ -14,11 +14,10 @@ import polars as pl
 
 from quantbias_assets.assets import checks
 from quantbias_assets.assets.common import (
+    WorkerTables,
     partition_target,
     run_partition_worker,
     selected_datasets,
-    with_table_checks,
-    worker_results,
 )
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN, worker_settings
 from quantbias_assets.catalog.datasets import DATASETS
@@ -93,6 +92,15 @@ def response_check_outcomes(
     )
 
 
+RESPONSE_TABLES = WorkerTables(
+    prefix=RESPONSE_PREFIX,
+    key=RESPONSE_KEY,
+    schema=response_schema,
+    preview_columns=lambda dataset: PREVIEW_COLUMNS[DATASETS[dataset].style],
+    outcomes=response_check_outcomes,
+)
+
+
 @dg.multi_asset(
     name="responses",
     specs=[response_spec(name) for name in DATASETS],
@@ -109,21 +117,7 @@ def responses(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResul
     request = respond_request(
         context, lake=resources.lake, inference=resources.inference, model_store=resources.model_store
     )
-    yield from run_partition_worker(
-        context,
-        "respond",
-        request,
-        table=RESPONSE_PREFIX,
-        key=RESPONSE_KEY,
-        results=lambda invocation: with_table_checks(
-            context,
-            worker_results(invocation, RESPONSE_PREFIX),
-            request.target,
-            schema=response_schema,
-            preview_columns=lambda dataset: PREVIEW_COLUMNS[DATASETS[dataset].style],
-            outcomes=response_check_outcomes,
-        ),
-    )
+    yield from run_partition_worker(context, "respond", request, RESPONSE_TABLES)
 
 
 response_assets = [responses]

@@ -14,11 +14,10 @@ import polars as pl
 
 from quantbias_assets.assets import checks
 from quantbias_assets.assets.common import (
+    WorkerTables,
     partition_target,
     run_partition_worker,
     selected_datasets,
-    with_table_checks,
-    worker_results,
 )
 from quantbias_assets.assets.responses import response_key
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN, worker_settings
@@ -73,6 +72,15 @@ def verdict_check_outcomes(dataset: str, frame: pl.DataFrame, metadata: Mapping[
     )
 
 
+VERDICT_TABLES = WorkerTables(
+    prefix=VERDICT_PREFIX,
+    key=VERDICT_KEY,
+    schema=lambda dataset: VERDICT_SCHEMA,
+    preview_columns=lambda dataset: PREVIEW_COLUMNS,
+    outcomes=verdict_check_outcomes,
+)
+
+
 @dg.multi_asset(
     name="verdicts",
     specs=[verdict_spec(name) for name in OPEN_DATASETS],
@@ -87,21 +95,7 @@ def verdicts(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult
     """Judge the selected datasets' responses of one (model, method) partition in one worker."""
     resources = context.resources
     request = judge_request(context, lake=resources.lake, guard=resources.guard)
-    yield from run_partition_worker(
-        context,
-        "judge",
-        request,
-        table=VERDICT_PREFIX,
-        key=VERDICT_KEY,
-        results=lambda invocation: with_table_checks(
-            context,
-            worker_results(invocation, VERDICT_PREFIX),
-            request.target,
-            schema=lambda dataset: VERDICT_SCHEMA,
-            preview_columns=lambda dataset: PREVIEW_COLUMNS,
-            outcomes=verdict_check_outcomes,
-        ),
-    )
+    yield from run_partition_worker(context, "judge", request, VERDICT_TABLES)
 
 
 verdict_assets = [verdicts]
