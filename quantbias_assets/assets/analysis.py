@@ -21,6 +21,7 @@ from pydantic import Field
 
 from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs
 from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
+from quantbias_assets.assets.common import location_metadata
 from quantbias_assets.catalog.datasets import DATASETS, dataset_style, open_datasets
 from quantbias_assets.catalog.models import PAPER_MODELS, load_registry
 from quantbias_assets.markdown import markdown_table
@@ -160,8 +161,7 @@ def paired_responses(
     invalid = pairs.filter(pl.col("is_biased_base").is_null() | pl.col("is_biased_quant").is_null()).height
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(pairs.height),
-            "dagster/uri": dg.MetadataValue.path(uri),
+            **location_metadata(uri, pairs.height),
             "rows": dg.MetadataValue.int(pairs.height),
             "rows_per_dataset": dg.MetadataValue.md(markdown_table(rows_table)),
             "datasets_without_responses": dg.MetadataValue.json(missing),
@@ -195,8 +195,7 @@ def bias_tests_table(
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(tests.height),
-            "dagster/uri": dg.MetadataValue.path(uri),
+            **location_metadata(uri, tests.height),
             "rows": dg.MetadataValue.int(tests.height),
             "units_tested": dg.MetadataValue.int(tested.height),
             "units_significant": dg.MetadataValue.int(int(tested["is_significant"].sum())),

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from quantbias_assets.assets.common import location_metadata
 from quantbias_assets.assets.table_metadata import column_schema, markdown_preview
 from quantbias_assets.catalog.datasets import (
     DATASETS,
@@ -102,9 +103,8 @@ def questions_metadata(load: DatasetLoad, source_version: str, uri: str) -> dict
     )
     preview = frame.select(PREVIEW_COLUMNS[load.spec.style]).head(PREVIEW_ROWS)
     return {
-        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        **location_metadata(uri, frame.height),
         "dagster/column_schema": column_schema(frame),
-        "dagster/uri": dg.MetadataValue.path(uri),
         "rows": dg.MetadataValue.int(frame.height),
         "rows_per_axis": dg.MetadataValue.md(markdown_preview(rows_per_axis)),
         "axes_present": dg.MetadataValue.json(list(load.axes_present)),

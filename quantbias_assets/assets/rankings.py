@@ -11,6 +11,7 @@ from pydantic import Field
 
 from quantbias_assets.analysis.rankings import rank_models, ranking_kendall_tau
 from quantbias_assets.assets.analysis import GROUP_NAME, PAIRED_RESPONSES_KEY
+from quantbias_assets.assets.common import location_metadata
 from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
@@ -88,8 +89,7 @@ def model_rankings(
     context.log.info(f"ranked {rankings['model'].n_unique()} models in {taus.height} (dataset, method) cells")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(rankings.height),
-            "dagster/uri": dg.MetadataValue.path(uri),
+            **location_metadata(uri, rankings.height),
             "kendall_tau": dg.MetadataValue.md(markdown_table(taus.sort("dataset_group", "method"), 2)),
         }
     )

@@ -11,6 +11,7 @@ import polars as pl
 
 from quantbias_assets.analysis.text_patterns import summarize, text_pattern_pairs
 from quantbias_assets.assets.analysis import GROUP_NAME, OPEN_DATASETS
+from quantbias_assets.assets.common import location_metadata
 from quantbias_assets.lake import equality_predicate
 from quantbias_assets.markdown import markdown_table
 from quantbias_assets.partitions import PER_MODEL, model_partitions
@@ -51,8 +52,7 @@ def text_patterns(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     per_dataset = summarize(pairs, by=("dataset_group", "method"))
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(pairs.height),
-            "dagster/uri": dg.MetadataValue.path(uri),
+            **location_metadata(uri, pairs.height),
             "datasets_without_responses": dg.MetadataValue.json(missing),
             "changes_by_dataset_and_method": dg.MetadataValue.md(
                 markdown_table(per_dataset, 3) if not per_dataset.is_empty() else "no pairs yet"
