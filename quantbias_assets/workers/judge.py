@@ -14,15 +14,13 @@ A conversation longer than the guard's context is cut (guard.fit_conversation) a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 from dagster_pipes import open_dagster_pipes
 
 from quantbias_assets import lake
-from quantbias_assets.contracts import JudgeRequest, JudgeSettings
+from quantbias_assets.contracts import JudgeRequest
 from quantbias_assets.engines.base import Engine
 from quantbias_assets.guard import (
     DEFAULT_GUARD_MODEL,
@@ -33,11 +31,8 @@ from quantbias_assets.guard import (
     judge_inputs,
     verdict_counts,
 )
-from quantbias_assets.workers.pipes_io import (
-    keys_data_version,
-    materialize_each_dataset,
-)
-from quantbias_assets.workers.resume import ChunkProgress, ResumeReport, run_resumable
+from quantbias_assets.workers.pipes_io import DatasetResult, keys_data_version, materialize_each_dataset
+from quantbias_assets.workers.resume import ChunkProgress, run_resumable
 
 Log = Callable[[str], None]
 RESPONSE_COLUMNS = ("model", "method", "idx", "axis", "response", "turns_out", "response_hash", "created_at")
@@ -50,31 +45,6 @@ def guard_identity(model: str, revision: str | None) -> str:
 
         return weights_digest(model)
     return f"{model}@{revision or 'main'}"
-
-
-@dataclass(frozen=True)
-class DatasetResult:
-    dataset: str
-    report: ResumeReport
-    counts: dict[str, int]
-    missing_questions: int
-    data_version: str
-
-    def metadata(self, engine: Engine, settings: JudgeSettings, config_hash: str) -> dict[str, Any]:
-        seconds = self.report.seconds
-        return {
-            **self.report.row_counts(),
-            "failed_rows": self.report.failed,
-            "responses_without_question": self.missing_questions,
-            **self.counts,
-            "rows_per_s": round(self.report.new / seconds, 3) if seconds > 0 else None,
-            "seconds": round(seconds, 3),
-            "guard_model": settings.guard_model,
-            "judge_full_conversation": settings.judge_full_conversation,
-            "guard_config_hash": config_hash,
-            "engine": engine.name,
-            "versions": {"raw_value": engine.versions(), "type": "json"},
-        }
 
 
 def judge_dataset(
@@ -132,13 +102,22 @@ def judge_dataset(
         if lake.table_exists(uri, storage_options=options)
         else pl.DataFrame(schema=VERDICT_SCHEMA)  # nothing to judge and nothing judged before
     )
-    return DatasetResult(
-        dataset=dataset,
-        report=report,
-        counts=verdict_counts(current),
-        missing_questions=len(errors),
-        data_version=keys_data_version(current.select(VERDICT_KEY)),
-    )
+    seconds = report.seconds
+    settings = request.settings
+    metadata = {
+        **report.row_counts(),
+        "failed_rows": report.failed,
+        "responses_without_question": len(errors),
+        **verdict_counts(current),
+        "rows_per_s": round(report.new / seconds, 3) if seconds > 0 else None,
+        "seconds": round(seconds, 3),
+        "guard_model": settings.guard_model,
+        "judge_full_conversation": settings.judge_full_conversation,
+        "guard_config_hash": config_hash,
+        "engine": engine.name,
+        "versions": {"raw_value": engine.versions(), "type": "json"},
+    }
+    return DatasetResult(metadata, keys_data_version(current.select(VERDICT_KEY)))
 
 
 def main() -> None:
@@ -169,8 +148,8 @@ def main() -> None:
                 f"{request.target.model}/{request.target.method}; datasets: {', '.join(request.datasets)}"
             )
 
-            def build(dataset: str) -> tuple[dict[str, Any], str]:
-                result = judge_dataset(
+            def build(dataset: str) -> DatasetResult:
+                return judge_dataset(
                     engine,
                     request,
                     dataset,
@@ -178,7 +157,6 @@ def main() -> None:
                     log_info=pipes.log.info,
                     log_error=pipes.log.error,
                 )
-                return result.metadata(engine, settings, config_hash), result.data_version
 
             materialize_each_dataset(pipes, "verdicts", request.datasets, build)
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -28,11 +29,20 @@ def keys_data_version(keys: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class DatasetResult:
+    """What a worker reports for one dataset's table: its materialization metadata and the data
+    version of the partition's keys."""
+
+    metadata: Mapping[str, Any]
+    data_version: str
+
+
 def materialize_each_dataset(
     pipes: PipesContext,
     table: str,
     datasets: Sequence[str],
-    build: Callable[[str], tuple[Mapping[str, Any], str]],
+    build: Callable[[str], DatasetResult],
 ) -> None:
     """Build `<table>/<dataset>` for each dataset and report its materialization (metadata,
     data version); a dataset that fails is logged and reported at the end, the others go on."""
@@ -40,13 +50,13 @@ def materialize_each_dataset(
     with lake.commit_retries_logged_to(pipes.log.warning):
         for dataset in datasets:
             try:
-                metadata, data_version = build(dataset)
+                result = build(dataset)
             except Exception as error:  # noqa: BLE001 - one dataset's failure must not stop the others
                 failures[dataset] = f"{table}/{dataset}: {type(error).__name__}: {error}"
                 pipes.log.error(failures[dataset])
                 continue
             pipes.report_asset_materialization(
-                asset_key=f"{table}/{dataset}", metadata=dict(metadata), data_version=data_version
+                asset_key=f"{table}/{dataset}", metadata=dict(result.metadata), data_version=result.data_version
             )
     report_failed_datasets(pipes, failures)
 

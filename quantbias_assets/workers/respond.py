@@ -12,7 +12,6 @@ been answered.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +31,8 @@ from quantbias_assets.responding import (
     chunk_answerer,
     sample_per_axis,
 )
-from quantbias_assets.workers.pipes_io import keys_data_version, materialize_each_dataset
-from quantbias_assets.workers.resume import ChunkProgress, ResumeReport, read_partition_keys, run_resumable
-
-
-@dataclass(frozen=True)
-class DatasetResult:
-    dataset: str
-    report: ResumeReport
-    stats: ChunkStats
-    config_hash: str
-    data_version: str
-
-    def metadata(self, engine: Engine) -> dict[str, Any]:
-        seconds = self.report.seconds
-        failed = self.stats.failed_questions
-        return {
-            **self.report.row_counts(),
-            "failed_questions": self.report.failed,
-            "failed_idx_sample": ", ".join(failed[:20]),
-            "questions_per_s": round(self.stats.questions / seconds, 3) if seconds > 0 else None,
-            "tokens_per_s": round(self.stats.tokens / seconds, 1) if seconds > 0 else None,
-            "seconds": round(seconds, 3),
-            "engine": engine.name,
-            "versions": {"raw_value": engine.versions(), "type": "json"},
-            "config_hash": self.config_hash,
-        }
+from quantbias_assets.workers.pipes_io import DatasetResult, keys_data_version, materialize_each_dataset
+from quantbias_assets.workers.resume import ChunkProgress, read_partition_keys, run_resumable
 
 
 def respond_dataset(
@@ -121,7 +96,19 @@ def respond_dataset(
     current = read_partition_keys(
         uri, partition=target.partition, key=RESPONSE_KEY, storage_options=target.storage_options
     )
-    return DatasetResult(dataset, report, stats, digest, keys_data_version(current))
+    seconds = report.seconds
+    metadata = {
+        **report.row_counts(),
+        "failed_questions": report.failed,
+        "failed_idx_sample": ", ".join(stats.failed_questions[:20]),
+        "questions_per_s": round(stats.questions / seconds, 3) if seconds > 0 else None,
+        "tokens_per_s": round(stats.tokens / seconds, 1) if seconds > 0 else None,
+        "seconds": round(seconds, 3),
+        "engine": engine.name,
+        "versions": {"raw_value": engine.versions(), "type": "json"},
+        "config_hash": digest,
+    }
+    return DatasetResult(metadata, keys_data_version(current))
 
 
 def load_checkpoint_engine(request: RespondRequest) -> tuple[Engine, CheckpointManifest]:
@@ -156,12 +143,12 @@ def main() -> None:
             f"datasets: {', '.join(request.datasets)}"
         )
 
-        def build(dataset: str) -> tuple[dict[str, Any], str]:
+        def build(dataset: str) -> DatasetResult:
             result = respond_dataset(
                 engine, manifest.identity, request, dataset, log_info=pipes.log.info, log_error=pipes.log.error
             )
             # the source format and GGUF type also enter every row's config_hash (manifest.identity)
-            return {**result.metadata(engine), **manifest.provenance()}, result.data_version
+            return DatasetResult({**result.metadata, **manifest.provenance()}, result.data_version)
 
         try:
             materialize_each_dataset(pipes, "responses", request.datasets, build)
