@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 import dagster as dg
 from dagster._core.storage.tags import AUTOMATION_CONDITION_TAG
 
+from quantbias_assets import tables
 from quantbias_assets.catalog.methods import BACKFILL_METHODS
 from quantbias_assets.catalog.models import is_valid_nickname
 from quantbias_assets.partitions import model_partitions, partition_key
@@ -62,9 +63,11 @@ def refresh_existing_partitions() -> dg.AutomationCondition:
 
 # Partitioned tables that the assets below them scan across all their partitions, skipping what
 # is absent: the model x method worker tables and the per-model analysis tables.
-PER_MODEL_ANALYSIS = dg.AssetSelection.keys(["analysis", "paired_responses"], ["analysis", "text_patterns"])
-SCANNED_LAKE_TABLES = dg.AssetSelection.key_prefixes("questions", "responses", "verdicts") | PER_MODEL_ANALYSIS
-QUESTION_TABLES = dg.AssetSelection.key_prefixes("questions")
+PER_MODEL_ANALYSIS = dg.AssetSelection.keys(list(tables.PAIRED_RESPONSES), list(tables.TEXT_PATTERNS))
+SCANNED_LAKE_TABLES = (
+    dg.AssetSelection.key_prefixes(tables.QUESTIONS, tables.RESPONSES, tables.VERDICTS) | PER_MODEL_ANALYSIS
+)
+QUESTION_TABLES = dg.AssetSelection.key_prefixes(tables.QUESTIONS)
 
 
 def refresh_over_existing_partitions() -> dg.AutomationCondition:
@@ -94,11 +97,11 @@ def build_once_when_missing() -> dg.AutomationCondition:
 
 def condition_for(key: dg.AssetKey, has_deps: bool = True) -> dg.AutomationCondition | None:
     top = key.path[0]
-    if top == "checkpoint":
+    if top == tables.CHECKPOINT:
         return None  # quantizing is explicit: a backfill or a click, never a side effect
-    if top in ("responses", "verdicts"):
+    if top in (tables.RESPONSES, tables.VERDICTS):
         return refresh_existing_partitions()
-    if top == "analysis":
+    if top == tables.ANALYSIS:
         return refresh_over_existing_partitions()
     if not has_deps:
         return build_once_when_missing()

@@ -211,6 +211,7 @@ def run_demo(options: DemoOptions) -> int:
     import dagster as dg
 
     import definitions
+    from quantbias_assets import tables
     from quantbias_assets.assets.responses import response_key
     from quantbias_assets.automation import PER_MODEL_ANALYSIS
     from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
@@ -269,9 +270,9 @@ def run_demo(options: DemoOptions) -> int:
         run_config=RUN_LOGGING,
     )
     # Closed and open datasets run with their own sample sizes, so two runs per method.
-    closed = dg.AssetSelection.keys("checkpoint", *(response_key(spec.name) for spec in closed_datasets()))
+    closed = dg.AssetSelection.keys(tables.CHECKPOINT, *(response_key(spec.name) for spec in closed_datasets()))
     generated = dg.AssetSelection.keys(*(response_key(spec.name) for spec in open_datasets())) | (
-        dg.AssetSelection.key_prefixes("verdicts")
+        dg.AssetSelection.key_prefixes(tables.VERDICTS)
     )
     for method in options.methods:
         materialize(

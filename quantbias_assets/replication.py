@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from quantbias_assets import lake, tables
 from quantbias_assets.analysis.text_patterns import summarize
 from quantbias_assets.markdown import report_table as markdown_table
 from quantbias_assets.scoring import UNCERTAINTY_BINS
@@ -107,7 +108,7 @@ def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> Repli
             text=pl.DataFrame(),
             drift=drift,
         )
-    text_uri = f"{lake_root.rstrip('/')}/analysis/text_patterns"
+    text_uri = lake.table_uri(lake_root, *tables.TEXT_PATTERNS)
     if Path(text_uri).is_dir():
         inputs.text = pl.read_delta(text_uri)
     return inputs

@@ -19,6 +19,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from quantbias_assets import tables
 from quantbias_assets.analysis.pairs import PAIR_SCHEMA, build_pairs
 from quantbias_assets.analysis.stats import BiasTestSettings, bias_tests
 from quantbias_assets.assets.common import location_metadata
@@ -29,8 +30,8 @@ from quantbias_assets.partitions import PER_MODEL, model_partitions
 from resources.lake import LakeResource
 
 GROUP_NAME = "analysis"
-PAIRED_RESPONSES_KEY = dg.AssetKey(["analysis", "paired_responses"])
-BIAS_TESTS_KEY = dg.AssetKey(["analysis", "bias_tests"])
+PAIRED_RESPONSES_KEY = dg.AssetKey(tables.PAIRED_RESPONSES)
+BIAS_TESTS_KEY = dg.AssetKey(tables.BIAS_TESTS)
 ANALYSED_DATASETS = tuple(DATASETS)  # closed, then open
 OPEN_DATASETS = tuple(spec.name for spec in open_datasets())
 
@@ -94,14 +95,16 @@ def _dataset_pairs(
 ) -> tuple[pl.DataFrame | None, list[str], int, int]:
     """(pairs or None when the dataset has no tables yet, error lines, bad rows, stale rows)."""
     closed = dataset_style(dataset) == "closed"
-    keys = [("questions", dataset), ("responses", dataset)] + ([] if closed else [("verdicts", dataset)])
+    keys = [tables.questions(dataset), tables.responses(dataset)] + ([] if closed else [tables.verdicts(dataset)])
     if not all(lake.exists(lake.uri(*key)) for key in keys[:2]):
         return None, [], 0, 0
-    questions = _read(lake, ("questions", dataset), QUESTION_COLUMNS)
-    responses = _read(lake, ("responses", dataset), CLOSED_RESPONSE_COLUMNS if closed else OPEN_RESPONSE_COLUMNS, model)
+    questions = _read(lake, tables.questions(dataset), QUESTION_COLUMNS)
+    responses = _read(
+        lake, tables.responses(dataset), CLOSED_RESPONSE_COLUMNS if closed else OPEN_RESPONSE_COLUMNS, model
+    )
     verdicts = None
-    if not closed and lake.exists(lake.uri("verdicts", dataset)):
-        verdicts = _read(lake, ("verdicts", dataset), VERDICT_COLUMNS, model)
+    if not closed and lake.exists(lake.uri(*tables.verdicts(dataset))):
+        verdicts = _read(lake, tables.verdicts(dataset), VERDICT_COLUMNS, model)
     result = build_pairs(
         dataset,
         responses,
@@ -116,9 +119,9 @@ def _dataset_pairs(
 
 @dg.asset(
     key=PAIRED_RESPONSES_KEY,
-    deps=[dg.AssetKey(["questions", name]) for name in ANALYSED_DATASETS]
-    + [dg.AssetDep(dg.AssetKey(["responses", name]), partition_mapping=PER_MODEL) for name in ANALYSED_DATASETS]
-    + [dg.AssetDep(dg.AssetKey(["verdicts", name]), partition_mapping=PER_MODEL) for name in OPEN_DATASETS],
+    deps=[dg.AssetKey(tables.questions(name)) for name in ANALYSED_DATASETS]
+    + [dg.AssetDep(dg.AssetKey(tables.responses(name)), partition_mapping=PER_MODEL) for name in ANALYSED_DATASETS]
+    + [dg.AssetDep(dg.AssetKey(tables.verdicts(name)), partition_mapping=PER_MODEL) for name in OPEN_DATASETS],
     partitions_def=model_partitions,
     group_name=GROUP_NAME,
     code_version="paired-responses-v2",

@@ -10,6 +10,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
+from quantbias_assets import tables
 from quantbias_assets.assets.common import run_worker
 from quantbias_assets.automation import ONE_MODEL_LOAD_PER_RUN
 from quantbias_assets.catalog.methods import METHOD_SPECS
@@ -59,7 +60,7 @@ def quantize_request(model: str, method: str, config: CheckpointConfig, model_st
 
 
 @dg.asset(
-    key="checkpoint",
+    key=tables.CHECKPOINT,
     partitions_def=model_method_partitions,
     pool="gpu",
     backfill_policy=ONE_MODEL_LOAD_PER_RUN,

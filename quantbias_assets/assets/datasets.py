@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from quantbias_assets import tables
 from quantbias_assets.assets.common import location_metadata
 from quantbias_assets.assets.table_metadata import column_schema, markdown_preview
 from quantbias_assets.catalog.datasets import (
@@ -39,11 +40,11 @@ PREVIEW_COLUMNS = {
 
 
 def dataset_files_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["dataset_files", name])
+    return dg.AssetKey(tables.dataset_files(name))
 
 
 def questions_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["questions", name])
+    return dg.AssetKey(tables.questions(name))
 
 
 def table_content_hash(frame: pl.DataFrame) -> str:
@@ -162,7 +163,7 @@ def build_questions_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 + "\n".join(load.errors),
                 metadata={"errors": dg.MetadataValue.md("\n".join(f"- {line}" for line in load.errors))},
             )
-        uri = lake.uri("questions", spec.name)
+        uri = lake.uri(*tables.questions(spec.name))
         lake.write_table(load.frame, uri)
         if load.axes_absent:
             context.log.info(f"{spec.name}: axes not available: {', '.join(load.axes_absent)}")

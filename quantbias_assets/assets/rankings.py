@@ -9,13 +9,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from quantbias_assets import tables
 from quantbias_assets.analysis.rankings import rank_models, ranking_kendall_tau
 from quantbias_assets.assets.analysis import GROUP_NAME, PAIRED_RESPONSES_KEY
 from quantbias_assets.assets.common import location_metadata
 from quantbias_assets.markdown import markdown_table
 from resources.lake import LakeResource
 
-MODEL_RANKINGS_KEY = dg.AssetKey(["analysis", "model_rankings"])
+MODEL_RANKINGS_KEY = dg.AssetKey(tables.MODEL_RANKINGS)
 
 RANKING_SCHEMA = {
     "dataset_group": pl.String, "method": pl.String, "model": pl.String,

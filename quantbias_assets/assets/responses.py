@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from quantbias_assets import tables
 from quantbias_assets.assets import checks
 from quantbias_assets.assets.common import (
     WorkerTables,
@@ -27,7 +28,7 @@ from quantbias_assets.responding import CLOSED_SCHEMA, OPEN_SCHEMA, RESPONSE_KEY
 
 # Bump when the worker's output for the same inputs changes (its config_hash covers settings).
 RESPONSES_CODE_VERSION = "1"
-RESPONSE_PREFIX = "responses"
+RESPONSE_PREFIX = tables.RESPONSES
 PREVIEW_COLUMNS = {
     "closed": ("idx", "axis", "probs_rounded", "chosen_idx", "chosen_text", "entropy_norm"),
     "open": ("idx", "axis", "response", "n_new_tokens", "finish_reason"),
@@ -48,9 +49,9 @@ def response_spec(dataset: str) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=response_key(dataset),
         deps=[
-            dg.AssetDep(dg.AssetKey(["questions", dataset])),
+            dg.AssetDep(dg.AssetKey(tables.questions(dataset))),
             # Same model x method partition of the checkpoint (identity mapping).
-            dg.AssetDep(dg.AssetKey("checkpoint")),
+            dg.AssetDep(dg.AssetKey(tables.CHECKPOINT)),
         ],
         description=f"{dataset} ({style}): one row per question, {what}; see docs/responses.md",
         group_name="responses",

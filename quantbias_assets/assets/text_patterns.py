@@ -9,6 +9,7 @@ in the orchestrator from the response tables: no model involved. Partitioned by 
 import dagster as dg
 import polars as pl
 
+from quantbias_assets import tables
 from quantbias_assets.analysis.text_patterns import summarize, text_pattern_pairs
 from quantbias_assets.assets.analysis import GROUP_NAME, OPEN_DATASETS
 from quantbias_assets.assets.common import location_metadata
@@ -17,12 +18,12 @@ from quantbias_assets.markdown import markdown_table
 from quantbias_assets.partitions import PER_MODEL, model_partitions
 from resources.lake import LakeResource
 
-TEXT_PATTERNS_KEY = dg.AssetKey(["analysis", "text_patterns"])
+TEXT_PATTERNS_KEY = dg.AssetKey(tables.TEXT_PATTERNS)
 
 
 @dg.asset(
     key=TEXT_PATTERNS_KEY,
-    deps=[dg.AssetDep(dg.AssetKey(["responses", name]), partition_mapping=PER_MODEL) for name in OPEN_DATASETS],
+    deps=[dg.AssetDep(dg.AssetKey(tables.responses(name)), partition_mapping=PER_MODEL) for name in OPEN_DATASETS],
     partitions_def=model_partitions,
     group_name=GROUP_NAME,
     code_version="text-patterns-v2",
@@ -34,7 +35,7 @@ def text_patterns(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     model = context.partition_key
     frames, missing = [], []
     for dataset in OPEN_DATASETS:
-        uri = lake.uri("responses", dataset)
+        uri = lake.uri(*tables.responses(dataset))
         if not lake.exists(uri):
             missing.append(dataset)
             continue

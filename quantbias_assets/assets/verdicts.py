@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from quantbias_assets import tables
 from quantbias_assets.assets import checks
 from quantbias_assets.assets.common import (
     WorkerTables,
@@ -29,7 +30,7 @@ from quantbias_assets.partitions import model_method_partitions
 # Bump when the worker's output for the same inputs changes (guard_config_hash covers settings).
 VERDICTS_CODE_VERSION = "1"
 OPEN_DATASETS = tuple(spec.name for spec in open_datasets())
-VERDICT_PREFIX = "verdicts"
+VERDICT_PREFIX = tables.VERDICTS
 PREVIEW_COLUMNS = ("idx", "axis", "valid", "is_safe", "categories", "truncated", "verdict_raw")
 
 

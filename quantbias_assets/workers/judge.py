@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 from dagster_pipes import open_dagster_pipes
 
-from quantbias_assets import lake
+from quantbias_assets import lake, tables
 from quantbias_assets.contracts import JudgeRequest
 from quantbias_assets.engines.base import Engine
 from quantbias_assets.guard import (
@@ -59,9 +59,9 @@ def judge_dataset(
     """Judge the pending responses of one dataset for the request's partition."""
     target = request.target
     options = target.storage_options
-    questions = lake.read(target.uri("questions", dataset), storage_options=options)
+    questions = lake.read(target.uri(*tables.questions(dataset)), storage_options=options)
     responses = lake.read(
-        target.uri("responses", dataset),
+        target.uri(*tables.responses(dataset)),
         filters=target.partition,
         columns=list(RESPONSE_COLUMNS),
         storage_options=options,
@@ -79,7 +79,7 @@ def judge_dataset(
             f"pending rows done ({p.rows_failed} failed in this chunk)"
         )
 
-    uri = target.uri("verdicts", dataset)
+    uri = target.uri(*tables.verdicts(dataset))
     report = run_resumable(
         wanted,
         uri=uri,
@@ -158,7 +158,7 @@ def main() -> None:
                     log_error=pipes.log.error,
                 )
 
-            materialize_each_dataset(pipes, "verdicts", request.datasets, build)
+            materialize_each_dataset(pipes, tables.VERDICTS, request.datasets, build)
         finally:
             engine.close()
 

@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 from dagster_pipes import open_dagster_pipes
 
-from quantbias_assets import lake
+from quantbias_assets import lake, tables
 from quantbias_assets.checkpoint_manifest import CheckpointManifest, manifest_path, read_manifest
 from quantbias_assets.contracts import RespondRequest
 from quantbias_assets.engines.base import Engine, LengthGuard
@@ -51,7 +51,7 @@ def respond_dataset(
     spec = get_dataset(dataset)
     target = request.target
     questions = lake.read(
-        target.uri("questions", dataset), columns=QUESTION_COLUMNS, storage_options=target.storage_options
+        target.uri(*tables.questions(dataset)), columns=QUESTION_COLUMNS, storage_options=target.storage_options
     )
     settings = request.settings
     questions = sample_per_axis(questions, settings.sample_per_axis)
@@ -82,7 +82,7 @@ def respond_dataset(
             f"{rate:.2f} questions/s"
         )
 
-    uri = target.uri("responses", dataset)
+    uri = target.uri(*tables.responses(dataset))
     report = run_resumable(
         questions.with_columns(config_hash=pl.lit(digest)),
         uri=uri,
@@ -151,7 +151,7 @@ def main() -> None:
             return DatasetResult({**result.metadata, **manifest.provenance()}, result.data_version)
 
         try:
-            materialize_each_dataset(pipes, "responses", request.datasets, build)
+            materialize_each_dataset(pipes, tables.RESPONSES, request.datasets, build)
         finally:
             engine.close()
 
