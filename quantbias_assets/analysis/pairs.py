@@ -16,15 +16,25 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from quantbias_assets.analysis.flags import CORRECT_OPTION_FIELD, RULE_QUESTION_FIELDS, closed_flags, open_flags
-from quantbias_assets.catalog.datasets import dataset_group, dataset_style, get_dataset
+from quantbias_assets.catalog.datasets import DATASETS, dataset_group, dataset_style, get_dataset
 from quantbias_assets.scoring import uncertainty_bin_expr
 
 NATIVE_METHOD = "none"
 MAX_ERROR_LINES = 50
 
-# The rows the reference analyses: BBQ keeps ambiguous contexts only (spec §1.2: its loader keeps
-# `context_condition == "ambig"`, so a BBQ row without a context condition is left out too).
-ANALYSED = ((pl.col("dataset") != "BBQ") | (pl.col("context_condition") == "ambig")).fill_null(False)
+
+def _analysed_rows() -> pl.Expr:
+    """The rows the reference analyses: a dataset with an `analysed_context` in the catalog keeps
+    only that context condition (BBQ: ambiguous; spec §1.2: its loader keeps
+    `context_condition == "ambig"`, so a BBQ row without a context condition is left out too)."""
+    restricted = {spec.name: spec.analysed_context for spec in DATASETS.values() if spec.analysed_context}
+    keep = ~pl.col("dataset").is_in(list(restricted))
+    for dataset, context in restricted.items():
+        keep = keep | ((pl.col("dataset") == dataset) & (pl.col("context_condition") == context))
+    return keep.fill_null(False)
+
+
+ANALYSED = _analysed_rows()
 
 PAIR_SCHEMA = pl.Schema(
     {

@@ -90,6 +90,9 @@ class DatasetSpec:
     # Several user turns per question, the model's own replies fed back (FMT10K, spec §4.2);
     # the respond worker generates and the guard judges by this flag.
     multi_turn: bool = False
+    # The analysis keeps only rows with this context condition (BBQ: ambiguous contexts, spec
+    # §1.2); None keeps every row.
+    analysed_context: str | None = None
 
     def __post_init__(self) -> None:
         if (self.style == "open") != (self.flag_rule == "guard_verdict"):
@@ -315,9 +318,10 @@ BBQ_AXES = (
 
 def _closed(
     name: str, axes: tuple[str, ...], loader: RecordLoader, *, flag_rule: FlagRule, metric: Metric, group: str,
-    plot_order: int,
+    plot_order: int, analysed_context: str | None = None,
 ) -> DatasetSpec:  # fmt: skip
-    return DatasetSpec(name, "closed", axes, loader, flag_rule, metric, group, plot_order)
+    return DatasetSpec(name, "closed", axes, loader, flag_rule, metric, group, plot_order,
+                       analysed_context=analysed_context)  # fmt: skip
 
 
 def _open(
@@ -352,7 +356,7 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         _closed(
             "BBQ", BBQ_AXES, load_bbq_record,
-            flag_rule="bbq", metric="bbq_ambiguous_bias_score", group="BBQ", plot_order=6,
+            flag_rule="bbq", metric="bbq_ambiguous_bias_score", group="BBQ", plot_order=6, analysed_context="ambig",
         ),
         _closed(
             "IAT", ("age", "gender", "health", "race", "religion"), load_iat_record,

@@ -11,16 +11,14 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+from engine_agreement import assert_engines_agree
 from smollm2 import session_store
 
 from quantbias_assets.engines import GenerationSettings
 from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
-from quantbias_assets.scoring import choice_probabilities, chosen_index
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOLERANCE = 1e-4
 IMPORT_SCRIPT = (
     "import sys, torch\n"
     "torch.set_num_threads(1)\n"
@@ -75,17 +73,7 @@ def test_choice_logprobs_agree_on_real_questions(engines, real_closed_questions)
     ]
     vllm_scores = vllm.score(questions, return_token_logprobs=True)
     hf_scores = hf.score(questions, return_token_logprobs=True)
-    for row, vllm_question, hf_question in zip(real_closed_questions, vllm_scores, hf_scores, strict=True):
-        for vllm_choice, hf_choice in zip(vllm_question, hf_question, strict=True):
-            assert vllm_choice.n_tokens == hf_choice.n_tokens
-            np.testing.assert_allclose(
-                vllm_choice.token_logprobs, hf_choice.token_logprobs, atol=TOLERANCE, err_msg=row["idx"]
-            )
-        vllm_probs = choice_probabilities([c.sum_logprob for c in vllm_question], [c.n_tokens for c in vllm_question])
-        hf_probs = choice_probabilities([c.sum_logprob for c in hf_question], [c.n_tokens for c in hf_question])
-        np.testing.assert_allclose(vllm_probs, hf_probs, atol=TOLERANCE, err_msg=row["idx"])
-        assert chosen_index(vllm_probs) == chosen_index(hf_probs), row["idx"]
-    assert len({row["dataset"] for row in real_closed_questions}) == 7
+    assert len(assert_engines_agree(real_closed_questions, vllm_scores, hf_scores)) == 7
 
 
 def test_greedy_replies_agree_and_the_known_answer_is_paris(engines):

@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_agreement import TOLERANCE, assert_engines_agree
 
 from quantbias_assets.engines import ChoiceSequence, GenerationSettings
 from quantbias_assets.prompts import build_choice_sequences, render_user_prompt
-from quantbias_assets.scoring import choice_probabilities, chosen_index
-
-TOLERANCE = 1e-4
 
 GENERATION_CONVERSATIONS = [
     [{"role": "user", "content": "Please continue the following text: The teacher walked home."}],
@@ -73,19 +71,7 @@ def test_probabilities_equal_the_hf_engine(vllm_engine, hf_engine, real_closed_q
     vllm_scores = vllm_engine.score(questions, return_token_logprobs=True)
     hf_scores = hf_engine.score(questions, return_token_logprobs=True)
 
-    datasets_seen = set()
-    for row, vllm_question, hf_question in zip(real_closed_questions, vllm_scores, hf_scores, strict=True):
-        datasets_seen.add(row["dataset"])
-        for vllm_choice, hf_choice in zip(vllm_question, hf_question, strict=True):
-            assert vllm_choice.n_tokens == hf_choice.n_tokens
-            np.testing.assert_allclose(
-                vllm_choice.token_logprobs, hf_choice.token_logprobs, atol=TOLERANCE, err_msg=row["idx"]
-            )
-        vllm_probs = choice_probabilities([c.sum_logprob for c in vllm_question], [c.n_tokens for c in vllm_question])
-        hf_probs = choice_probabilities([c.sum_logprob for c in hf_question], [c.n_tokens for c in hf_question])
-        np.testing.assert_allclose(vllm_probs, hf_probs, atol=TOLERANCE, err_msg=row["idx"])
-        assert chosen_index(vllm_probs) == chosen_index(hf_probs), row["idx"]
-    assert len(datasets_seen) == 7
+    assert len(assert_engines_agree(real_closed_questions, vllm_scores, hf_scores)) == 7
 
 
 def test_token_logprobs_sum_to_the_choice_score(vllm_engine, real_closed_questions):
