@@ -323,17 +323,12 @@ def run_demo(options: DemoOptions) -> int:
 
 def summary(warehouse_file: Path) -> str:
     """Flip rates by uncertainty bin and significant units per method, from the warehouse."""
-    import duckdb
-
     from quantbias_assets.markdown import report_table as markdown_table
     from quantbias_assets.replication import pooled_bins
     from quantbias_assets.scoring import UNCERTAINTY_BINS
+    from quantbias_assets.warehouse import warehouse_query
 
-    with duckdb.connect(str(warehouse_file), read_only=True) as con:
-
-        def table(sql: str) -> pl.DataFrame:
-            return pl.from_arrow(con.execute(sql).to_arrow_table())
-
+    with warehouse_query(warehouse_file) as table:
         # the marts' aggregates, pooled over datasets as the replication report pools them
         bins = pooled_bins(
             table("select uncertainty_bin, n_rows, response_flip, bias_flip from table1_uncertainty_bins")

@@ -93,7 +93,7 @@ def fig2b_entropy_before_after(closed_pairs: pl.DataFrame) -> Figure | None:
             data,
             positions=positions + offset,
             widths=0.3,
-            vert=False,
+            orientation="horizontal",
             showfliers=False,
             patch_artist=True,
             boxprops={"facecolor": BLUE if dedup else CLAY},

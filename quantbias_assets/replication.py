@@ -68,13 +68,9 @@ class RunInfo:
 
 
 def read_inputs(duckdb_path: Path, lake_root: str, drift: pl.DataFrame) -> ReplicationInputs:
-    import duckdb
+    from quantbias_assets.warehouse import warehouse_query
 
-    with duckdb.connect(str(duckdb_path), read_only=True) as con:
-
-        def table(sql: str) -> pl.DataFrame:
-            return pl.from_arrow(con.execute(sql).to_arrow_table())
-
+    with warehouse_query(duckdb_path) as table:
         inputs = ReplicationInputs(
             table1=table(
                 "select dataset_group, uncertainty_bin, n_rows, pct_responses, response_flip, bias_flip"

@@ -11,11 +11,11 @@ import base64
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import polars as pl
 
 from quantbias_assets import figures
 from quantbias_assets.markdown import report_table
+from quantbias_assets.warehouse import warehouse_query
 from resources.warehouse import WarehouseResource
 
 MART_DEPS = [
@@ -37,11 +37,7 @@ MART_DEPS = [
 
 
 def read_warehouse(duckdb_path: Path) -> dict[str, pl.DataFrame]:
-    with duckdb.connect(str(duckdb_path), read_only=True) as con:
-
-        def table(sql: str) -> pl.DataFrame:
-            return pl.from_arrow(con.execute(sql).to_arrow_table())
-
+    with warehouse_query(duckdb_path) as table:
         return {
             "closed_pairs": table(
                 "select dataset_group, model, method, idx, flipped, entropy_norm_base, entropy_norm_quant,"
