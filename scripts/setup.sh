@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+if [ ! -x .venv/bin/pip ]; then
+  # also recreates a half-made venv (interrupted before ensurepip installed pip)
+  "$PYTHON" -m venv --clear .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q -c constraints.txt torch==2.13.0
