@@ -368,6 +368,9 @@ Expectations on a real model:
 {markdown_table(inputs.coverage, 0)}
 
 ## Wall time per step
+Steps of the invocation that wrote this report. Rows are content-addressed: a step whose rows an
+earlier invocation had already committed shows only the time to check and reuse them.
+
 {_timings_table(run.timings)}
 
 ## Reproduce
@@ -377,11 +380,10 @@ This report:
 {run.command}
 ```
 
-Without `--quick` the same command runs the full-size replication, sized for about 2 hours on
-2 cores from the scoring speed measured on a quiet machine, not yet timed end to end (every size is an option:
-`--closed-per-axis`, `--open-per-axis`, `--max-new-tokens`,
-`--fmt-tokens-per-turn`, `--calibration-samples`, `--calibration-max-seq-length`,
-`--held-out-texts`, `--held-out-tokens`; `--help` lists the defaults). Each model gets its own
+`--quick` runs the same path with small sizes in minutes. Every size is an option
+(`--closed-per-axis`, `--open-per-axis`, `--max-new-tokens`, `--fmt-tokens-per-turn`,
+`--calibration-samples`, `--calibration-max-seq-length`, `--held-out-texts`, `--held-out-tokens`;
+`--help` lists the defaults). Each model gets its own
 `QUANTBIAS_HOME` (`.quantbias/replication/<nickname>`), whose Dagster instance holds every run
 and whose `reports/figures` holds the paper's figures. Rows are content-addressed, so a second
 run reuses them; `--report-only` recomputes only the KL table and this file.
