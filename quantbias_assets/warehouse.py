@@ -10,8 +10,8 @@ import polars as pl
 
 @contextmanager
 def warehouse_query(duckdb_path: Path) -> Iterator[Callable[[str], pl.DataFrame]]:
-    """`with warehouse_query(path) as query: query("select ...")`; read-only, so a run that
-    builds the marts meanwhile is never blocked by a reader holding a write lock."""
+    """`with warehouse_query(path) as query: query("select ...")`, on a read-only connection:
+    readers can never change the marts (DuckDB still lets only one process write at a time)."""
     import duckdb
 
     with duckdb.connect(str(duckdb_path), read_only=True) as con:

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export QUANTBIAS_DATA_DIR=${QUANTBIAS_DATA_DIR:-$(cd ../shared/datasets 2>/dev/null && pwd || true)}
 export TOKENIZERS_PARALLELISM=false
-[ -x .venv/bin/python ] || bash scripts/setup.sh
+[ -x .venv/bin/pip ] || bash scripts/setup.sh  # the same check as setup.sh: a venv without pip is half-made
 # An older .venv may predate ruff in the dev extra.
 [ -x .venv/bin/ruff ] || .venv/bin/pip install -q -c constraints.txt ruff
 .venv/bin/ruff check . && .venv/bin/ruff format --check .
