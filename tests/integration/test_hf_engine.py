@@ -245,6 +245,35 @@ def test_compressed_tensors_w4a16_checkpoint_scores_like_one_forward_per_choice(
     base.close()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["rtn-w4a16", "rtn-w8a8"])
+def test_quantized_checkpoint_runs_without_offload_wrappers_and_same_logits(tiny_model_dir, tmp_path, method):
+    """compressed-tensors wraps every module's forward for offloading; the engine removes the
+    wrappers (speed) and keeps the quantized forward: W8A8's int8 activations included."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quantbias_assets.engines.hf import compressed_tensors_loading
+    from quantbias_assets.quantize import quantize_into
+
+    quantized = tmp_path / method
+    quantized.mkdir()
+    quantize_into(tiny_model_dir, method, quantized)
+    wrapped = AutoModelForCausalLM.from_pretrained(quantized, **compressed_tensors_loading(quantized)).eval()
+    assert sum(hasattr(module, "_original_forward_func") for module in wrapped.modules()) > 10
+    engine = HFEngine(quantized, torch_threads=1)
+    assert [name for name, module in engine.model.named_modules() if hasattr(module, "_original_forward_func")] == []
+    assert all(type(module._parameters) is dict for module in engine.model.modules())
+    ids = torch.tensor([engine.tokenizer("The nurse said that the doctor was late again.")["input_ids"]])
+    with torch.inference_mode():
+        ours, theirs = engine.model(ids).logits, wrapped(ids).logits
+    assert torch.equal(ours, theirs)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.inference_mode():
+        assert (ours - plain(ids).logits).abs().max().item() > 1e-3  # the quantized weights are in use
+    engine.close()
+
+
 def test_checkpoint_generation_defaults_do_not_leak(tiny_model_dir, tmp_path):
     """A generation_config.json with a repetition penalty (as Qwen ships) must not change greedy replies."""
     import json
