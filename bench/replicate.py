@@ -249,7 +249,7 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
 
     import definitions
     from quantbias_assets import settings
-    from quantbias_assets.automation import PER_MODEL_ANALYSIS
+    from quantbias_assets.automation import analysis_runs
     from quantbias_assets.catalog.datasets import DATASETS
     from quantbias_assets.demo import RUN_LOGGING
     from quantbias_assets.partitions import model_partitions, partition_key
@@ -330,27 +330,17 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
             run_config=RUN_LOGGING,
             partition_key=key,
         )
-    # the paired responses and text patterns are partitioned by model; the rest spans all models
-    per_model = PER_MODEL_ANALYSIS.resolve(definitions.defs.resolve_asset_graph())
-    materialize(
-        run,
-        "paired responses, text patterns",
-        assets,
-        dg.AssetSelection.keys(*per_model),
-        instance=instance,
-        resources=base_resources,
-        run_config=RUN_LOGGING,
-        partition_key=nickname,
-    )
-    materialize(
-        run,
-        "analysis, dbt marts, figures",
-        assets,
-        dg.AssetSelection.groups("analysis") - dg.AssetSelection.keys(*per_model),
-        instance=instance,
-        resources=base_resources,
-        run_config=RUN_LOGGING,
-    )
+    for label, selection, key in analysis_runs(nickname):
+        materialize(
+            run,
+            label,
+            assets,
+            selection,
+            instance=instance,
+            resources=base_resources,
+            run_config=RUN_LOGGING,
+            partition_key=key,
+        )
     return held_out
 
 

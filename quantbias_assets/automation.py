@@ -70,6 +70,20 @@ SCANNED_LAKE_TABLES = (
 QUESTION_TABLES = dg.AssetSelection.key_prefixes(tables.QUESTIONS)
 
 
+def analysis_runs(model: str) -> tuple[tuple[str, dg.AssetSelection, str | None], ...]:
+    """A model's analysis as (label, selection, partition key) runs, in order: its per-model
+    tables run in its `model` partition, then everything that spans all models (bias tests,
+    rankings, dbt marts, figures) runs unpartitioned; one run cannot hold both."""
+    return (
+        (f"{model}: paired responses, text patterns", PER_MODEL_ANALYSIS, model),
+        (
+            "bias tests, rankings, dbt marts, figures",
+            dg.AssetSelection.groups(tables.ANALYSIS) - PER_MODEL_ANALYSIS,
+            None,
+        ),
+    )
+
+
 def refresh_over_existing_partitions() -> dg.AutomationCondition:
     """Eager for assets that scan every partition of the response tables, with two changes.
 

@@ -213,7 +213,7 @@ def run_demo(options: DemoOptions) -> int:
     import definitions
     from quantbias_assets import tables
     from quantbias_assets.assets.responses import response_key
-    from quantbias_assets.automation import PER_MODEL_ANALYSIS
+    from quantbias_assets.automation import analysis_runs
     from quantbias_assets.catalog.datasets import closed_datasets, open_datasets
     from quantbias_assets.partitions import model_partitions, partition_key
     from resources.environments import resources_for
@@ -295,26 +295,17 @@ def run_demo(options: DemoOptions) -> int:
             run_config=RUN_LOGGING,
             partition_key=partition_key(nickname, method),
         )
-    per_model = PER_MODEL_ANALYSIS.resolve(definitions.defs.resolve_asset_graph())
-    materialize(
-        f"{nickname}: paired responses, text patterns",
-        assets,
-        dg.AssetSelection.keys(*per_model),
-        options,
-        instance=instance,
-        resources=resources,
-        run_config=RUN_LOGGING,
-        partition_key=nickname,
-    )
-    materialize(
-        "bias tests, rankings, dbt marts, figures",
-        assets,
-        dg.AssetSelection.groups("analysis") - dg.AssetSelection.keys(*per_model),
-        options,
-        instance=instance,
-        resources=resources,
-        run_config=RUN_LOGGING,
-    )
+    for label, selection, key in analysis_runs(nickname):
+        materialize(
+            label,
+            assets,
+            selection,
+            options,
+            instance=instance,
+            resources=resources,
+            run_config=RUN_LOGGING,
+            partition_key=key,
+        )
     warehouse = resources["warehouse"]
     print(summary(warehouse.database_file), flush=True)
     say(f"finished in {time.perf_counter() - started:.1f} s; figures in {warehouse.figures_folder}")

@@ -11,5 +11,5 @@ export TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check . && .venv/bin/ruff format --check .
 bash scripts/setup_vllm_env.sh
 bash scripts/setup_browser.sh
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --durations=25 "$@"  # the 25 slowest steps: where CI time goes
 .venv-vllm/bin/python -m pytest tests/vllm_engine
