@@ -346,11 +346,13 @@ def run_graph(run: Run, nickname: str, home: Path) -> list[str]:
 
 
 def invocation() -> str:
-    """This run's command line as it can be typed again from the repository root."""
+    """The command line that reproduces this run's report, as it can be typed again from the
+    repository root; `--report-only` is dropped: it re-renders what that command materialized."""
     data = os.environ.get("QUANTBIAS_DATA_DIR", "")
     prefix = f"QUANTBIAS_DATA_DIR={shlex.quote(data)} " if data and not Path(data).is_absolute() else ""
     python = ".venv/bin/python" if Path(sys.executable).absolute().parent == Path(".venv/bin").absolute() else "python"
-    return prefix + " ".join([python, "bench/replicate.py", *map(shlex.quote, sys.argv[1:])])
+    arguments = [shlex.quote(argument) for argument in sys.argv[1:] if argument != "--report-only"]
+    return prefix + " ".join([python, "bench/replicate.py", *arguments])
 
 
 def replicate(args: argparse.Namespace) -> int:

@@ -146,6 +146,11 @@ class Headlines:
     masked_flip_dataset: str | None
     group_worse: tuple[str, str, str, float] | None  # dataset, method, group, U->B - B->U
     group_better: tuple[str, str, str, float] | None
+    # why a ratio is missing: no flip at all in the low bin; no significant unit in any method
+    pooled_high_flip: float | None = None
+    pooled_low_flip: float | None = None
+    pooled_low_rows: int | None = None
+    significant_units: int | None = None
 
 
 def headlines(inputs: ReplicationInputs) -> Headlines:
@@ -178,7 +183,27 @@ def headlines(inputs: ReplicationInputs) -> Headlines:
         masked_flip_dataset=masked_row["dataset_group"] if masked_row else None,
         group_worse=worse if worse and worse[3] > 0 else None,
         group_better=better if better and better[3] < 0 else None,
+        pooled_high_flip=pooled.get("high", {}).get("response_flip"),
+        pooled_low_flip=pooled.get("low", {}).get("response_flip"),
+        pooled_low_rows=pooled.get("low", {}).get("n_rows"),
+        significant_units=int(inputs.significance["significant"].sum()) if inputs.significance.height else None,
     )
+
+
+def high_low_text(h: Headlines) -> str:
+    """The pooled high/low ratio, or why there is none: a low bin in which nothing flipped."""
+    if h.high_low_pooled is None and h.pooled_low_flip == 0 and (h.pooled_high_flip or 0) > 0:
+        return (
+            f"unbounded pooled: {h.pooled_high_flip:.1f}% of high-uncertainty rows flipped, "
+            f"none of {h.pooled_low_rows:,} low-uncertainty rows"
+        )
+    return f"{_num(h.high_low_pooled, 2, 'x')} pooled"
+
+
+def significance_ratio_text(h: Headlines) -> str:
+    if h.four_vs_eight_significant is None and h.significant_units == 0:
+        return "n/a: no unit significant in any method"
+    return _num(h.four_vs_eight_significant, 2, "x")
 
 
 def drift_checks(drift: pl.DataFrame) -> list[tuple[str, bool | None]]:
@@ -272,7 +297,7 @@ def render_report(inputs: ReplicationInputs, run: RunInfo) -> str:
             [
                 (
                     "response flips, high vs low uncertainty bin",
-                    f"{_num(h.high_low_pooled, 2, 'x')} pooled{high_low_range}",
+                    f"{high_low_text(h)}{high_low_range}",
                     PAPER["high_low"],
                 ),
                 (
@@ -282,7 +307,7 @@ def render_report(inputs: ReplicationInputs, run: RunInfo) -> str:
                 ),
                 (
                     "4-bit vs 8-bit (RTN W8A16): % units significant",
-                    _num(h.four_vs_eight_significant, 2, "x"),
+                    significance_ratio_text(h),
                     PAPER["four_vs_eight"],
                 ),
                 ("most responses flipped where the aggregate did not change", masked, PAPER["masked_flips"]),

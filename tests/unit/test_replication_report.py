@@ -226,3 +226,25 @@ def test_report_of_a_run_without_groups_or_open_answers():
     assert "| largest group worsening / improvement (U→B − B→U) | n/a / n/a |" in text
     assert "- GPTQ W4A16 < RTN W4A16: not measured" in text
     assert text.count("_(no rows)_") == 3  # groups, text statistics, drift
+
+
+def test_missing_ratios_say_why():
+    """A low bin where nothing flipped makes the ratio unbounded; no significant unit anywhere
+    makes the significance ratio undefined: the report says so instead of a bare n/a."""
+    no_low_flips = table1().with_columns(
+        response_flip=pl.when(pl.col("uncertainty_bin") == "low").then(0.0).otherwise(pl.col("response_flip"))
+    )
+    nothing_significant = inputs().significance.with_columns(significant=0)
+    no_ratio = inputs().four_bit.with_columns(significant_ratio_vs_8bit=None)
+    case = inputs(table1=no_low_flips, significance=nothing_significant, four_bit=no_ratio)
+    h = headlines(case)
+    assert (h.high_low_pooled, h.pooled_low_flip, h.pooled_low_rows, h.significant_units) == (None, 0.0, 40, 0)
+    assert h.pooled_high_flip == pytest.approx(40.0)
+    text = render_report(case, RUN)
+    assert (
+        "| response flips, high vs low uncertainty bin | unbounded pooled: 40.0% of high-uncertainty rows "
+        "flipped, none of 40 low-uncertainty rows; per dataset 5.00–5.00x |"
+    ) in text
+    assert "| 4-bit vs 8-bit (RTN W8A16): % units significant | n/a: no unit significant in any method |" in text
+    # with a significant unit somewhere, a missing ratio stays a plain n/a
+    assert "| 4-bit vs 8-bit (RTN W8A16): % units significant | n/a |" in render_report(inputs(four_bit=no_ratio), RUN)
