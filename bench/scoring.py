@@ -198,7 +198,31 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
         f"= {linear_rate / peak:.0%} of the peak (the ceiling of this model's shapes); the engine reaches "
         f"{flops / tree_seconds / 1e9 / linear_rate:.0%} of it"
     )
+    if args.profile:
+        print_profile(engine, questions)
     engine.close()
+
+
+OP_GROUPS = {"aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "matmul", "aten::matmul": "matmul"}
+
+
+def print_profile(engine, questions, top: int = 12) -> None:
+    """torch.profiler self CPU time of one more scoring pass, by op (matmuls and attention pooled)."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        engine.score(questions)
+    shares: Counter[str] = Counter()
+    for event in profiler.key_averages():
+        name = OP_GROUPS.get(event.key, "attention (SDPA)" if "scaled_dot_product" in event.key else event.key)
+        shares[name] += event.self_cpu_time_total
+    total = sum(shares.values())
+    print(
+        "  where the time goes (torch.profiler, self CPU time): "
+        + ", ".join(f"{name} {time_spent / total:.1%}" for name, time_spent in shares.most_common(top))
+    )
 
 
 def benchmark_parser(description: str, *, max_batch_tokens: int) -> argparse.ArgumentParser:
@@ -221,6 +245,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=1024)
     parser.add_argument("--baseline-questions", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true", help="also print where the engine's time goes, by op")
     args = parser.parse_args()
     run_sizes(args, bench_size)
 

@@ -194,8 +194,9 @@ def without_offload_dispatch(model):
     loads, even when everything stays on one device.
 
     Each wrapped forward moves its inputs to the onload device and fetches each weight through
-    an offload cache: about 10% of SmolLM2's decoding time on CPU. Removing them restores the
-    modules' own forwards (W8A8's quantized forward included): the same logits, bit for bit.
+    an offload cache: SmolLM2 decodes 3-6% faster without them (2 threads, RTN W4A16 and W8A8).
+    Removing them restores the modules' own forwards (W8A8's quantized forward included): the
+    same logits, bit for bit.
     """
     from compressed_tensors.offload import remove_dispatch
 
