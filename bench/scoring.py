@@ -46,41 +46,30 @@ def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 20
     """Best-of fp32 matmul throughput at the current thread count."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    return 2 * size**3 / best_seconds(lambda: a @ b, device, repeats) / 1e9
+
+
+def decoder_linear_weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.weight.detach() for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
 
 
 def decoder_flops_per_token(model: torch.nn.Module) -> int:
     """2 x the weights of every Linear inside the decoder layers (attention scores not counted)."""
-    decoder = model.get_decoder()
-    return 2 * sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
+    return 2 * sum(weight.numel() for weight in decoder_linear_weights(model))
 
 
 def linear_layers_gflops(model: torch.nn.Module, tokens: int, device: torch.device, repeats: int = 5) -> float:
     """Best-of throughput of the decoder's own Linear layers as plain matmuls on `tokens` rows: the
     most any engine can get from these shapes, before attention, norms and the lm_head."""
-    weights = [m.weight.detach() for m in model.get_decoder().modules() if isinstance(m, torch.nn.Linear)]
+    weights = decoder_linear_weights(model)
     inputs = {w.shape[1]: torch.randn(tokens, w.shape[1], device=device, dtype=w.dtype) for w in weights}
-    best = float("inf")
-    with torch.inference_mode():
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+
+    def run_layers() -> None:
+        with torch.inference_mode():
             for weight in weights:
                 torch.nn.functional.linear(inputs[weight.shape[1]], weight)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    return 2 * tokens * sum(w.numel() for w in weights) / best / 1e9
+
+    return tokens * decoder_flops_per_token(model) / best_seconds(run_layers, device, repeats) / 1e9
 
 
 def count_trie(sequences: list[tuple[int, ...]]) -> int:
@@ -138,6 +127,10 @@ def timed(function, *args, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize()
     return result, time.perf_counter() - start
+
+
+def best_seconds(function, device: torch.device, repeats: int) -> float:
+    return min(timed(function, device=device)[1] for _ in range(repeats))
 
 
 def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:

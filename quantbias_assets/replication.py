@@ -137,7 +137,9 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class Headlines:
-    high_low_pooled: float | None
+    pooled_high_flip: float | None  # % of rows flipped in the pooled high / low uncertainty bins
+    pooled_low_flip: float | None
+    pooled_low_rows: int | None
     high_low_min: float | None
     high_low_max: float | None
     four_vs_eight_flips: float | None
@@ -146,16 +148,15 @@ class Headlines:
     masked_flip_dataset: str | None
     group_worse: tuple[str, str, str, float] | None  # dataset, method, group, U->B - B->U
     group_better: tuple[str, str, str, float] | None
-    # why a ratio is missing: no flip at all in the low bin; no significant unit in any method
-    pooled_high_flip: float | None = None
-    pooled_low_flip: float | None = None
-    pooled_low_rows: int | None = None
-    significant_units: int | None = None
+    significant_units: int | None  # over every method: none at all leaves the ratio undefined
+
+    @property
+    def high_low_pooled(self) -> float | None:
+        return _ratio(self.pooled_high_flip, self.pooled_low_flip)
 
 
 def headlines(inputs: ReplicationInputs) -> Headlines:
     pooled = {row["uncertainty_bin"]: row for row in pooled_bins(inputs.table1).iter_rows(named=True)}
-    high_low = _ratio(pooled.get("high", {}).get("response_flip"), pooled.get("low", {}).get("response_flip"))
     ratios = inputs.ratio["high_to_low_ratio"].drop_nulls() if inputs.ratio.height else pl.Series([], dtype=pl.Float64)
 
     # the mart's 4-bit row: response flips on closed datasets, significant units over all of them
@@ -174,7 +175,9 @@ def headlines(inputs: ReplicationInputs) -> Headlines:
 
     worse, better = extreme(True), extreme(False)
     return Headlines(
-        high_low_pooled=high_low,
+        pooled_high_flip=pooled.get("high", {}).get("response_flip"),
+        pooled_low_flip=pooled.get("low", {}).get("response_flip"),
+        pooled_low_rows=pooled.get("low", {}).get("n_rows"),
         high_low_min=float(ratios.min()) if ratios.len() else None,
         high_low_max=float(ratios.max()) if ratios.len() else None,
         four_vs_eight_flips=four_bit.get("closed", {}).get("flip_ratio_vs_8bit"),
@@ -183,9 +186,6 @@ def headlines(inputs: ReplicationInputs) -> Headlines:
         masked_flip_dataset=masked_row["dataset_group"] if masked_row else None,
         group_worse=worse if worse and worse[3] > 0 else None,
         group_better=better if better and better[3] < 0 else None,
-        pooled_high_flip=pooled.get("high", {}).get("response_flip"),
-        pooled_low_flip=pooled.get("low", {}).get("response_flip"),
-        pooled_low_rows=pooled.get("low", {}).get("n_rows"),
         significant_units=int(inputs.significance["significant"].sum()) if inputs.significance.height else None,
     )
 
