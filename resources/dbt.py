@@ -14,6 +14,7 @@ The orchestrator image prepares it at build time:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -97,12 +98,20 @@ def manifest_is_stale(project: DbtProject) -> bool:
 
 
 def prepare_manifest(project: DbtProject = dbt_project) -> Path:
-    """The project's manifest, prepared by dagster-dbt when it is missing or stale; returns its path."""
+    """The project's manifest, prepared by dagster-dbt when it is missing or stale; returns its path.
+
+    Processes that load the code at once (a code server and its runs, parallel test workers)
+    parse one at a time: the others wait on a lock, then find the manifest fresh."""
     if not manifest_is_stale(project):
         return project.manifest_path
-    # the preparer initializes dbt's adapter in this process (it chdirs into the project)
-    with dbt_on_path(), restored_working_directory():
-        project.preparer.prepare(project)
+    target = project.project_dir / project.target_path
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".prepare.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if manifest_is_stale(project):
+            # the preparer initializes dbt's adapter in this process (it chdirs into the project)
+            with dbt_on_path(), restored_working_directory():
+                project.preparer.prepare(project)
     return project.manifest_path
 
 

@@ -3,6 +3,8 @@ at every load under `dagster dev`, with `dbt` off PATH; and the `--vars` of a bu
 
 from __future__ import annotations
 
+import concurrent.futures
+import fcntl
 import json
 import os
 import shutil
@@ -78,6 +80,22 @@ def test_dagster_dev_does_not_parse_an_unchanged_project_again(
     model.write_text(model.read_text() + "\n-- edited under dagster dev\n")
     prepare_manifest(project)
     assert project.manifest_path.stat().st_mtime_ns > parsed
+
+
+def test_a_process_that_waits_for_another_parse_does_not_parse_again(project_copy: Path) -> None:
+    """While one process prepares the manifest (holding the lock), another waits; the first
+    finishes a fresh manifest, so the second returns it without parsing."""
+    project = analysis_project(project_copy)
+    target = project_copy / "target"
+    target.mkdir()
+    with (target / ".prepare.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process is parsing
+        waiting = concurrent.futures.ThreadPoolExecutor(1).submit(prepare_manifest, project)
+        time.sleep(1)
+        assert not waiting.done()
+        project.manifest_path.write_text('{"written by": "the other process"}')
+    assert waiting.result(timeout=120) == project.manifest_path
+    assert read_manifest(project.manifest_path) == {"written by": "the other process"}
 
 
 def test_build_vars_name_the_lake_and_an_absolute_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
