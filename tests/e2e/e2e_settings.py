@@ -8,7 +8,7 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "e2e"
 # (the fast demo; the default demo model is the real SmolLM2).
 DEMO_MODEL_ARG = "tiny"
 MODEL = "tiny-demo"
-DEMO_METHODS = ("none", "rtn-w8a16", "rtn-w4a16", "gptq-w4a16")  # the tiny demo's methods
+DEMO_METHODS = ("none", "gptq-w4a16")  # the tiny demo's methods
 METHOD = "none"
 # The smallest closed dataset (4 axes x 200 questions): the tiny model answers it in seconds.
 E2E_DATASET = "CEB-Recognition-S"

@@ -32,8 +32,8 @@ from quantbias_assets.partitions import partition_key
 pytestmark = pytest.mark.e2e
 
 RUN_TIMEOUT_S = 900
-# Automation ticks every 30 s; a few minutes cover several ticks after the observation.
-QUIET_S = 180
+# Automation ticks every 30 s: at least 3 ticks after the observation, and 90 s.
+QUIET_S = 90
 MIN_AUTOMATION_TICKS = 3
 REPOSITORY = {"repositoryLocationName": "definitions", "repositoryName": "__repository__"}
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -243,7 +243,9 @@ def test_after_the_demo_a_quiet_instance_stays_quiet(page: Page, dagster_dev) ->
 
 def test_paper_figures_are_images_on_the_asset_page(page: Page, dagster_dev, e2e_home) -> None:
     pngs = sorted((e2e_home.home / "reports" / "figures").glob("*.png"))
-    assert len(pngs) >= 9, f"the demo drew {len(pngs)} figures"
+    # 11 figures, less those without data: the effect sizes and BBQ's per-group bias flips need
+    # more rows than the demo's sample, the W4-vs-W8 panel an 8-bit method.
+    assert len(pngs) >= 8, f"the demo drew {len(pngs)} figures"
     with ui_step(page, "09-paper-figures-asset"):
         page.goto(f"{dagster_dev.url}/assets/reports/paper_figures", wait_until="domcontentloaded")
         row = page.get_by_role("row", name=re.compile(r"^figures\s*\[Show Markdown\]"))
