@@ -11,5 +11,7 @@ export TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check . && .venv/bin/ruff format --check .
 bash scripts/setup_vllm_env.sh
 bash scripts/setup_browser.sh
-.venv/bin/python -m pytest --durations=25 "$@"  # the 25 slowest steps: where CI time goes
+# Two workers, each test file on one of them (module fixtures such as the browser test's demo run
+# once): most tests keep one core busy (one torch thread per process), so two cores halve the time.
+.venv/bin/python -m pytest -n "${QUANTBIAS_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@"  # the 25 slowest steps: where CI time goes
 .venv-vllm/bin/python -m pytest tests/vllm_engine
