@@ -26,6 +26,7 @@ main_status=0
 .venv/bin/python -m pytest -n "${QUANTBIAS_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@" || main_status=$?
 vllm_status=0
 wait "$vllm_suite" || vllm_status=$?
+trap - EXIT
 echo "== vLLM suite (.venv-vllm, tests/vllm_engine; $vllm_log)"
 cat "$vllm_log"
 [ "$main_status" -eq 0 ] && [ "$vllm_status" -eq 0 ]
