@@ -354,7 +354,12 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
         "--group-size", type=int, default=DEFAULT_GROUP_SIZE, help="weight group size of the 4-bit methods"
     )
     parser.add_argument("--guard", help="a local Llama Guard folder (default: the demo model itself)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads of each worker")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch threads of each worker (default: every core this process may use; the demo runs one "
+        "worker at a time; 1 where other jobs share the cores)",
+    )
     parser.set_defaults(handler=demo)
 
 

@@ -81,7 +81,8 @@ def run_demo(env: dict[str, str]) -> None:
     log = ARTIFACTS / "demo.log"
     with log.open("wb") as out:
         demo = subprocess.run(
-            [sys.executable, "-m", "quantbias_assets.cli", "demo", "--model", DEMO_MODEL_ARG],
+            # One torch thread: the other test worker shares the 2 cores.
+            [sys.executable, "-m", "quantbias_assets.cli", "demo", "--model", DEMO_MODEL_ARG, "--torch-threads", "1"],
             cwd=REPO_ROOT,
             env=env,
             stdout=out,

@@ -696,7 +696,7 @@ def test_demo_leaves_a_quiet_instance_and_an_edited_question_refreshes_only_its_
     shutil.copytree(data_dir, files, ignore=shutil.ignore_patterns(".*"))
     monkeypatch.setenv("QUANTBIAS_DATA_DIR", str(files))
     assert run_demo(DemoOptions(model=str(tiny_model_dir), nickname="tiny-demo", methods=("none",), sample=1,
-                                max_new_tokens=4)) == 0  # fmt: skip
+                                max_new_tokens=4, torch_threads=1)) == 0  # fmt: skip
 
     # Re-imported: an earlier test may have imported it under another QUANTBIAS_HOME, and its
     # resources (lake, model store) are built from the environment at import, as `dagster dev` does.
