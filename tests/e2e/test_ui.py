@@ -181,6 +181,8 @@ def pick_partition(page: Page, dialog: Locator, dimension: str, key: str) -> Non
     page.get_by_role("textbox", name="Filter partitions").fill(key)
     page.get_by_role("menuitem", name=re.compile(rf"^{re.escape(key)}\b")).click()
     dialog.get_by_text("Launch runs to materialize").click()  # closes the picker, keeps the dialog
+    # Its popover leaves the page after a transition; the next picker's filter box must be the only one.
+    expect(page.get_by_role("textbox", name="Filter partitions")).to_have_count(0)
 
 
 def question_ids(data_dir: Path) -> set[str]:
