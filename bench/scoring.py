@@ -9,7 +9,9 @@ questions/s of the prefix-tree engine; the ratio to (i) naive scoring, one full 
 (question, choice), and (ii) padded batches of 8 full (question, choice) sequences, both run in
 the same process (on the first --baseline-questions questions, to keep the run short); tokens
 run through the model divided by the size of the token trie; and the achieved GFLOP/s against a
-measured fp32 matmul peak. Figures are recorded in docs/scoring.md.
+measured fp32 matmul peak. `--dtype bfloat16` runs the engine in bfloat16 (AMX on recent Xeons)
+and also prints its own matmul peak and how far its answers are from float32's. Figures are
+recorded in docs/scoring.md.
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ def load_bbq(data_dir: Path, limit: int | None) -> list[tuple[str, list[str]]]:
     return questions if limit is None else questions[:limit]
 
 
-def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> float:
-    """Best-of fp32 matmul throughput at the current thread count."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+def matmul_peak_gflops(
+    device: torch.device, size: int = 1024, repeats: int = 20, dtype: torch.dtype = torch.float32
+) -> float:
+    """Best-of square matmul throughput at the current thread count."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     return 2 * size**3 / best_seconds(lambda: a @ b, device, repeats) / 1e9
 
 
@@ -134,7 +138,13 @@ def best_seconds(function, device: torch.device, repeats: int) -> float:
 
 
 def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
-    engine = HFEngine(model_dir, device=args.device, torch_threads=args.threads, max_batch_tokens=args.max_batch_tokens)
+    engine = HFEngine(
+        model_dir,
+        device=args.device,
+        dtype=args.dtype,
+        torch_threads=args.threads,
+        max_batch_tokens=args.max_batch_tokens,
+    )
     tok = engine.tokenizer
     questions = [build_choice_sequences(tok, render_user_prompt(tok, p), c) for p, c in raw_questions]
     sequences = [s.token_ids for q in questions for s in q]
@@ -149,6 +159,7 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
     peak_before = matmul_peak_gflops(device)
     tree_scores, tree_seconds = timed(engine.score, questions, device=device)
     peak = max(peak_before, matmul_peak_gflops(device))
+    engine_peak = peak if engine.dtype == torch.float32 else matmul_peak_gflops(device, dtype=engine.dtype)
     linear_rate = linear_layers_gflops(engine.model, args.max_batch_tokens, device)
     tree_rate = len(questions) / tree_seconds
     flops = trie * decoder_flops_per_token(engine.model)
@@ -186,14 +197,48 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
         f"vs fp32 matmul peak {peak:.2f} GFLOP/s (best of before/after the run): "
         f"{ideal_seconds / tree_seconds:.0%} of the machine's limit"
     )
+    if engine.dtype != torch.float32:
+        print(
+            f"  {args.dtype} matmul peak {engine_peak:.2f} GFLOP/s: the engine reaches "
+            f"{flops / tree_seconds / 1e9 / engine_peak:.0%} of the {args.dtype} limit"
+        )
     print(
         f"  the decoder's Linear layers alone, as matmuls of {args.max_batch_tokens} rows: {linear_rate:.2f} GFLOP/s "
-        f"= {linear_rate / peak:.0%} of the peak (the ceiling of this model's shapes); the engine reaches "
-        f"{flops / tree_seconds / 1e9 / linear_rate:.0%} of it"
+        f"= {linear_rate / engine_peak:.0%} of the {args.dtype} peak (the ceiling of this model's shapes); "
+        f"the engine reaches {flops / tree_seconds / 1e9 / linear_rate:.0%} of it"
     )
+    if engine.dtype != torch.float32:
+        print_precision(engine, model_dir, questions, tree_scores, args)
     if args.profile:
         print_profile(engine, questions)
     engine.close()
+
+
+def sums_of(scores) -> np.ndarray:
+    return np.array([[choice.sum_logprob for choice in question] for question in scores])
+
+
+def print_precision(engine, model_dir: Path, questions, tree_scores, args) -> None:
+    """How far a reduced-precision engine's answers are from float32's, and from its own answers
+    when the same questions are split into other calls (other chunks, other summation orders)."""
+    reduced = sums_of(tree_scores)
+    half = len(questions) // 2
+    resplit = sums_of(engine.score(questions[:half]) + engine.score(questions[half:]))
+    reference = HFEngine(
+        model_dir, device=args.device, torch_threads=args.threads, max_batch_tokens=args.max_batch_tokens
+    )
+    exact = sums_of(reference.score(questions))
+    reference.close()
+    for label, other in (
+        (f"vs float32 on the same {len(questions)} questions", exact),
+        ("vs itself, in two calls", resplit),
+    ):
+        gap = np.abs(reduced - other)
+        agree = (reduced.argmax(1) == other.argmax(1)).mean()
+        print(
+            f"  {args.dtype} {label}: chosen answer agrees on {agree:.1%} of questions; "
+            f"|d sum_logprob| median {np.median(gap):.1e}, max {gap.max():.1e}"
+        )
 
 
 OP_GROUPS = {"aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "matmul", "aten::matmul": "matmul"}
@@ -238,6 +283,9 @@ def main() -> None:
     parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=1024)
     parser.add_argument("--baseline-questions", type=int, default=100)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype", default="float32", help="engine dtype; other than float32 also compares its answers with float32's"
+    )
     parser.add_argument("--profile", action="store_true", help="also print where the engine's time goes, by op")
     args = parser.parse_args()
     run_sizes(args, bench_size)
