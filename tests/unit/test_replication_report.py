@@ -218,6 +218,18 @@ def test_report_shows_our_numbers_next_to_the_paper():
     assert "one 134.5M-parameter model on a sample" in text
     assert "- closed datasets: the first 6 questions of every axis" in text
     assert "This report:\n\n```bash\nbench/replicate.py --quick\n```" in text
+    assert "int8 per token" not in text  # no method quantizes activations
+
+
+def test_report_warns_that_int8_activation_flips_depend_on_the_scoring_call():
+    w8a8 = pl.DataFrame(
+        [("sq-rtn-w8a8", "RTN W8A8 + SQ", 8, 8, "closed", 100, 3.0, 2.0)],
+        schema=inputs().per_method.columns,
+        orient="row",
+    )
+    text = render_report(inputs(per_method=pl.concat([inputs().per_method, w8a8])), RUN)
+    assert "at all (docs/vllm.md).\n- RTN W8A8 + SQ: activations rounded to int8 per token on the fly" in text
+    assert "read these flip rates as rates, not as per-question results.\n\nSizes of this run:" in text
 
 
 def test_report_of_a_run_without_groups_or_open_answers():
