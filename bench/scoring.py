@@ -169,9 +169,9 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
     naive, naive_seconds = timed(score_naive, engine.model, subset, device=device)
     padded, padded_seconds = timed(score_padded, engine.model, subset, 8, tok.pad_token_id or 0, device=device)
     naive_rate, padded_rate = len(subset) / naive_seconds, len(subset) / padded_seconds
-    tree_subset = [[s.sum_logprob for s in q] for q in tree_scores[: len(subset)]]
-    agreement = max(np.abs(np.array(a) - np.array(b)).max() for a, b in zip(tree_subset, naive))
-    agreement_padded = max(np.abs(np.array(a) - np.array(b)).max() for a, b in zip(tree_subset, padded))
+    tree_subset = sums_of(tree_scores[: len(subset)])  # BBQ: three choices per question
+    agreement = np.abs(tree_subset - np.array(naive)).max()
+    agreement_padded = np.abs(tree_subset - np.array(padded)).max()
 
     print(
         f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
