@@ -90,8 +90,11 @@ class EngineSettings:
     tensor_parallel_size: int = _described(1, "vLLM: GPUs one model is split over")
     enforce_eager: bool = _described(False, "vLLM: no CUDA graphs (faster start, slower decoding)")
 
-    # They change how fast a model answers, never what it answers. The context length only decides
-    # which inputs fit; the judge, which cuts conversations to it, hashes it as its own setting.
+    # They change how fast a model answers, not what it answers: at most the last bits of a score
+    # (summation order). Under int8 activations (W8A8) those bits can move an activation to the
+    # next int8 level and so an answer (docs/scoring.md); such a row is one draw of that rounding
+    # noise, so a chunk size does not make another experiment either. The context length only
+    # decides which inputs fit; the judge, which cuts conversations to it, hashes it itself.
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset(
         {
             "device",
