@@ -258,6 +258,7 @@ def register_inference(sub: argparse._SubParsersAction) -> None:
             },
             template_hash=prompts.template_hash(engine.tokenizer),
             generation=None,
+            questions_alone=engine.questions_alone,
         )
         run = DatasetRun(Path(args.model).name, args.method, spec.name, digest, engine.name)
         stats = ChunkStats()

@@ -91,10 +91,10 @@ class EngineSettings:
     enforce_eager: bool = _described(False, "vLLM: no CUDA graphs (faster start, slower decoding)")
 
     # They change how fast a model answers, not what it answers: at most the last bits of a score
-    # (summation order). Under int8 activations (W8A8) those bits can move an activation to the
-    # next int8 level and so an answer (docs/scoring.md); such a row is one draw of that rounding
-    # noise, so a chunk size does not make another experiment either. The context length only
-    # decides which inputs fit; the judge, which cuts conversations to it, hashes it itself.
+    # (summation order). Under int8 activations (W8A8) such bits can move an answer, so the hf
+    # engine scores those checkpoints one question per call (`questions_alone`, which is hashed;
+    # docs/scoring.md). The context length only decides which inputs fit; the judge, which cuts
+    # conversations to it, hashes it itself.
     SPEED_ONLY: ClassVar[frozenset[str]] = frozenset(
         {
             "device",
@@ -213,6 +213,7 @@ class RespondSettings:
         checkpoint_identity: Mapping[str, Any],
         template_hash: str,
         generation: GenerationSettings | None,
+        questions_alone: bool = False,
     ) -> str:
         """sha256 of everything that changes a response's numbers (docs/schemas.md).
 
@@ -226,6 +227,7 @@ class RespondSettings:
             prompt_rule_version=prompt_rule_version(self.resolved_date()),
             add_special_tokens=self.add_special_tokens_reference and generation is None,
             generation=generation,
+            questions_alone=questions_alone,
         )
 
     def to_extras(self) -> dict[str, Any]:
@@ -261,12 +263,15 @@ def config_hash(
     prompt_rule_version: str,
     add_special_tokens: bool,
     generation: GenerationSettings | None,
+    questions_alone: bool = False,
 ) -> str:
     """The responses' config_hash: the checkpoint, the engine's hashed fields, the chat template,
     the prompt rule and, for generated answers, the generation settings."""
+    # questions_alone only when set: every hash from before it existed stays valid
+    alone = {"questions_alone": True} if questions_alone else {}
     payload = {
         "checkpoint": dict(checkpoint_identity),
-        "engine": {**engine.hashed(), "add_special_tokens": add_special_tokens},
+        "engine": {**engine.hashed(), "add_special_tokens": add_special_tokens, **alone},
         "chat_template": template_hash,
         "prompt_rule": prompt_rule_version,
         "generation": asdict(generation) if generation is not None else None,

@@ -258,9 +258,9 @@ def render_report(inputs: ReplicationInputs, run: RunInfo) -> str:
     # Measured on SmolLM2 (docs/scoring.md): a 1e-7 input change moves W8A8 log-probs by > 1 nat.
     int8_note = (
         f"\n- {', '.join(int8_activations)}: activations rounded to int8 per token on the fly make "
-        "the scores react to last-bit differences, so which questions flip depends on which questions "
-        'shared a scoring call (docs/scoring.md, "Quantized checkpoints"); read these flip rates as '
-        "rates, not as per-question results."
+        "the scores react to last-bit differences: each question is scored alone so that its answer "
+        "is reproducible, but which questions flip is one draw of that rounding noise (docs/scoring.md, "
+        '"Quantized checkpoints"); read these flip rates as rates, not as per-question results.'
         if int8_activations
         else ""
     )

@@ -17,7 +17,26 @@ from quantbias_assets.engines.base import (
 BACKENDS = ("hf", "vllm")
 
 
-__all__ = ["BACKENDS", "ChoiceScore", "ChoiceSequence", "Engine", "Generation", "GenerationSettings", "load_engine"]
+__all__ = [
+    "BACKENDS",
+    "ChoiceScore",
+    "ChoiceSequence",
+    "Engine",
+    "Generation",
+    "GenerationSettings",
+    "load_engine",
+    "scores_questions_alone",
+]
+
+
+def scores_questions_alone(backend: str, model_path: str | Path) -> bool:
+    """`Engine.questions_alone` of this backend on this checkpoint, known without loading it: the
+    hf engine scores one question per call when the checkpoint quantizes activations at run time."""
+    if backend != "hf" or not Path(model_path).is_dir():
+        return False
+    from quantbias_assets.engines.hf import quantizes_activations_at_run_time
+
+    return quantizes_activations_at_run_time(Path(model_path))
 
 
 def load_engine(backend: Literal["hf", "vllm"], model_path: str | Path, **engine_config: Any) -> Engine:

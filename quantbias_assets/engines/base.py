@@ -57,6 +57,9 @@ class Generation:
 class Engine(Protocol):
     name: str
     tokenizer: Any
+    # True when each question is scored in a call of its own, so that its scores do not depend on
+    # the other questions of a call (it then enters the responses' config_hash)
+    questions_alone: bool
 
     def score(
         self, questions: Sequence[Sequence[ChoiceSequence]], *, return_token_logprobs: bool = False

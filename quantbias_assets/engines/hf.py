@@ -9,6 +9,10 @@ The nodes before a chunk that its tokens can see are exactly the ancestors of th
 node (depth-first order), so their key/values are carried from chunk to chunk as one path cache.
 The output projection (lm_head) runs only on the nodes that predict a scored choice token.
 
+A checkpoint that quantizes its activations at run time (W8A8) is scored one question per call
+(`questions_alone`): its scores jump with last-bit differences, which a call's other questions
+would cause.
+
 Attention runs per block of `attention_block` query tokens over only the keys that some token of
 the block can see (`tree_attention_blocks`): a dense tree mask over the whole chunk would spend
 most of its attention work on masked pairs (on SmolLM2 and BBQ a token sees ~80 of the ~330
@@ -189,6 +193,17 @@ def compressed_tensors_loading(model_dir: Path) -> dict[str, object]:
     return {"quantization_config": CompressedTensorsConfig(dequantize=True)}
 
 
+def quantizes_activations_at_run_time(model_dir: Path) -> bool:
+    """Whether a checkpoint rounds its activations on the fly (compressed-tensors' dynamic
+    per-token int8 of W8A8): its scores then jump with last-bit differences of the input, such as
+    the other questions of a scoring call cause (docs/scoring.md, "Quantized checkpoints")."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    groups = ((config.get("quantization_config") or {}).get("config_groups") or {}).values()
+    return any((group.get("input_activations") or {}).get("dynamic") for group in groups)
+
+
 def without_offload_dispatch(model):
     """Undo the offloading wrappers compressed-tensors puts on every module of a checkpoint it
     loads, even when everything stays on one device.
@@ -245,6 +260,9 @@ class HFEngine:
         if quantized:
             model = without_offload_dispatch(model)
         self.model = model.to(self.device).eval()
+        # Scored (and answered) one question per call, a question's scores and replies are a
+        # function of the question alone (same tokens, same shapes, same kernels).
+        self.questions_alone = quantizes_activations_at_run_time(Path(self.model_path))
         self.tokens_run = 0  # tokens through the decoder by the last score() call (for benchmarks)
         self.tree_size = 0
 
@@ -252,6 +270,19 @@ class HFEngine:
     def score(
         self, questions: Sequence[Sequence[ChoiceSequence]], *, return_token_logprobs: bool = False
     ) -> list[list[ChoiceScore]]:
+        if not self.questions_alone:
+            return self._score_call(questions, return_token_logprobs)
+        results, tokens_run, tree_size = [], 0, 0
+        for question in questions:
+            results += self._score_call([question], return_token_logprobs)
+            tokens_run, tree_size = tokens_run + self.tokens_run, tree_size + self.tree_size
+        self.tokens_run, self.tree_size = tokens_run, tree_size
+        return results
+
+    def _score_call(
+        self, questions: Sequence[Sequence[ChoiceSequence]], return_token_logprobs: bool
+    ) -> list[list[ChoiceScore]]:
+        """Score the questions together: one prefix tree over all their sequences."""
         flat = [(q, c, seq) for q, choices in enumerate(questions) for c, seq in enumerate(choices)]
         for q, c, seq in flat:
             if not 1 <= seq.score_start < len(seq.token_ids):
@@ -344,7 +375,8 @@ class HFEngine:
 
     # ---------------------------------------------------------------- generation
     def generate(self, conversations: Sequence[list[dict[str, str]]], settings: GenerationSettings) -> list[Generation]:
-        """Chat replies, batched with left padding; greedy at temperature 0, else seeded sampling.
+        """Chat replies, batched with left padding (one per call when `questions_alone`); greedy at
+        temperature 0, else seeded sampling.
 
         Sampled replies depend on the batch composition (one torch generator per batch); vLLM's
         per-request seeds cannot be reproduced here.
@@ -355,8 +387,9 @@ class HFEngine:
         eos_ids = self._eos_ids()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
         results: list[Generation] = []
-        for begin in range(0, len(conversations), self.generation_batch_size):
-            batch = conversations[begin : begin + self.generation_batch_size]
+        batch_size = 1 if self.questions_alone else self.generation_batch_size
+        for begin in range(0, len(conversations), batch_size):
+            batch = conversations[begin : begin + batch_size]
             texts = [
                 render_conversation(self.tokenizer, messages, date_string=settings.template_date) for messages in batch
             ]

@@ -80,6 +80,7 @@ class VLLMEngine:
     """One `vllm.LLM` for scoring and generation; `trust_remote_code` stays off unless asked for."""
 
     name = "vllm"
+    questions_alone = False  # every choice sequence is its own request, batched as the scheduler likes
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """An engine that loads its model only when a worker first asks it for work.
 
-Before a worker knows whether anything is pending it needs the engine's name and tokenizer (for
-the config hash); both come without the weights. A refresh that finds every row current so
-never loads a model.
+Before a worker knows whether anything is pending it needs the engine's name, tokenizer and
+`questions_alone` (for the config hash); they come without the weights. A refresh that finds
+every row current so never loads a model.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ class LazyEngine:
         return model_context(
             SimpleNamespace(max_model_len=configured, model=SimpleNamespace(config=config), tokenizer=self.tokenizer)
         )
+
+    @cached_property
+    def questions_alone(self) -> bool:
+        """Engine.questions_alone, for the config hash, without loading the weights."""
+        from quantbias_assets.engines import scores_questions_alone
+
+        return scores_questions_alone(self.name, self.model_path)
 
     def versions(self) -> dict[str, str]:
         if self._engine is None:

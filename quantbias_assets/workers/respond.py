@@ -60,6 +60,7 @@ def respond_dataset(
         checkpoint_identity=checkpoint_identity,
         template_hash=prompts.template_hash(engine.tokenizer),
         generation=generation,
+        questions_alone=engine.questions_alone,
     )
     run = DatasetRun(target.model, target.method, dataset, digest, engine.name)
     stats = ChunkStats()

@@ -274,6 +274,48 @@ def test_quantized_checkpoint_runs_without_offload_wrappers_and_same_logits(tiny
     engine.close()
 
 
+@pytest.mark.slow
+def test_runtime_activation_quantization_scores_and_answers_each_question_alone(tiny_model_dir, data_dir, tmp_path):
+    """W8A8 rounds activations to int8 on the fly, so the last-bit differences that a call's other
+    questions cause (another tree, other attention blocks) can move a score: the engine scores and
+    answers such a checkpoint one question per call, so a question's numbers are its own."""
+    import json
+
+    from quantbias_assets.engines import scores_questions_alone
+    from quantbias_assets.quantize import quantize_into
+    from quantbias_assets.workers.lazy_engine import LazyEngine
+
+    folders = {}
+    for method in ("rtn-w8a8", "rtn-w4a16"):
+        folders[method] = tmp_path / method
+        folders[method].mkdir()
+        quantize_into(tiny_model_dir, method, folders[method])
+    assert scores_questions_alone("hf", folders["rtn-w8a8"])
+    assert not scores_questions_alone("vllm", folders["rtn-w8a8"])  # vLLM batches as its scheduler likes
+    assert not scores_questions_alone("hf", folders["rtn-w4a16"]) and not scores_questions_alone("hf", tiny_model_dir)
+    lazy = LazyEngine("hf", folders["rtn-w8a8"])  # the respond worker's engine: the hash needs no weights
+    assert lazy.questions_alone and not lazy.loaded
+    engine = HFEngine(folders["rtn-w8a8"], torch_threads=1)
+    assert engine.questions_alone and not HFEngine(folders["rtn-w4a16"], torch_threads=1).questions_alone
+    records = json.loads((data_dir / "closed_datasets" / "BBQ" / "age.json").read_text())[:20]
+    questions = [
+        build_choice_sequences(engine.tokenizer, render_user_prompt(engine.tokenizer, r["prompt"]), r["choices"])
+        for r in records
+    ]
+    together = engine.score(questions)
+    assert engine.score(questions[:7]) + engine.score(questions[7:]) == together  # bit for bit, whatever the company
+    assert [engine.score([question])[0] for question in questions] == together
+    # what it prevents: the same questions in one shared tree score differently
+    shared = engine._score_call(questions, False)
+    moved = [abs(a.sum_logprob - b.sum_logprob) for x, y in zip(shared, together, strict=True) for a, b in zip(x, y)]
+    assert max(moved) > 1e-4
+    # replies too: in left-padded batches of 8, 2 of these 8 replies came out otherwise
+    conversations = [[{"role": "user", "content": r["prompt"]}] for r in records[:8]]
+    settings = GenerationSettings(max_new_tokens=32)
+    assert engine.generate(conversations, settings) == [engine.generate([c], settings)[0] for c in conversations]
+    engine.close()
+
+
 def test_checkpoint_generation_defaults_do_not_leak(tiny_model_dir, tmp_path):
     """A generation_config.json with a repetition penalty (as Qwen ships) must not change greedy replies."""
     import json

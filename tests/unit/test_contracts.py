@@ -63,13 +63,14 @@ def delivered(extras: dict) -> dict:
     return json.loads(json.dumps(extras))
 
 
-def response_hashes(settings: RespondSettings) -> dict[str, str]:
+def response_hashes(settings: RespondSettings, **engine_facts: bool) -> dict[str, str]:
     styles = {"closed": None, "single_turn": False, "multi_turn": True}
     return {
         style: settings.config_hash(
             checkpoint_identity=IDENTITY,
             template_hash="t1",
             generation=None if multi_turn is None else settings.generation_settings(multi_turn),
+            **engine_facts,
         )
         for style, multi_turn in styles.items()
     }
@@ -223,6 +224,15 @@ def test_respond_settings_enter_the_hash_unless_declared_unhashed() -> None:
         assert response_hashes(replace(base, **{name: value})) != reference, name
     # the double-BOS switch changes scored prompts only
     assert response_hashes(replace(base, add_special_tokens_reference=True))["single_turn"] == reference["single_turn"]
+
+
+def test_an_engine_that_scores_questions_alone_gets_its_own_hashes_and_no_other_hash_moves() -> None:
+    settings = RespondSettings()
+    reference = response_hashes(settings)
+    assert response_hashes(settings, questions_alone=False) == reference == PINNED_RESPONSE_HASHES["local"]
+    alone = response_hashes(settings, questions_alone=True)
+    assert all(alone[style] != reference[style] for style in reference)  # scored and generated rows
+    assert len(set(alone.values())) == 3
 
 
 def test_judge_settings_enter_the_hash_unless_declared_unhashed() -> None:

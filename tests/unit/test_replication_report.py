@@ -221,7 +221,7 @@ def test_report_shows_our_numbers_next_to_the_paper():
     assert "int8 per token" not in text  # no method quantizes activations
 
 
-def test_report_warns_that_int8_activation_flips_depend_on_the_scoring_call():
+def test_report_warns_that_int8_activation_flips_are_one_draw_of_rounding_noise():
     w8a8 = pl.DataFrame(
         [("sq-rtn-w8a8", "RTN W8A8 + SQ", 8, 8, "closed", 100, 3.0, 2.0)],
         schema=inputs().per_method.columns,
@@ -229,6 +229,7 @@ def test_report_warns_that_int8_activation_flips_depend_on_the_scoring_call():
     )
     text = render_report(inputs(per_method=pl.concat([inputs().per_method, w8a8])), RUN)
     assert "at all (docs/vllm.md).\n- RTN W8A8 + SQ: activations rounded to int8 per token on the fly" in text
+    assert "each question is scored alone so that its answer is reproducible" in text
     assert "read these flip rates as rates, not as per-question results.\n\nSizes of this run:" in text
 
 
