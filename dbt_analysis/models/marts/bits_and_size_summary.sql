@@ -11,9 +11,7 @@ with dataset_styles as (
 model_sizes as (
     select model, any_value(param_size_b) as param_size_b from {{ ref('stg_paired_responses') }} group by model
 ),
--- one row per (factor, level) of each row: by method, by weight width and by model. A union, not
--- UNPIVOT: sqlglot cannot trace columns through UNPIVOT, so dagster-dbt would give this mart no
--- column lineage (and log a traceback on every build)
+-- one row per (factor, level) of each row: by method, by weight width and by model
 paired_rows as (
     select
         method, cast(w_bits as varchar) as w_bits, model, style, flipped, bias_flipped,
@@ -21,11 +19,7 @@ paired_rows as (
     from {{ ref('stg_paired_responses') }}
 ),
 paired as (
-    select 'method' as factor, method as level, style, flipped, bias_flipped, invalid_verdict from paired_rows
-    union all
-    select 'w_bits', w_bits, style, flipped, bias_flipped, invalid_verdict from paired_rows
-    union all
-    select 'model', model, style, flipped, bias_flipped, invalid_verdict from paired_rows
+    {{ by_factor('paired_rows', ['style', 'flipped', 'bias_flipped', 'invalid_verdict']) }}
 ),
 unit_rows as (
     select t.method, cast(t.w_bits as varchar) as w_bits, t.model, s.style, t.p_value, t.significant, t.direction
@@ -33,11 +27,7 @@ unit_rows as (
     join dataset_styles as s using (dataset)
 ),
 units as (
-    select 'method' as factor, method as level, style, p_value, significant, direction from unit_rows
-    union all
-    select 'w_bits', w_bits, style, p_value, significant, direction from unit_rows
-    union all
-    select 'model', model, style, p_value, significant, direction from unit_rows
+    {{ by_factor('unit_rows', ['style', 'p_value', 'significant', 'direction']) }}
 ),
 flips as (
     select
