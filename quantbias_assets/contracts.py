@@ -213,7 +213,7 @@ class RespondSettings:
         checkpoint_identity: Mapping[str, Any],
         template_hash: str,
         generation: GenerationSettings | None,
-        questions_alone: bool = False,
+        questions_alone: bool,
     ) -> str:
         """sha256 of everything that changes a response's numbers (docs/schemas.md).
 
@@ -263,7 +263,7 @@ def config_hash(
     prompt_rule_version: str,
     add_special_tokens: bool,
     generation: GenerationSettings | None,
-    questions_alone: bool = False,
+    questions_alone: bool,
 ) -> str:
     """The responses' config_hash: the checkpoint, the engine's hashed fields, the chat template,
     the prompt rule and, for generated answers, the generation settings."""

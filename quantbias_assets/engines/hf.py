@@ -237,6 +237,8 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from quantbias_assets.engines import scores_questions_alone
+
         if not (Path(model_path) / "config.json").is_file():
             raise FileNotFoundError(f"{model_path}: not a model folder (no config.json)")
         if torch_threads:
@@ -262,7 +264,7 @@ class HFEngine:
         self.model = model.to(self.device).eval()
         # Scored (and answered) one question per call, a question's scores and replies are a
         # function of the question alone (same tokens, same shapes, same kernels).
-        self.questions_alone = quantizes_activations_at_run_time(Path(self.model_path))
+        self.questions_alone = scores_questions_alone(self.name, self.model_path)
         self.tokens_run = 0  # tokens through the decoder by the last score() call (for benchmarks)
         self.tree_size = 0
 
@@ -270,14 +272,10 @@ class HFEngine:
     def score(
         self, questions: Sequence[Sequence[ChoiceSequence]], *, return_token_logprobs: bool = False
     ) -> list[list[ChoiceScore]]:
+        self.tokens_run, self.tree_size = 0, 0
         if not self.questions_alone:
             return self._score_call(questions, return_token_logprobs)
-        results, tokens_run, tree_size = [], 0, 0
-        for question in questions:
-            results += self._score_call([question], return_token_logprobs)
-            tokens_run, tree_size = tokens_run + self.tokens_run, tree_size + self.tree_size
-        self.tokens_run, self.tree_size = tokens_run, tree_size
-        return results
+        return [scores for question in questions for scores in self._score_call([question], return_token_logprobs)]
 
     def _score_call(
         self, questions: Sequence[Sequence[ChoiceSequence]], return_token_logprobs: bool
@@ -315,7 +313,7 @@ class HFEngine:
         sorted_nodes = pair_nodes[order]
         path_nodes: list[int] = []  # ancestors of the next chunk's first node, by depth
         path_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.tokens_run, self.tree_size = 0, tree.size
+        self.tree_size += tree.size
         with torch.inference_mode():
             for start in range(0, tree.size, self.max_batch_tokens):
                 stop = min(start + self.max_batch_tokens, tree.size)

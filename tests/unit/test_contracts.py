@@ -63,14 +63,14 @@ def delivered(extras: dict) -> dict:
     return json.loads(json.dumps(extras))
 
 
-def response_hashes(settings: RespondSettings, **engine_facts: bool) -> dict[str, str]:
+def response_hashes(settings: RespondSettings, questions_alone: bool = False) -> dict[str, str]:
     styles = {"closed": None, "single_turn": False, "multi_turn": True}
     return {
         style: settings.config_hash(
             checkpoint_identity=IDENTITY,
             template_hash="t1",
             generation=None if multi_turn is None else settings.generation_settings(multi_turn),
-            **engine_facts,
+            questions_alone=questions_alone,
         )
         for style, multi_turn in styles.items()
     }

@@ -21,6 +21,7 @@ HASH_ARGS = {
     "prompt_rule_version": "reference-v1",
     "add_special_tokens": False,
     "generation": None,
+    "questions_alone": False,
 }
 
 
@@ -42,6 +43,7 @@ def test_config_hash_is_sha256_of_the_documented_payload() -> None:
         {"template_hash": "t2"},
         {"add_special_tokens": True},
         {"generation": GenerationSettings(max_new_tokens=512, temperature=0.0, top_p=1.0, seed=1)},
+        {"questions_alone": True},
     ],
 )
 def test_config_hash_changes_with_every_numeric_setting(change: dict) -> None:
