@@ -16,11 +16,14 @@ would cause.
 Attention runs per block of `attention_block` query tokens over only the keys that some token of
 the block can see (`tree_attention_blocks`): a dense tree mask over the whole chunk would spend
 most of its attention work on masked pairs (on SmolLM2 and BBQ a token sees ~80 of the ~330
-keys of a 256-token chunk and its carried path), and that waste grows with the chunk size.
+keys of a 256-token chunk and its carried path), and that waste grows with the chunk size. That
+holds on CPU; on a GPU the masked work is cheap and every block's kernel launches are not, so
+there the default is one block per chunk (docs/scoring.md, "On a GPU").
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,6 +144,23 @@ def tree_attention_blocks(visible: np.ndarray, block: int) -> list[tuple[int, in
 TREE_ATTENTION = "quantbias_tree_sdpa"
 
 
+def default_attention_block(device_type: str, max_batch_tokens: int) -> int:
+    """64 query tokens per block on CPU; on an accelerator one block per chunk, where the masked
+    pairs cost less than each block's kernel launches (H200, SmolLM2: 3x faster, docs/scoring.md)."""
+    return 64 if device_type == "cpu" else max_batch_tokens
+
+
+def sdpa_backends(device_type: str) -> list | None:
+    """The SDPA kernels the engine allows (None: torch's choice). On CUDA not cuDNN's, which builds
+    an execution plan for every new sequence length (each tree chunk and decode step has one): on
+    an H200 it made bfloat16 scoring 2.4x and generation 3.1x slower (docs/scoring.md)."""
+    if device_type != "cuda":
+        return None
+    from torch.nn.attention import SDPBackend
+
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def tree_sdpa_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, tree_blocks=None, **kwargs
 ):
@@ -232,7 +252,7 @@ class HFEngine:
         max_batch_tokens: int = 1024,
         trust_remote_code: bool = False,
         generation_batch_size: int = 8,
-        attention_block: int = 64,
+        attention_block: int | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -247,7 +267,7 @@ class HFEngine:
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
         self.max_batch_tokens = max_batch_tokens
-        self.attention_block = attention_block
+        self.attention_block = attention_block or default_attention_block(self.device.type, max_batch_tokens)
         self.generation_batch_size = generation_batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         register_tree_attention()
@@ -314,7 +334,7 @@ class HFEngine:
         path_nodes: list[int] = []  # ancestors of the next chunk's first node, by depth
         path_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.tree_size += tree.size
-        with torch.inference_mode():
+        with torch.inference_mode(), self._attention_kernels():
             for start in range(0, tree.size, self.max_batch_tokens):
                 stop = min(start + self.max_batch_tokens, tree.size)
                 n_past = len(path_nodes)
@@ -350,6 +370,14 @@ class HFEngine:
                 if stop < tree.size:
                     path_nodes, path_kv = self._carry_path(tree, cache, path_nodes, start, stop)
         return out
+
+    def _attention_kernels(self):
+        backends = sdpa_backends(self.device.type)
+        if backends is None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import sdpa_kernel
+
+        return sdpa_kernel(backends)
 
     def _additive_mask(self, visible: np.ndarray):
         import torch
@@ -410,7 +438,7 @@ class HFEngine:
                 eos_token_id=eos_ids,
                 pad_token_id=pad_id,
             )
-            with torch.inference_mode():
+            with torch.inference_mode(), self._attention_kernels():
                 output = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
             for row in output[:, width:].tolist():
                 stop_at = next((i for i, token in enumerate(row) if token in eos_ids), None)

@@ -13,6 +13,8 @@ from quantbias_assets.engines.hf import (
     HFEngine,
     ancestors,
     build_prefix_tree,
+    default_attention_block,
+    sdpa_backends,
     tree_attention_blocks,
     tree_attention_visibility,
 )
@@ -106,6 +108,16 @@ def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
                 assert g.sum_logprob == pytest.approx(e.sum_logprob, abs=1e-4)
                 assert g.sum_logprob == pytest.approx(r, abs=1e-4)
     small.close()
+
+
+def test_device_defaults_blocks_on_cpu_one_block_per_chunk_and_no_cudnn_attention_on_cuda(engine):
+    from torch.nn.attention import SDPBackend
+
+    assert engine.attention_block == 64  # built with the defaults, on CPU
+    assert default_attention_block("cuda", 2048) == 2048
+    assert sdpa_backends("cpu") is None  # torch's own choice
+    # cuDNN attention re-plans for every new sequence length (docs/scoring.md, "On a GPU")
+    assert sdpa_backends("cuda") == [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def test_attention_blocks_keep_exactly_the_visible_pairs():
