@@ -154,7 +154,7 @@ def run_on_device(args: argparse.Namespace) -> None:
                     {
                         "dtype": dtype,
                         "max_batch_tokens": chunk,
-                        "attention_block": block or chunk,
+                        "attention_block": engine.attention_block,
                         **scores_json(scores),
                         "questions_per_s": len(questions) / seconds,
                         "peak_memory_bytes": peak,
@@ -162,8 +162,9 @@ def run_on_device(args: argparse.Namespace) -> None:
                     }
                 )
                 print(
-                    f"{accelerator} {dtype} chunk {chunk} block {block or chunk}: {len(questions)} questions in "
-                    f"{seconds:.2f} s = {len(questions) / seconds:.1f} questions/s, peak memory {peak / 2**20:.0f} MiB",
+                    f"{accelerator} {dtype} chunk {chunk} block {engine.attention_block}: "
+                    f"{len(questions)} questions in {seconds:.2f} s = {len(questions) / seconds:.1f} questions/s, "
+                    f"peak memory {peak / 2**20:.0f} MiB",
                     flush=True,
                 )
                 engine.close()
