@@ -160,7 +160,8 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
     tree_scores, tree_seconds = timed(engine.score, questions, device=device)
     peak = max(peak_before, matmul_peak_gflops(device))
     engine_peak = peak if engine.dtype == torch.float32 else matmul_peak_gflops(device, dtype=engine.dtype)
-    linear_rate = linear_layers_gflops(engine.model, args.max_batch_tokens, device)
+    chunk = engine.max_batch_tokens
+    linear_rate = linear_layers_gflops(engine.model, chunk, device)
     tree_rate = len(questions) / tree_seconds
     flops = trie * decoder_flops_per_token(engine.model)
     ideal_seconds = flops / (peak * 1e9)
@@ -175,13 +176,16 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
 
     print(
         f"== {name}: {params / 1e6:.2f} M params, {len(questions)} BBQ questions, {len(sequences)} sequences, "
-        f"{args.threads} thread(s), {device.type}, chunk {args.max_batch_tokens} tokens"
+        f"{args.threads} thread(s), {device.type}, chunk {chunk} tokens, attention block {engine.attention_block}"
     )
     print(
         f"  tokens: {total_tokens} in all (prompt+choice) sequences; trie {trie} ({trie / total_tokens:.1%}); "
         f"sharing only within a question {within_question} ({within_question / total_tokens:.1%})"
     )
-    print(f"  tokens run / trie size: {engine.tokens_run / trie:.3f}")
+    print(
+        f"  tokens run / trie size: {engine.tokens_run / trie:.3f} (a sequence's last token predicts nothing: "
+        f"the trie of the sequences less their last token is {count_trie([s[:-1] for s in sequences])})"
+    )
     print(f"  prefix-tree engine: {tree_seconds:.2f} s, {tree_rate:.1f} questions/s")
     print(
         f"  baseline (i) one forward per (question, choice), {len(subset)} q: {naive_rate:.1f} questions/s "
@@ -203,7 +207,7 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
             f"{flops / tree_seconds / 1e9 / engine_peak:.0%} of the {args.dtype} limit"
         )
     print(
-        f"  the decoder's Linear layers alone, as matmuls of {args.max_batch_tokens} rows: {linear_rate:.2f} GFLOP/s "
+        f"  the decoder's Linear layers alone, as matmuls of {chunk} rows: {linear_rate:.2f} GFLOP/s "
         f"= {linear_rate / engine_peak:.0%} of the {args.dtype} peak (the ceiling of this model's shapes); "
         f"the engine reaches {flops / tree_seconds / 1e9 / linear_rate:.0%} of it"
     )
@@ -241,7 +245,9 @@ def print_precision(engine, model_dir: Path, questions, tree_scores, args) -> No
         )
 
 
-OP_GROUPS = {"aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "matmul", "aten::matmul": "matmul"}
+# The decoder's Linear layers and the lm_head run as mm / addmm; the tree attention's batched
+# matmuls as bmm (SDPA on an accelerator).
+OP_GROUPS = {"aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "attention", "aten::_softmax": "attention"}
 
 
 def print_profile(engine, questions, top: int = 12) -> None:
@@ -254,7 +260,7 @@ def print_profile(engine, questions, top: int = 12) -> None:
         engine.score(questions)
     shares: Counter[str] = Counter()
     for event in profiler.key_averages():
-        name = OP_GROUPS.get(event.key, "attention (SDPA)" if "scaled_dot_product" in event.key else event.key)
+        name = OP_GROUPS.get(event.key, "attention" if "scaled_dot_product" in event.key else event.key)
         shares[name] += event.self_cpu_time_total
     total = sum(shares.values())
     print(
@@ -263,14 +269,16 @@ def print_profile(engine, questions, top: int = 12) -> None:
     )
 
 
-def benchmark_parser(description: str, *, max_batch_tokens: int) -> argparse.ArgumentParser:
+def benchmark_parser(description: str, *, max_batch_tokens: int | None) -> argparse.ArgumentParser:
     """The options both scoring benchmarks share: which questions, model sizes, threads, paths."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--questions", type=int, default=500)
     parser.add_argument("--all", action="store_true", help="every local BBQ question")
     parser.add_argument("--sizes", default="tiny,25m")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-batch-tokens", type=int, default=max_batch_tokens)
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=max_batch_tokens, help="hf engine chunk (default: the engine's)"
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("QUANTBIAS_DATA_DIR", "../shared/datasets"))
     )
@@ -280,7 +288,7 @@ def benchmark_parser(description: str, *, max_batch_tokens: int) -> argparse.Arg
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=1024)
+    parser = benchmark_parser(__doc__.splitlines()[0], max_batch_tokens=None)
     parser.add_argument("--baseline-questions", type=int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(

@@ -1,12 +1,13 @@
 """The transformers engine: prefix-tree choice scoring and chat generation, on CPU or CUDA.
 
 Scoring computes every distinct token prefix of a batch of questions exactly once. All
-(prompt + choice) token sequences go into one prefix tree (the chat header, shared contexts and
-each question's prompt become shared paths). The tree's nodes, in depth-first order, are run
-through the model in chunks of `max_batch_tokens` tokens packed into one row, with a tree
-attention mask (a token attends to its ancestors only) and position ids = depth in the tree.
-The nodes before a chunk that its tokens can see are exactly the ancestors of the chunk's first
-node (depth-first order), so their key/values are carried from chunk to chunk as one path cache.
+(prompt + choice) token sequences, less their last token (which predicts nothing), go into one
+prefix tree (the chat header, shared contexts and each question's prompt become shared paths).
+The tree's nodes, in depth-first order, are run through the model in chunks of
+`max_batch_tokens` tokens packed into one row, with a tree attention mask (a token attends to
+its ancestors only) and position ids = depth in the tree. The nodes before a chunk that its
+tokens can see are exactly the ancestors of the chunk's first node (depth-first order), so their
+key/values are carried from chunk to chunk as one path cache.
 The output projection (lm_head) runs only on the nodes that predict a scored choice token.
 
 A checkpoint that quantizes its activations at run time (W8A8) is scored one question per call
@@ -14,11 +15,13 @@ A checkpoint that quantizes its activations at run time (W8A8) is scored one que
 would cause.
 
 Attention runs per block of `attention_block` query tokens over only the keys that some token of
-the block can see (`tree_attention_blocks`): a dense tree mask over the whole chunk would spend
-most of its attention work on masked pairs (on SmolLM2 and BBQ a token sees ~80 of the ~330
-keys of a 256-token chunk and its carried path), and that waste grows with the chunk size. That
-holds on CPU; on a GPU the masked work is cheap and every block's kernel launches are not, so
-there the default is one block per chunk (docs/scoring.md, "On a GPU").
+the block can see (`tree_attention_blocks`), all blocks of a chunk in one batch: a dense tree
+mask over the whole chunk would spend most of its attention work on masked pairs (on SmolLM2 and
+BBQ a token sees ~80 of the ~330 keys of a 256-token chunk and its carried path), and that waste
+grows with the chunk size. That holds on CPU; on a GPU the masked work is cheap and every block's
+kernel launches are not, so there the default is one block per chunk (docs/scoring.md, "On a GPU").
+In the last decoder layer only the nodes that predict a scored token run the query and output
+projections and the MLP (`ScoredRowsOnly`).
 """
 
 from __future__ import annotations
@@ -120,7 +123,9 @@ def tree_attention_visibility(tree: PrefixTree, start: int, stop: int, n_past: i
 
 @dataclass
 class TreeAttentionBlocks:
-    """One chunk's attention work: per block of query rows, the keys it may see and their mask.
+    """One chunk's attention work as one batch: its query rows in blocks of `block`, each block
+    with the key columns some of its rows can see (`keys`, padded to the widest block) and the
+    additive mask of which of them each row sees (`block_mask`; padding rows and columns see nothing).
 
     `mask` is the chunk's full additive mask, passed to the model as its attention mask; the
     block path is taken only when a layer receives exactly that tensor (a model that rewrites
@@ -128,20 +133,33 @@ class TreeAttentionBlocks:
     """
 
     mask: object  # torch.Tensor [1, 1, chunk, n_past + chunk]
-    blocks: list[tuple[int, int, object, object]]  # (row start, row stop, key index [k], additive mask [1, 1, rows, k])
+    block: int
+    keys: object  # torch.Tensor int64 [n_blocks, width]
+    block_mask: object  # torch.Tensor [n_blocks, block, width]
 
 
-def tree_attention_blocks(visible: np.ndarray, block: int) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Split a chunk's visibility into blocks of `block` query rows, each with its visible key columns."""
-    blocks = []
-    for start in range(0, visible.shape[0], block):
-        rows = visible[start : start + block]
-        keys = np.flatnonzero(rows.any(axis=0))
-        blocks.append((start, start + len(rows), keys, rows[:, keys]))
-    return blocks
+def tree_attention_blocks(visible: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a chunk's visibility into blocks of `block` query rows: per block the key columns some
+    row sees, padded with column 0 to the widest block (int64 [n_blocks, width]), and which of
+    them each row sees (bool [n_blocks, block, width]; False for padding)."""
+    n_blocks = -(-visible.shape[0] // block)
+    columns = [np.flatnonzero(visible[b * block : (b + 1) * block].any(axis=0)) for b in range(n_blocks)]
+    keys = np.zeros((n_blocks, max(map(len, columns))), dtype=np.int64)
+    seen = np.zeros((n_blocks, block, keys.shape[1]), dtype=bool)
+    for b, cols in enumerate(columns):
+        rows = visible[b * block : (b + 1) * block]
+        keys[b, : len(cols)] = cols
+        seen[b, : len(rows), : len(cols)] = rows[:, cols]
+    return keys, seen
 
 
 TREE_ATTENTION = "quantbias_tree_sdpa"
+
+
+def default_max_batch_tokens(device_type: str) -> int:
+    """Tree tokens per forward pass: 2,048 on CPU (SmolLM2, 256 BBQ questions, 2 threads: 5% faster
+    than 1,024, 4,096 8% slower); 1,024 on an accelerator, measured best on an H200 (docs/scoring.md)."""
+    return 2048 if device_type == "cpu" else 1024
 
 
 def default_attention_block(device_type: str, max_batch_tokens: int) -> int:
@@ -164,26 +182,60 @@ def sdpa_backends(device_type: str) -> list | None:
 def tree_sdpa_attention(
     module, query, key, value, attention_mask, dropout=0.0, scaling=None, tree_blocks=None, **kwargs
 ):
-    """transformers attention function: SDPA per query block over its visible keys (exact), else plain SDPA."""
-    import torch
+    """transformers attention function: each query block over its visible keys (exact), else plain SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if tree_blocks is None or attention_mask is not tree_blocks.mask or dropout:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    gqa = query.shape[1] != key.shape[1]
-    out = query.new_empty((*query.shape[:-1], value.shape[-1]))
-    for start, stop, index, mask in tree_blocks.blocks:
-        out[:, :, start:stop] = torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:stop],
-            key.index_select(2, index),
-            value.index_select(2, index),
-            attn_mask=mask,
-            scale=scaling,
-            enable_gqa=gqa,
-        )
-    return out.transpose(1, 2).contiguous(), None
+    return tree_block_attention(query, key, value, tree_blocks, scaling), None
+
+
+def tree_block_attention(query, key, value, blocks: TreeAttentionBlocks, scaling: float | None):
+    """All blocks of a chunk in one batch: [1, heads, n, dim] queries -> [1, n, heads, dim].
+
+    The query heads that share a key/value head are stacked into one matrix per block, so each
+    layer attends with one batched call over [n_blocks x kv heads] instead of one SDPA call per
+    block, whose many small calls a CPU runs at a fraction of its matmul rate.
+    """
+    import torch
+
+    _, heads, n, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    n_blocks, width = blocks.keys.shape
+    rows = n_blocks * blocks.block
+    q = torch.nn.functional.pad(query[0], (0, 0, 0, rows - n))  # [heads, rows, dim]
+    q = q.view(kv_heads, group, n_blocks, blocks.block, dim).permute(2, 0, 1, 3, 4)
+    q = q.reshape(n_blocks, kv_heads, group * blocks.block, dim)
+    index = blocks.keys.view(-1)
+    k = key[0].index_select(1, index).view(kv_heads, n_blocks, width, dim).transpose(0, 1)
+    v = value[0].index_select(1, index).view(kv_heads, n_blocks, width, dim).transpose(0, 1)
+    attend = matmul_block_attention if query.device.type == "cpu" else sdpa_block_attention
+    out = attend(q, k, v, blocks.block_mask, group, dim**-0.5 if scaling is None else scaling)
+    out = out.view(n_blocks, kv_heads, group, blocks.block, dim).permute(0, 3, 1, 2, 4)
+    return out.reshape(rows, heads, dim)[:n][None]
+
+
+def matmul_block_attention(q, k, v, block_mask, group: int, scale: float):
+    """Attention of [n_blocks, kv heads, group x block, dim] queries over [n_blocks, kv heads,
+    width, dim] keys and values, `block_mask` [n_blocks, block, width] shared by the group: two
+    batched matmuls and a softmax (the CPU kernel)."""
+    import torch
+
+    n_blocks, kv_heads, rows, _ = q.shape
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
+    scores.view(n_blocks, kv_heads, group, rows // group, k.shape[2]).add_(block_mask[:, None, None])
+    return torch.matmul(scores.softmax(-1), v)
+
+
+def sdpa_block_attention(q, k, v, block_mask, group: int, scale: float):
+    """`matmul_block_attention` through SDPA (the accelerator kernel)."""
+    import torch
+
+    mask = block_mask.repeat(1, group, 1)[:, None]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
 def register_tree_attention() -> None:
@@ -238,6 +290,48 @@ def without_offload_dispatch(model):
     return remove_dispatch(model, onload_tensors=True)
 
 
+class ScoredRowsOnly:
+    """Runs the last decoder layer's query and output projections and its MLP on the chunk rows that
+    predict a scored token only (`rows`; all rows while it is None).
+
+    Of that layer the other nodes need only their keys and values, which their descendants attend
+    to; their own outputs are never read. On BBQ ~13% of the nodes predict a scored token, so this
+    saves ~2.6% of SmolLM2's decoder FLOPs. Rows left out get zeros from the skipped modules.
+    Architectures whose last layer lacks `self_attn.q_proj`, `self_attn.o_proj` or `mlp` run in full.
+    """
+
+    def __init__(self, decoder) -> None:
+        self.rows = None
+        layer = decoder.layers[-1]
+        attention = getattr(layer, "self_attn", None)
+        owners = ((attention, "q_proj"), (attention, "o_proj"), (layer, "mlp"))
+        self.active = all(hasattr(owner, name) for owner, name in owners)
+        if self.active:
+            for owner, name in owners:
+                self._on_rows(getattr(owner, name))
+
+    def _on_rows(self, module) -> None:
+        full_forward = module.forward
+
+        def forward(hidden, *args, **kwargs):
+            if self.rows is None:
+                return full_forward(hidden, *args, **kwargs)
+            picked = full_forward(hidden[:, self.rows], *args, **kwargs)
+            out = picked.new_zeros((*hidden.shape[:-1], picked.shape[-1]))
+            out[:, self.rows] = picked
+            return out
+
+        module.forward = forward
+
+    @contextlib.contextmanager
+    def only(self, rows):
+        self.rows = rows if self.active else None
+        try:
+            yield
+        finally:
+            self.rows = None
+
+
 class HFEngine:
     """Engine protocol over a transformers causal LM (see module docstring for scoring)."""
 
@@ -249,7 +343,7 @@ class HFEngine:
         device: str = "cpu",
         dtype: str = "float32",
         torch_threads: int | None = None,
-        max_batch_tokens: int = 1024,
+        max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
         generation_batch_size: int = 8,
         attention_block: int | None = None,
@@ -266,8 +360,8 @@ class HFEngine:
         self.model_path = str(model_path)
         self.device = torch.device(device)
         self.dtype = getattr(torch, dtype)
-        self.max_batch_tokens = max_batch_tokens
-        self.attention_block = attention_block or default_attention_block(self.device.type, max_batch_tokens)
+        self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(self.device.type)
+        self.attention_block = attention_block or default_attention_block(self.device.type, self.max_batch_tokens)
         self.generation_batch_size = generation_batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=trust_remote_code)
         register_tree_attention()
@@ -282,6 +376,7 @@ class HFEngine:
         if quantized:
             model = without_offload_dispatch(model)
         self.model = model.to(self.device).eval()
+        self.scored_rows_only = ScoredRowsOnly(self.model.get_decoder())
         # Scored (and answered) one question per call, a question's scores and replies are a
         # function of the question alone (same tokens, same shapes, same kernels).
         self.questions_alone = scores_questions_alone(self.name, self.model_path)
@@ -307,7 +402,9 @@ class HFEngine:
                 raise ValueError(
                     f"question {q}: choice {c}: score_start {seq.score_start} leaves no context or no choice token"
                 )
-        tree = build_prefix_tree([seq.token_ids for _, _, seq in flat])
+        # A sequence's last token predicts nothing scored and has no descendants to attend to it,
+        # so it stays out of the tree (a choice's final token: ~9% of the tree on BBQ).
+        tree = build_prefix_tree([seq.token_ids[:-1] for _, _, seq in flat])
         # Node n predicts the token at depth(n) + 1: scored token k of a sequence is predicted by path[k - 1].
         pair_nodes, pair_targets, pair_slices = [], [], []
         for (_, _, seq), path in zip(flat, tree.paths):
@@ -342,28 +439,29 @@ class HFEngine:
                 for layer, (keys, values) in enumerate(path_kv):
                     cache.update(keys, values, layer)
                 visible = tree_attention_visibility(tree, start, stop, n_past)
+                keys, seen = tree_attention_blocks(visible, self.attention_block)
                 blocks = TreeAttentionBlocks(
                     mask=self._additive_mask(visible)[None, None],
-                    blocks=[
-                        (lo, hi, torch.from_numpy(keys).to(self.device), self._additive_mask(rows)[None, None])
-                        for lo, hi, keys, rows in tree_attention_blocks(visible, self.attention_block)
-                    ],
+                    block=self.attention_block,
+                    keys=torch.from_numpy(keys).to(self.device),
+                    block_mask=self._additive_mask(seen),
                 )
-                hidden = decoder(
-                    input_ids=torch.from_numpy(tree.tokens[start:stop]).to(self.device)[None],
-                    position_ids=torch.from_numpy(tree.depths[start:stop]).to(self.device)[None],
-                    attention_mask=blocks.mask,
-                    past_key_values=cache,
-                    use_cache=True,
-                    tree_blocks=blocks,
-                ).last_hidden_state[0]
-                self.tokens_run += stop - start
-                # Log-probs only where a scored token is predicted.
+                # The nodes of this chunk that predict a scored token (the lm_head's rows).
                 lo, hi = np.searchsorted(sorted_nodes, [start, stop])
+                chunk_pairs = order[lo:hi]
+                local = torch.from_numpy(pair_nodes[chunk_pairs] - start).to(self.device)
+                needed, inverse = torch.unique(local, return_inverse=True)
+                with self.scored_rows_only.only(needed):
+                    hidden = decoder(
+                        input_ids=torch.from_numpy(tree.tokens[start:stop]).to(self.device)[None],
+                        position_ids=torch.from_numpy(tree.depths[start:stop]).to(self.device)[None],
+                        attention_mask=blocks.mask,
+                        past_key_values=cache,
+                        use_cache=True,
+                        tree_blocks=blocks,
+                    ).last_hidden_state[0]
+                self.tokens_run += stop - start
                 if hi > lo:
-                    chunk_pairs = order[lo:hi]
-                    local = torch.from_numpy(pair_nodes[chunk_pairs] - start).to(self.device)
-                    needed, inverse = torch.unique(local, return_inverse=True)
                     logits = lm_head(hidden[needed]).float().log_softmax(-1)
                     targets = torch.from_numpy(pair_targets[chunk_pairs]).to(self.device)
                     out[chunk_pairs] = logits[inverse, targets].double().cpu().numpy()

@@ -14,7 +14,10 @@ from quantbias_assets.engines.hf import (
     ancestors,
     build_prefix_tree,
     default_attention_block,
+    default_max_batch_tokens,
+    matmul_block_attention,
     sdpa_backends,
+    sdpa_block_attention,
     tree_attention_blocks,
     tree_attention_visibility,
 )
@@ -91,7 +94,8 @@ def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
     ]
     # A raw prompt starts a second root: some chunk sizes then start a chunk with nothing to carry.
     questions.append(build_choice_sequences(tok, "Pick one:", ["yes", "no"]))
-    tree = build_prefix_tree([s.token_ids for q in questions for s in q])
+    # The engine's tree: each sequence less its last token, which predicts nothing.
+    tree = build_prefix_tree([s.token_ids[:-1] for q in questions for s in q])
     second_root = int(np.flatnonzero(tree.parents < 0)[1])
     expected = engine.score(questions)
     reference = [[sum(one_forward_per_choice(engine.model, s)) for s in q] for q in questions]
@@ -110,10 +114,11 @@ def test_small_chunks_give_the_same_scores(engine, tiny_model_dir):
     small.close()
 
 
-def test_device_defaults_blocks_on_cpu_one_block_per_chunk_and_no_cudnn_attention_on_cuda(engine):
+def test_device_defaults_blocks_and_chunks_on_cpu_one_block_per_chunk_and_no_cudnn_attention_on_cuda(engine):
     from torch.nn.attention import SDPBackend
 
-    assert engine.attention_block == 64  # built with the defaults, on CPU
+    assert (engine.max_batch_tokens, engine.attention_block) == (2048, 64)  # built with the defaults, on CPU
+    assert default_max_batch_tokens("cuda") == 1024
     assert default_attention_block("cuda", 2048) == 2048
     assert sdpa_backends("cpu") is None  # torch's own choice
     # cuDNN attention re-plans for every new sequence length (docs/scoring.md, "On a GPU")
@@ -123,17 +128,72 @@ def test_device_defaults_blocks_on_cpu_one_block_per_chunk_and_no_cudnn_attentio
 def test_attention_blocks_keep_exactly_the_visible_pairs():
     sequences = [(1, 2, 3, 4), (1, 2, 5, 6), (1, 2, 5, 7), (8, 9), (1, 3)]
     tree = build_prefix_tree(sequences)
-    start, stop = 2, 7
+    start, stop = 2, 9  # nodes 3 4 | 5 6 | 7 3 | 8: the last block has one row, a new root
     n_past = len(ancestors(tree, start))
     visible = tree_attention_visibility(tree, start, stop, n_past)
-    blocks = tree_attention_blocks(visible, 2)
-    assert [(lo, hi) for lo, hi, _, _ in blocks] == [(0, 2), (2, 4), (4, 5)]
-    for lo, hi, keys, rows in blocks:
+    keys, seen = tree_attention_blocks(visible, 2)
+    # Blocks see 4, 4, 5 and 1 of the 9 columns (2 carried + 7 in the chunk), padded to 5.
+    assert visible.shape == (7, 9) and keys.shape == (4, 5) and seen.shape == (4, 2, 5)
+    assert [int(seen[b].any(axis=0).sum()) for b in range(4)] == [4, 4, 5, 1]
+    for b in range(4):
+        rows = visible[2 * b : 2 * b + 2]
+        used = seen[b].any(axis=0)
         # Only keys some row of the block sees, and for each row exactly the keys it sees.
-        assert visible[lo:hi][:, keys].any(axis=0).all()
-        expanded = np.zeros((hi - lo, visible.shape[1]), dtype=bool)
-        expanded[:, keys] = rows
-        assert (expanded == visible[lo:hi]).all()
+        assert set(keys[b, used]) == set(np.flatnonzero(rows.any(axis=0)))
+        for row in range(len(rows)):
+            assert set(keys[b, seen[b, row]]) == set(np.flatnonzero(rows[row]))
+    assert keys[3, 0] == 8 and not seen[3, 1].any()  # the new root sees itself; the padding row nothing
+
+
+def test_block_attention_kernels_equal_attention_over_each_rows_visible_keys():
+    """The CPU kernel (batched matmuls) and the accelerator's (SDPA), run here on the CPU, against
+    plain softmax attention of each query row over exactly the keys it sees."""
+    generator = torch.Generator().manual_seed(0)
+    n_blocks, kv_heads, group, block, width, dim = 3, 2, 3, 4, 5, 8
+    q = torch.randn(n_blocks, kv_heads, group * block, dim, generator=generator)
+    k = torch.randn(n_blocks, kv_heads, width, dim, generator=generator)
+    v = torch.randn(n_blocks, kv_heads, width, dim, generator=generator)
+    seen = torch.rand(n_blocks, block, width, generator=generator) < 0.6
+    seen[..., 0] = True  # every row sees at least one key
+    mask = torch.zeros(seen.shape).masked_fill_(~seen, torch.finfo(torch.float32).min)
+    expected = torch.empty_like(q)
+    for b in range(n_blocks):
+        for h in range(kv_heads):
+            for row in range(group * block):
+                keys = seen[b, row % block]
+                weights = (q[b, h, row] @ k[b, h, keys].T * 0.5).softmax(-1)
+                expected[b, h, row] = weights @ v[b, h, keys]
+    for kernel in (matmul_block_attention, sdpa_block_attention):
+        torch.testing.assert_close(kernel(q, k, v, mask, group, 0.5), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_last_layer_runs_its_query_output_and_mlp_on_the_scored_rows_only(engine):
+    tok = engine.tokenizer
+    question = build_choice_sequences(tok, render_user_prompt(tok, "Who was it?"), ["The grandfather", "Unknown"])
+    first, last = engine.model.get_decoder().layers[0], engine.model.get_decoder().layers[-1]
+    rows: dict[str, list[int]] = {}
+
+    def record(name, rows_of):
+        return lambda _module, args, out: rows.setdefault(name, []).append(rows_of(args[0], out))
+
+    computed = lambda _x, out: int(out[0].abs().sum(-1).gt(0).sum())  # noqa: E731 (rows not left at zero)
+    hooks = [
+        first.mlp.down_proj.register_forward_hook(record("first mlp", lambda x, _out: x.shape[1])),
+        last.mlp.down_proj.register_forward_hook(record("last mlp", lambda x, _out: x.shape[1])),
+        last.self_attn.k_proj.register_forward_hook(record("last k_proj", lambda x, _out: x.shape[1])),
+        last.self_attn.q_proj.register_forward_hook(record("last q_proj", computed)),
+    ]
+    try:
+        scores = engine.score([question])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tree = build_prefix_tree([s.token_ids[:-1] for s in question])
+    scored = {tree.paths[c][k - 1] for c, s in enumerate(question) for k in range(s.score_start, len(s.token_ids))}
+    assert len(scored) == 7 and tree.size == 21  # one chunk
+    assert rows == {"first mlp": [21], "last mlp": [7], "last k_proj": [21], "last q_proj": [7]}
+    reference = [sum(one_forward_per_choice(engine.model, s)) for s in question]
+    assert [s.sum_logprob for s in scores[0]] == pytest.approx(reference, abs=1e-4)
 
 
 def test_choice_without_context_is_rejected(engine):
