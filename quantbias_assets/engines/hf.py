@@ -196,7 +196,7 @@ def tree_block_attention(query, key, value, blocks: TreeAttentionBlocks, scaling
     """All blocks of a chunk in one batch: [1, heads, n, dim] queries -> [1, n, heads, dim].
 
     The query heads that share a key/value head are stacked into one matrix per block, so each
-    layer attends with one batched call over [n_blocks x kv heads] instead of one SDPA call per
+    layer attends with one batched call over [kv heads x n_blocks] instead of one SDPA call per
     block, whose many small calls a CPU runs at a fraction of its matmul rate.
     """
     import torch
@@ -207,26 +207,26 @@ def tree_block_attention(query, key, value, blocks: TreeAttentionBlocks, scaling
     n_blocks, width = blocks.keys.shape
     rows = n_blocks * blocks.block
     q = torch.nn.functional.pad(query[0], (0, 0, 0, rows - n))  # [heads, rows, dim]
-    q = q.view(kv_heads, group, n_blocks, blocks.block, dim).permute(2, 0, 1, 3, 4)
-    q = q.reshape(n_blocks, kv_heads, group * blocks.block, dim)
+    q = q.view(kv_heads, group, n_blocks, blocks.block, dim).transpose(1, 2)
+    q = q.reshape(kv_heads, n_blocks, group * blocks.block, dim)
     index = blocks.keys.view(-1)
-    k = key[0].index_select(1, index).view(kv_heads, n_blocks, width, dim).transpose(0, 1)
-    v = value[0].index_select(1, index).view(kv_heads, n_blocks, width, dim).transpose(0, 1)
+    k = key[0].index_select(1, index).view(kv_heads, n_blocks, width, dim)
+    v = value[0].index_select(1, index).view(kv_heads, n_blocks, width, dim)
     attend = matmul_block_attention if query.device.type == "cpu" else sdpa_block_attention
     out = attend(q, k, v, blocks.block_mask, group, dim**-0.5 if scaling is None else scaling)
-    out = out.view(n_blocks, kv_heads, group, blocks.block, dim).permute(0, 3, 1, 2, 4)
+    out = out.view(kv_heads, n_blocks, group, blocks.block, dim).permute(1, 3, 0, 2, 4)
     return out.reshape(rows, heads, dim)[:n][None]
 
 
 def matmul_block_attention(q, k, v, block_mask, group: int, scale: float):
-    """Attention of [n_blocks, kv heads, group x block, dim] queries over [n_blocks, kv heads,
+    """Attention of [kv heads, n_blocks, group x block, dim] queries over [kv heads, n_blocks,
     width, dim] keys and values, `block_mask` [n_blocks, block, width] shared by the group: two
     batched matmuls and a softmax (the CPU kernel)."""
     import torch
 
-    n_blocks, kv_heads, rows, _ = q.shape
+    kv_heads, n_blocks, rows, _ = q.shape
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
-    scores.view(n_blocks, kv_heads, group, rows // group, k.shape[2]).add_(block_mask[:, None, None])
+    scores.view(kv_heads, n_blocks, group, rows // group, k.shape[-2]).add_(block_mask[None, :, None])
     return torch.matmul(scores.softmax(-1), v)
 
 
@@ -234,7 +234,7 @@ def sdpa_block_attention(q, k, v, block_mask, group: int, scale: float):
     """`matmul_block_attention` through SDPA (the accelerator kernel)."""
     import torch
 
-    mask = block_mask.repeat(1, group, 1)[:, None]
+    mask = block_mask.repeat(1, group, 1)[None]
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 

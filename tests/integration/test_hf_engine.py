@@ -150,9 +150,9 @@ def test_block_attention_kernels_equal_attention_over_each_rows_visible_keys():
     plain softmax attention of each query row over exactly the keys it sees."""
     generator = torch.Generator().manual_seed(0)
     n_blocks, kv_heads, group, block, width, dim = 3, 2, 3, 4, 5, 8
-    q = torch.randn(n_blocks, kv_heads, group * block, dim, generator=generator)
-    k = torch.randn(n_blocks, kv_heads, width, dim, generator=generator)
-    v = torch.randn(n_blocks, kv_heads, width, dim, generator=generator)
+    q = torch.randn(kv_heads, n_blocks, group * block, dim, generator=generator)
+    k = torch.randn(kv_heads, n_blocks, width, dim, generator=generator)
+    v = torch.randn(kv_heads, n_blocks, width, dim, generator=generator)
     seen = torch.rand(n_blocks, block, width, generator=generator) < 0.6
     seen[..., 0] = True  # every row sees at least one key
     mask = torch.zeros(seen.shape).masked_fill_(~seen, torch.finfo(torch.float32).min)
@@ -161,8 +161,8 @@ def test_block_attention_kernels_equal_attention_over_each_rows_visible_keys():
         for h in range(kv_heads):
             for row in range(group * block):
                 keys = seen[b, row % block]
-                weights = (q[b, h, row] @ k[b, h, keys].T * 0.5).softmax(-1)
-                expected[b, h, row] = weights @ v[b, h, keys]
+                weights = (q[h, b, row] @ k[h, b, keys].T * 0.5).softmax(-1)
+                expected[h, b, row] = weights @ v[h, b, keys]
     for kernel in (matmul_block_attention, sdpa_block_attention):
         torch.testing.assert_close(kernel(q, k, v, mask, group, 0.5), expected, atol=1e-5, rtol=1e-5)
 
