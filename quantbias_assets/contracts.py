@@ -83,6 +83,9 @@ class EngineSettings:
     device: str = _described("cpu", "hf: torch device, e.g. cpu, cuda, cuda:1")
     torch_threads: int | None = _described(None, "hf: torch.set_num_threads; None = torch default")
     max_batch_tokens: int | None = _described(None, "hf: tokens per forward batch; None = engine default")
+    prepacked_linears: bool | None = _described(
+        None, "hf: float32 Linear layers through oneDNN on prepacked weights; None = wherever available (CPU)"
+    )
     max_model_len: int = _described(
         4096, "vLLM: the engine's context; the guard (either backend) cuts conversations to fit it"
     )
@@ -100,6 +103,7 @@ class EngineSettings:
             "device",
             "torch_threads",
             "max_batch_tokens",
+            "prepacked_linears",
             "max_model_len",
             "gpu_memory_utilization",
             "tensor_parallel_size",
@@ -126,6 +130,8 @@ class EngineSettings:
             kwargs["torch_threads"] = self.torch_threads
         if self.max_batch_tokens is not None:
             kwargs["max_batch_tokens"] = self.max_batch_tokens
+        if self.prepacked_linears is not None:
+            kwargs["prepacked_linears"] = self.prepacked_linears
         return kwargs
 
     def to_extras(self) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from quantbias_assets.engines.hf import (
     default_attention_block,
     default_max_batch_tokens,
     matmul_block_attention,
+    prepack_linears,
     sdpa_backends,
     sdpa_block_attention,
+    swiglu_in_place,
     tree_attention_blocks,
     tree_attention_visibility,
 )
@@ -194,6 +196,58 @@ def test_last_layer_runs_its_query_output_and_mlp_on_the_scored_rows_only(engine
     assert rows == {"first mlp": [21], "last mlp": [7], "last k_proj": [21], "last q_proj": [7]}
     reference = [sum(one_forward_per_choice(engine.model, s)) for s in question]
     assert [s.sum_logprob for s in scores[0]] == pytest.approx(reference, abs=1e-4)
+
+
+def test_in_place_swiglu_equals_the_models_own_mlp_and_leaves_autograd_alone(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    mlp = model.get_decoder().layers[1].mlp
+    x = torch.randn(1, 5, model.config.hidden_size)
+    with torch.inference_mode():
+        expected = mlp(x)
+    assert swiglu_in_place(model.get_decoder()) == model.config.num_hidden_layers
+    with torch.inference_mode():
+        assert torch.equal(mlp(x), expected)
+    x.requires_grad_(True)
+    mlp(x).sum().backward()  # with autograd on, the layer's own (out-of-place) forward runs
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_prepacked_linears_equal_torchs_own_and_leave_quantized_or_hooked_layers_alone(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.tensor([[5, 17, 42, 9, 3, 77]])
+    with torch.inference_mode():
+        expected = model(ids).logits
+    layers = model.config.num_hidden_layers
+    assert prepack_linears(model, 64) == 7 * layers + 1  # q k v o gate up down per layer, and the lm_head
+    with torch.inference_mode():
+        packed = model(ids).logits
+    assert not torch.equal(packed, expected)  # another kernel: other summation order...
+    assert torch.allclose(packed, expected, rtol=0, atol=1e-5)  # ...same float32 products
+    x = torch.randn(2, model.config.hidden_size, requires_grad=True)
+    model.lm_head(x).sum().backward()  # autograd on: torch's own Linear runs
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+    plain, quantized, hooked = (torch.nn.Linear(8, 8) for _ in range(3))
+    quantized.quantization_scheme = object()  # what compressed-tensors attaches
+    hooked.register_forward_pre_hook(lambda module, args: None)
+    assert prepack_linears(torch.nn.Sequential(plain, quantized, hooked), 64) == 1
+    assert "forward" in vars(plain) and "forward" not in vars(quantized) and "forward" not in vars(hooked)
+
+
+def test_engine_prepacks_on_cpu_in_float32_only_and_says_so(engine, tiny_model_dir):
+    assert engine.prepacked_linears and engine.versions()["linear_kernel"] == "onednn-prepacked"
+    mkl = HFEngine(tiny_model_dir, torch_threads=1, prepacked_linears=False)
+    assert mkl.versions()["linear_kernel"] == "torch"
+    tok = engine.tokenizer
+    question = build_choice_sequences(tok, render_user_prompt(tok, "Who was it?"), ["The grandfather", "Unknown"])
+    packed_sums = [s.sum_logprob for s in engine.score([question])[0]]
+    assert [s.sum_logprob for s in mkl.score([question])[0]] == pytest.approx(packed_sums, abs=1e-5)
+    with pytest.raises(ValueError, match="prepacked_linears needs float32 on a CPU"):
+        HFEngine(tiny_model_dir, dtype="bfloat16", prepacked_linears=True)
 
 
 def test_choice_without_context_is_rejected(engine):

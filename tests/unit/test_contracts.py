@@ -171,6 +171,9 @@ def test_quantize_request_round_trips_and_fills_defaults() -> None:
 def test_engine_settings_load_kwargs_per_backend_and_unknown_fields() -> None:
     hf = EngineSettings(dtype="bfloat16", device="cuda", torch_threads=4, max_batch_tokens=2048)
     assert hf.load_kwargs() == {"device": "cuda", "dtype": "bfloat16", "torch_threads": 4, "max_batch_tokens": 2048}
+    mkl = EngineSettings(prepacked_linears=False)
+    assert mkl.load_kwargs() == {"device": "cpu", "dtype": "float32", "prepacked_linears": False}
+    assert EngineSettings.from_extras(delivered(mkl.to_extras())) == mkl
     vllm = EngineSettings(backend="vllm", dtype="bfloat16", max_model_len=2048, torch_threads=4)
     assert vllm.load_kwargs() == {
         "dtype": "bfloat16",
@@ -192,6 +195,7 @@ def test_only_backend_and_dtype_of_an_engine_enter_a_hash() -> None:
         "device": "cuda",
         "torch_threads": 3,
         "max_batch_tokens": 64,
+        "prepacked_linears": False,
         "max_model_len": 1024,
         "gpu_memory_utilization": 0.5,
         "tensor_parallel_size": 2,
