@@ -234,9 +234,10 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
             f"  {args.dtype} matmul peak {engine_peak:.2f} GFLOP/s: the engine reaches "
             f"{flops / tree_seconds / 1e9 / engine_peak:.0%} of the {args.dtype} limit"
         )
+    kernel = "oneDNN float32" if engine.prepacked_linears else args.dtype
     print(
         f"  the decoder's Linear layers alone, as matmuls of {chunk} rows: {linear_rate:.2f} GFLOP/s "
-        f"= {linear_rate / engine_peak:.0%} of the {args.dtype} peak (the ceiling of this model's shapes); "
+        f"= {linear_rate / engine_peak:.0%} of the {kernel} peak (the ceiling of this model's shapes); "
         f"the engine reaches {flops / tree_seconds / 1e9 / linear_rate:.0%} of it"
     )
     if engine.dtype != torch.float32:
