@@ -313,32 +313,53 @@ def prepack_linears(model, rows_hint: int) -> int:
     same float32 products faster at every row count (AMD EPYC Zen 4, 2 threads, SmolLM2's shapes:
     ~228 GFLOP/s against ~205, from one row to 2,048; scoring 1.11x, docs/scoring.md); the
     results differ from MKL's by summation order only (~1e-5 in a choice's log-probability). The
-    packed copies cost the Linear weights' memory once more (SmolLM2: 0.54 GB). Layers with a
-    quantization scheme, hooks or a forward of their own (compressed-tensors) stay as they are.
+    packed copies cost the Linear weights' memory once more (SmolLM2: 0.54 GB). Only layers that
+    compute torch's own Linear are packed (`computes_plain_linear`): W8A8's, which round their
+    inputs to int8 on the fly, and any layer with hooks stay as they are.
     """
     import torch
 
     packed = 0
     for module in model.modules():
-        plain = (
-            type(module) is torch.nn.Linear
-            and "forward" not in vars(module)
-            and not hasattr(module, "quantization_scheme")
-            and not (module._forward_hooks or module._forward_pre_hooks)
-        )
-        if plain and module.weight.dtype == torch.float32:
+        if computes_plain_linear(module) and module.weight.dtype == torch.float32:
             weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows_hint)
-            module.forward = _prepacked_forward(module, weight, module.forward)
+            module.forward = _prepacked_forward(module, weight)
             packed += 1
     return packed
 
 
-def _prepacked_forward(module, packed_weight, full_forward):
+def computes_plain_linear(module) -> bool:
+    """A Linear layer whose forward is `x @ weight.T + bias` on its stored weight: torch's own, or
+    compressed-tensors' for a weight-only scheme (W4A16, W8A16) whose weights are decompressed,
+    which then quantizes nothing (its weights were dequantized once at load)."""
+    import torch
+
+    if type(module) is not torch.nn.Linear or module._forward_hooks or module._forward_pre_hooks:
+        return False
+    scheme = getattr(module, "quantization_scheme", None)
+    own = getattr(vars(module).get("forward"), "__func__", None)  # a forward set on the instance
+    if "forward" not in vars(module) or own is torch.nn.Linear.forward:  # (offload removal leaves the latter)
+        return scheme is None
+    code = getattr(own, "__code__", None)
+    if scheme is None or code is None or Path(code.co_filename).parts[-4:] != _COMPRESSED_TENSORS_FORWARD:
+        return False
+    from compressed_tensors.quantization import QuantizationStatus
+
+    status = getattr(module, "quantization_status", None)
+    weight_only = scheme.input_activations is None and scheme.output_activations is None
+    return weight_only and status is not None and status >= QuantizationStatus.COMPRESSED
+
+
+# The file of compressed-tensors' quantized Linear forward (functools.wraps gives it torch's name).
+_COMPRESSED_TENSORS_FORWARD = ("compressed_tensors", "quantization", "lifecycle", "forward.py")
+
+
+def _prepacked_forward(module, packed_weight):
     import torch
 
     def forward(x):
         if torch.is_grad_enabled():  # the packed kernel has no backward
-            return full_forward(x)
+            return torch.nn.functional.linear(x, module.weight, module.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed_weight, module.bias, "none", [], "")
 
     return forward

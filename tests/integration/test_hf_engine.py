@@ -379,7 +379,7 @@ def test_quantized_checkpoint_runs_without_offload_wrappers_and_same_logits(tiny
     import torch
     from transformers import AutoModelForCausalLM
 
-    from quantbias_assets.engines.hf import compressed_tensors_loading
+    from quantbias_assets.engines.hf import compressed_tensors_loading, computes_plain_linear, without_offload_dispatch
     from quantbias_assets.quantize import quantize_into
 
     quantized = tmp_path / method
@@ -387,7 +387,7 @@ def test_quantized_checkpoint_runs_without_offload_wrappers_and_same_logits(tiny
     quantize_into(tiny_model_dir, method, quantized)
     wrapped = AutoModelForCausalLM.from_pretrained(quantized, **compressed_tensors_loading(quantized)).eval()
     assert sum(hasattr(module, "_original_forward_func") for module in wrapped.modules()) > 10
-    engine = HFEngine(quantized, torch_threads=1)
+    engine = HFEngine(quantized, torch_threads=1, prepacked_linears=False)  # torch's kernels, as `wrapped`
     assert [name for name, module in engine.model.named_modules() if hasattr(module, "_original_forward_func")] == []
     assert all(type(module._parameters) is dict for module in engine.model.modules())
     ids = torch.tensor([engine.tokenizer("The nurse said that the doctor was late again.")["input_ids"]])
@@ -398,6 +398,20 @@ def test_quantized_checkpoint_runs_without_offload_wrappers_and_same_logits(tiny
     with torch.inference_mode():
         assert (ours - plain(ids).logits).abs().max().item() > 1e-3  # the quantized weights are in use
     engine.close()
+
+    # Weight-only layers (decompressed: their forward quantizes nothing) run through oneDNN too;
+    # W8A8's, which round their inputs to int8 on the fly, keep compressed-tensors' forward.
+    loaded = without_offload_dispatch(
+        AutoModelForCausalLM.from_pretrained(quantized, **compressed_tensors_loading(quantized))
+    )
+    linears = [name for name, module in loaded.named_modules() if isinstance(module, torch.nn.Linear)]
+    plain_linears = [name for name, module in loaded.named_modules() if computes_plain_linear(module)]
+    assert len(linears) == 7 * plain.config.num_hidden_layers + 1
+    assert plain_linears == (linears if method == "rtn-w4a16" else ["lm_head"])
+    packed = HFEngine(quantized, torch_threads=1)
+    with torch.inference_mode():
+        assert torch.allclose(packed.model(ids).logits, ours, rtol=0, atol=1e-5)
+    packed.close()
 
 
 @pytest.mark.slow
