@@ -84,7 +84,7 @@ class EngineSettings:
     torch_threads: int | None = _described(None, "hf: torch.set_num_threads; None = torch default")
     max_batch_tokens: int | None = _described(None, "hf: tokens per forward batch; None = engine default")
     prepacked_linears: bool | None = _described(
-        None, "hf: float32 Linear layers through oneDNN on prepacked weights; None = wherever available (CPU)"
+        None, "hf: float32 Linear layers through oneDNN on prepacked weights (CPU); None = when the copy fits memory"
     )
     max_model_len: int = _described(
         4096, "vLLM: the engine's context; the guard (either backend) cuts conversations to fit it"

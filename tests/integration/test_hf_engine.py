@@ -250,6 +250,17 @@ def test_engine_prepacks_on_cpu_in_float32_only_and_says_so(engine, tiny_model_d
         HFEngine(tiny_model_dir, dtype="bfloat16", prepacked_linears=True)
 
 
+def test_engine_packs_by_default_only_when_the_copy_fits_in_half_the_available_memory(tiny_model_dir, monkeypatch):
+    from quantbias_assets.engines import hf
+
+    assert hf.available_memory_bytes() > 100 * 2**20  # this machine: readable, and the test model fits
+    monkeypatch.setattr(hf, "available_memory_bytes", lambda: 2**20)  # 1 MiB: the tiny model's weights do not fit
+    assert not HFEngine(tiny_model_dir, torch_threads=1).prepacked_linears
+    assert HFEngine(tiny_model_dir, torch_threads=1, prepacked_linears=True).prepacked_linears  # asked for: packed
+    monkeypatch.setattr(hf, "available_memory_bytes", lambda: None)  # no figure: packed
+    assert HFEngine(tiny_model_dir, torch_threads=1).prepacked_linears
+
+
 def test_choice_without_context_is_rejected(engine):
     with pytest.raises(ValueError, match="question 0: choice 1: score_start 0"):
         engine.score([[ChoiceSequence((5, 6), 1, 1, 1), ChoiceSequence((5, 6), 0, 2, 2)]])
