@@ -274,9 +274,15 @@ def print_precision(engine, model_dir: Path, questions, tree_scores, args) -> No
         )
 
 
-# The decoder's Linear layers and the lm_head run as mm / addmm; the tree attention's batched
-# matmuls as bmm (SDPA on an accelerator).
-OP_GROUPS = {"aten::mm": "matmul", "aten::addmm": "matmul", "aten::bmm": "attention", "aten::_softmax": "attention"}
+# The decoder's Linear layers and the lm_head run as mm / addmm, or as oneDNN's linear on prepacked
+# weights; the tree attention's batched matmuls as bmm (SDPA on an accelerator).
+OP_GROUPS = {
+    "aten::mm": "matmul",
+    "aten::addmm": "matmul",
+    "mkldnn::_linear_pointwise": "matmul",
+    "aten::bmm": "attention",
+    "aten::_softmax": "attention",
+}
 
 
 def print_profile(engine, questions, top: int = 12) -> None:

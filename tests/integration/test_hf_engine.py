@@ -225,23 +225,32 @@ def test_prepacked_linears_equal_torchs_own_and_leave_quantized_or_hooked_layers
     assert prepack_linears(model, 64) == 7 * layers + 1  # q k v o gate up down per layer, and the lm_head
     with torch.inference_mode():
         packed = model(ids).logits
-    assert not torch.equal(packed, expected)  # another kernel: other summation order...
-    assert torch.allclose(packed, expected, rtol=0, atol=1e-5)  # ...same float32 products
+    assert torch.allclose(packed, expected, rtol=0, atol=1e-5)  # the same float32 products
+    # Inference runs on the packed copies: the layers' own weights no longer matter there...
+    gate = model.get_decoder().layers[0].mlp.gate_proj
+    with torch.no_grad():
+        gate.weight.zero_()
+    with torch.inference_mode():
+        assert torch.equal(model(ids).logits, packed)
+    # ...while with autograd on, torch's own Linear runs on them (the packed kernel has no backward).
     x = torch.randn(2, model.config.hidden_size, requires_grad=True)
-    model.lm_head(x).sum().backward()  # autograd on: torch's own Linear runs
+    assert torch.equal(gate(x), torch.zeros(2, gate.out_features))
+    model.lm_head(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
     plain, quantized, hooked = (torch.nn.Linear(8, 8) for _ in range(3))
     quantized.quantization_scheme = object()  # what compressed-tensors attaches
     hooked.register_forward_pre_hook(lambda module, args: None)
     assert prepack_linears(torch.nn.Sequential(plain, quantized, hooked), 64) == 1
-    assert "forward" in vars(plain) and "forward" not in vars(quantized) and "forward" not in vars(hooked)
+    assert [hasattr(layer, "prepacked_weight") for layer in (plain, quantized, hooked)] == [True, False, False]
 
 
 def test_engine_prepacks_on_cpu_in_float32_only_and_says_so(engine, tiny_model_dir):
     assert engine.prepacked_linears and engine.versions()["linear_kernel"] == "onednn-prepacked"
+    assert hasattr(engine.model.lm_head, "prepacked_weight")
     mkl = HFEngine(tiny_model_dir, torch_threads=1, prepacked_linears=False)
     assert mkl.versions()["linear_kernel"] == "torch"
+    assert not any(hasattr(module, "prepacked_weight") for module in mkl.model.modules())
     tok = engine.tokenizer
     question = build_choice_sequences(tok, render_user_prompt(tok, "Who was it?"), ["The grandfather", "Unknown"])
     packed_sums = [s.sum_logprob for s in engine.score([question])[0]]
@@ -420,6 +429,9 @@ def test_quantized_checkpoint_runs_without_offload_wrappers_and_same_logits(tiny
     assert len(linears) == 7 * plain.config.num_hidden_layers + 1
     assert plain_linears == (linears if method == "rtn-w4a16" else ["lm_head"])
     packed = HFEngine(quantized, torch_threads=1)
+    assert [name for name, module in packed.model.named_modules() if hasattr(module, "prepacked_weight")] == (
+        plain_linears
+    )
     with torch.inference_mode():
         assert torch.allclose(packed.model(ids).logits, ours, rtol=0, atol=1e-5)
     packed.close()
