@@ -10,7 +10,8 @@ questions/s of the prefix-tree engine; the ratio to (i) naive scoring, one full 
 the same process (on the first --baseline-questions questions, to keep the run short); tokens
 run through the model divided by the size of the token trie; and the achieved GFLOP/s against a
 measured fp32 matmul peak. `--dtype bfloat16` runs the engine in bfloat16 (AMX on recent Xeons)
-and also prints its own matmul peak and how far its answers are from float32's. Figures are
+and also prints its own matmul peak and how far its answers are from float32's. `--torch-linears`
+runs the engine's Linear layers on torch's own kernels instead of oneDNN's prepacked ones. Figures are
 recorded in docs/scoring.md.
 """
 
@@ -153,6 +154,7 @@ def bench_size(name: str, model_dir: Path, raw_questions, args) -> None:
         dtype=args.dtype,
         torch_threads=args.threads,
         max_batch_tokens=args.max_batch_tokens,
+        prepacked_linears=False if args.torch_linears else None,
     )
     tok = engine.tokenizer
     questions = [build_choice_sequences(tok, render_user_prompt(tok, p), c) for p, c in raw_questions]
@@ -333,6 +335,9 @@ def main() -> None:
         "--dtype", default="float32", help="engine dtype; other than float32 also compares its answers with float32's"
     )
     parser.add_argument("--profile", action="store_true", help="also print where the engine's time goes, by op")
+    parser.add_argument(
+        "--torch-linears", action="store_true", help="the engine's Linear layers on torch's kernels, not oneDNN's"
+    )
     args = parser.parse_args()
     run_sizes(args, bench_size)
 
